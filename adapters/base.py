@@ -1,0 +1,156 @@
+"""The one small interface every outside system sits behind.
+
+An adapter gets a canonical event, its destination's settings and a `DeliveryContext`, makes the call(s)
+with the shared `httpx.Client`, and returns an `Outcome`: ok (with the remote id it created), retry
+(optionally after N seconds) or permanent (with the reason). It never raises for HTTP trouble and never
+imports receiver or worker internals; the worker owns retries, dead letters and idempotency markers.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from postrelay.events import CanonicalEvent
+
+RETRYABLE_STATUS = frozenset({408, 425, 429}) | frozenset(range(500, 600))
+EXCERPT = 500
+
+
+@dataclass
+class Outcome:
+    """What one delivery attempt achieved."""
+
+    status: Literal["ok", "retry", "permanent"]
+    remote_id: str | None = None
+    retry_after: float | None = None
+    http_status: int | None = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the side effect happened."""
+        return self.status == "ok"
+
+    @classmethod
+    def success(cls, remote_id: str | None = None, http_status: int | None = None) -> Outcome:
+        """A delivered outcome."""
+        return cls("ok", remote_id=remote_id, http_status=http_status)
+
+    @classmethod
+    def retry(cls, detail: str, retry_after: float | None = None, http_status: int | None = None) -> Outcome:
+        """A transient failure: try again later."""
+        return cls("retry", retry_after=retry_after, http_status=http_status, detail=detail)
+
+    @classmethod
+    def permanent(cls, detail: str, http_status: int | None = None) -> Outcome:
+        """A failure that retrying cannot fix: goes to the dead-letter store."""
+        return cls("permanent", http_status=http_status, detail=detail)
+
+
+@dataclass
+class DeliveryContext:
+    """Per-delivery state the worker hands to an adapter.
+
+    `recall`/`remember` persist the remote ids of steps already done for this (destination, event), so a
+    re-run after a crash or a retry skips them instead of creating a second activity or task.
+    `extra` carries the follow-up payload (rule name, `estimated`, `late`) for action adapters.
+    """
+
+    destination: str
+    attempt: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+    _memo: dict[str, str] = field(default_factory=dict)
+    _save: Callable[[str, str], None] | None = None
+
+    def recall(self, step: str) -> str | None:
+        """The remote id stored for `step`, if that step already succeeded."""
+        return self._memo.get(step)
+
+    def remember(self, step: str, remote_id: str) -> None:
+        """Persist that `step` succeeded with `remote_id` (before doing anything else)."""
+        self._memo[step] = remote_id
+        if self._save is not None:
+            self._save(step, remote_id)
+
+
+class AdapterSettings(BaseModel):
+    """Base for each adapter's settings model (the keys of its `[destinations.NAME]` table)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Adapter:
+    """Base class: subclasses set `type`, `Settings`, and implement `deliver`."""
+
+    type: ClassVar[str]
+    Settings: ClassVar[type[AdapterSettings]] = AdapterSettings
+
+    def __init__(self, name: str, settings: AdapterSettings, client: httpx.Client) -> None:
+        self.name = name
+        self.settings = settings
+        self.client = client
+
+    def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
+        """Make the outside call(s) for `event`; never raise for HTTP or network trouble."""
+        raise NotImplementedError
+
+    def secrets(self) -> Iterable[str]:
+        """Secret values of this destination, redacted from every detail and log line."""
+        return [v for k, v in self.settings.model_dump().items()
+                if isinstance(v, str) and v and k in {"token", "secret", "api_key", "password",
+                                                     "auth_token", "access_token", "client_secret"}]
+
+    def call(self, method: str, url: str, **kwargs: Any) -> httpx.Response | Outcome:
+        """Send a request; a network error or timeout becomes a retry Outcome instead of raising."""
+        try:
+            return self.client.request(method, url, **kwargs)
+        except httpx.TimeoutException as exc:
+            return Outcome.retry(f"timeout: {type(exc).__name__}")
+        except httpx.TransportError as exc:
+            return Outcome.retry(f"network error: {type(exc).__name__}: {exc}")
+
+
+def retry_after_seconds(response: httpx.Response, now: float | None = None) -> float | None:
+    """Parse `Retry-After` (seconds or an HTTP date) into seconds from now."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+def excerpt(response: httpx.Response) -> str:
+    """A short, single-line excerpt of a response body for attempt records."""
+    text = response.text[:EXCERPT] if response.content else ""
+    return f"HTTP {response.status_code}: {' '.join(text.split())}"
+
+
+def classify(response: httpx.Response, remote_id: str | None = None) -> Outcome:
+    """Generic HTTP classification: 2xx ok; 408/425/429/5xx retry (honouring Retry-After); else permanent."""
+    code = response.status_code
+    if 200 <= code < 300:
+        return Outcome.success(remote_id=remote_id, http_status=code)
+    if code in RETRYABLE_STATUS:
+        return Outcome.retry(excerpt(response), retry_after=retry_after_seconds(response), http_status=code)
+    return Outcome.permanent(excerpt(response), http_status=code)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every secret value in `text` with `***`."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text

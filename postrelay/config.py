@@ -1,0 +1,254 @@
+"""The one TOML config file: loading, `${ENV_VAR}` interpolation and validation.
+
+Errors name the offending key (`sources.lob.secrets: ...`) so a bad deploy fails at start, not at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from postrelay.durations import parse_delay, parse_seconds
+from postrelay.events import ALL_TYPES
+
+ENV_VAR = "POSTRELAY_CONFIG"
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+KNOWN_SOURCES = ("postgrid", "lob", "postalytics", "generic")
+
+
+class ConfigError(Exception):
+    """The config file is missing, unparseable or invalid; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _duration(value: Any) -> float:
+    return parse_seconds(value)
+
+
+class ServerConfig(_Strict):
+    """`[server]`: where to listen, which Redis, the read-API token and ingest limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    redis_url: str | None = None
+    api_token: str | None = None
+    data_dir: str = ".postrelay"
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    body_timeout: float = 10.0
+    dedupe_window: float = 8 * 86400
+    timeline_retention: float = 400 * 86400
+    redis_timeout: float = 2.0
+    retry_after: int = 30
+    appendfsync: Literal["everysec", "always", "no"] = "everysec"
+
+    _dur = field_validator("body_timeout", "dedupe_window", "timeline_retention", "redis_timeout",
+                           mode="before")(_duration)
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_length(cls, v: str | None) -> str | None:
+        if v is not None and len(v) < 16:
+            raise ValueError("api_token must be at least 16 characters")
+        return v
+
+
+class SignedSource(_Strict):
+    """A source verified by HMAC secrets (several, for rotation) within a timestamp tolerance."""
+
+    secrets: list[str] = Field(min_length=1)
+    tolerance: float = 300.0
+
+    _dur = field_validator("tolerance", mode="before")(_duration)
+
+    @field_validator("secrets")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if any(not s for s in v):
+            raise ValueError("a secret is empty (is its ${ENV_VAR} set?)")
+        return v
+
+
+class PostGridSource(SignedSource):
+    """PostGrid retries after 1 h, 2 h and 4 h: a signature made at the first attempt must still pass."""
+
+    tolerance: float = 8 * 3600
+
+
+class GenericSource(SignedSource):
+    """Standard Webhooks: secrets look like `whsec_<base64>`."""
+
+
+class PostalyticsSource(_Strict):
+    """Postalytics has no signatures: an unguessable token in the URL path (several, for rotation)."""
+
+    token: str | None = None
+    tokens: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_token(self) -> PostalyticsSource:
+        all_tokens = self.all_tokens
+        if not all_tokens:
+            raise ValueError("set `token` (or `tokens`)")
+        if any(len(t) < 16 for t in all_tokens):
+            raise ValueError("a token must be at least 16 characters (it is the only authentication)")
+        return self
+
+    @property
+    def all_tokens(self) -> list[str]:
+        """Every accepted token."""
+        return ([self.token] if self.token else []) + list(self.tokens)
+
+
+class SourcesConfig(_Strict):
+    """`[sources.*]`: a source that is not configured answers 404."""
+
+    postgrid: PostGridSource | None = None
+    lob: SignedSource | None = None
+    postalytics: PostalyticsSource | None = None
+    generic: GenericSource | None = None
+
+
+class DestinationConfig(BaseModel):
+    """`[destinations.NAME]`: `type` selects the adapter, which validates the other keys itself."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    rate_limit: str | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Adapter-specific keys."""
+        return dict(self.model_extra or {})
+
+
+class RouteConfig(_Strict):
+    """`[[routes]]`: which events go to which destinations."""
+
+    events: list[str] = Field(default_factory=lambda: ["*"])
+    where: dict[str, Any] = Field(default_factory=dict)
+    to: list[str] = Field(min_length=1)
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if e != "*" and e not in ALL_TYPES]
+        if bad:
+            raise ValueError(f"unknown event type(s) {bad}; known: {sorted(ALL_TYPES)}")
+        return v
+
+
+class FollowupConfig(BaseModel):
+    """`[[followups]]`: a delivery-timed action."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str
+    after: str
+    delay: str = "0"
+    calendar: str | None = None
+    unless: list[str] = Field(default_factory=list)
+    where: dict[str, Any] = Field(default_factory=dict)
+    do: str
+
+    @field_validator("after")
+    @classmethod
+    def _after_known(cls, v: str) -> str:
+        if v not in ALL_TYPES:
+            raise ValueError(f"unknown event type {v!r}")
+        return v
+
+    @field_validator("unless")
+    @classmethod
+    def _unless_known(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if e not in ALL_TYPES]
+        if bad:
+            raise ValueError(f"unknown event type(s) {bad}")
+        return v
+
+    @field_validator("delay", mode="before")
+    @classmethod
+    def _delay_ok(cls, v: Any) -> str:
+        parse_delay(v)
+        return str(v)
+
+
+class Config(BaseModel):
+    """The whole config file."""
+
+    model_config = ConfigDict(extra="allow")
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    followups: list[FollowupConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        for i, route in enumerate(self.routes):
+            for name in route.to:
+                if name not in self.destinations:
+                    raise ValueError(f"routes[{i}].to: unknown destination {name!r}")
+        names = [f.name for f in self.followups]
+        if len(names) != len(set(names)):
+            raise ValueError("followups: names must be unique")
+        return self
+
+
+def interpolate(value: Any, path: str = "") -> Any:
+    """Replace `${VAR}` (or `${VAR:-default}`) in every string; a missing variable names its key."""
+    if isinstance(value, str):
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path or '<root>'}: environment variable ${{{name}}} is not set")
+        return _INTERPOLATION.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: interpolate(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}")
+    return "; ".join(lines)
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    """Validate an already-parsed TOML document."""
+    try:
+        return Config.model_validate(interpolate(data))
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate the config from `path`, else `$POSTRELAY_CONFIG`; raises ConfigError."""
+    path = path or os.environ.get(ENV_VAR)
+    if not path:
+        raise ConfigError(f"no config file: pass --config FILE or set {ENV_VAR}")
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p}: invalid TOML: {err}") from None
+    return parse_config(data)
