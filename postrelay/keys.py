@@ -1,0 +1,32 @@
+"""Every Redis key postrelay uses, in one place.
+
+Keys carry hash tags so Redis Cluster keeps what one script touches in one slot: the ingest stream and
+its dedupe markers share `{in}`; a mailpiece's hash, timeline and events share `{<source>:<id>}`.
+"""
+
+from __future__ import annotations
+
+PREFIX = "pr"
+INGEST_STREAM = f"{PREFIX}:{{in}}:stream"
+INGEST_GROUP = "dispatch"
+WORKER_HEARTBEATS = f"{PREFIX}:workers"
+
+
+def seen(event_id: str) -> str:
+    """Dedupe marker of a canonical event id (same slot as the ingest stream)."""
+    return f"{PREFIX}:{{in}}:seen:{event_id}"
+
+
+def piece(source: str, piece_id: str) -> str:
+    """Hash with a mailpiece's current state."""
+    return f"{PREFIX}:piece:{{{source}:{piece_id}}}"
+
+
+def piece_timeline(source: str, piece_id: str) -> str:
+    """Sorted set of a mailpiece's event ids, scored by occurrence time."""
+    return f"{PREFIX}:piece:{{{source}:{piece_id}}}:timeline"
+
+
+def piece_events(source: str, piece_id: str) -> str:
+    """Hash event id -> canonical event JSON for a mailpiece."""
+    return f"{PREFIX}:piece:{{{source}:{piece_id}}}:events"

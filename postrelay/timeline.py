@@ -1,0 +1,111 @@
+"""Each mailpiece's current stage and full timeline, in Redis.
+
+The worker applies events with one atomic script per event: idempotent (an event id already in the
+timeline changes nothing), monotonic (the stage only moves forward by lifecycle rank) and sticky for
+terminal stages. The stored event JSON carries the stage the piece reached with it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from postrelay import keys
+from postrelay.events import RANK, TERMINAL, CanonicalEvent, EventType
+
+# KEYS: piece hash, timeline zset, events hash
+# ARGV: event id, occurred_at epoch, type, rank, terminal(0/1), json head, json tail, kind, country,
+#       occurred_at iso, retention seconds
+_APPLY = """
+local existing = redis.call('HGET', KEYS[3], ARGV[1])
+if existing then
+  return {0, redis.call('HGET', KEYS[1], 'stage') or ''}
+end
+local stage = redis.call('HGET', KEYS[1], 'stage')
+local stage_rank = tonumber(redis.call('HGET', KEYS[1], 'stage_rank') or '0')
+local stage_terminal = redis.call('HGET', KEYS[1], 'stage_terminal') == '1'
+local rank = tonumber(ARGV[4])
+if (not stage_terminal) and rank > stage_rank then
+  stage = ARGV[3]
+  redis.call('HSET', KEYS[1], 'stage', stage, 'stage_rank', rank, 'stage_terminal', ARGV[5], 'stage_at', ARGV[10])
+end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'kind', ARGV[8]) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'country', ARGV[9]) end
+redis.call('HSETNX', KEYS[1], 'first_seen', ARGV[10])
+local stage_json = 'null'
+if stage then stage_json = '"' .. stage .. '"' end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[6] .. stage_json .. ARGV[7])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+local ttl = tonumber(ARGV[11])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
+return {1, stage or ''}
+"""
+_SENTINEL = '"stage":"__postrelay_stage__"'
+
+
+def _apply_args(event: CanonicalEvent, retention: float) -> tuple[list[str], list[Any]]:
+    raw = event.model_copy(update={"stage": None}).model_dump_json()
+    head, sep, tail = raw.replace('"stage":null', _SENTINEL, 1).partition(_SENTINEL)
+    if not sep:
+        raise ValueError("serialized event has no stage field")
+    etype = EventType(event.type)
+    src, pid = event.piece_key
+    return (
+        [keys.piece(src, pid), keys.piece_timeline(src, pid), keys.piece_events(src, pid)],
+        [event.id, event.occurred_at.timestamp(), etype.value, RANK.get(etype, 0), int(etype in TERMINAL),
+         head + '"stage":', tail, event.mailpiece.kind or "", event.mailpiece.country or "",
+         event.occurred_at.isoformat(), int(retention)],
+    )
+
+
+class TimelineWriter:
+    """Applies canonical events to mailpiece state (sync; used by the worker)."""
+
+    def __init__(self, redis: Redis, retention: float) -> None:
+        self.redis = redis
+        self.retention = retention
+        self._script = redis.register_script(_APPLY)
+
+    def apply_many(self, events: Sequence[CanonicalEvent]) -> list[CanonicalEvent]:
+        """Apply events in order in one pipeline; returns them with `stage` set to the piece's stage after each."""
+        if not events:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for event in events:
+            k, a = _apply_args(event, self.retention)
+            self._script(keys=k, args=a, client=pipe)
+        results = pipe.execute()
+        out = []
+        for event, (_, stage) in zip(events, results, strict=True):
+            stage_s = stage.decode() if isinstance(stage, bytes) else stage
+            out.append(event.model_copy(update={"stage": EventType(stage_s) if stage_s else None}))
+        return out
+
+
+async def read_piece(redis: AsyncRedis, source: str, piece_id: str) -> dict[str, Any] | None:
+    """The public view of a mailpiece: state plus events ordered by occurrence; None if unknown."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.hgetall(keys.piece(source, piece_id))
+    pipe.zrange(keys.piece_timeline(source, piece_id), 0, -1)
+    state, ids = await pipe.execute()
+    if not state:
+        return None
+    raw_events = await redis.hmget(keys.piece_events(source, piece_id), ids) if ids else []
+    state = {k.decode(): v.decode() for k, v in state.items()}
+    return {
+        "source": source,
+        "id": piece_id,
+        "kind": state.get("kind"),
+        "country": state.get("country"),
+        "stage": state.get("stage"),
+        "stage_at": state.get("stage_at"),
+        "events": [json.loads(r) for r in raw_events if r is not None],
+    }

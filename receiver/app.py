@@ -1,0 +1,166 @@
+"""The ASGI application: webhook ingest, the mailpiece read API, health and readiness."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.exceptions
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from postrelay.config import KNOWN_SOURCES, Config
+from postrelay.timeline import read_piece
+from receiver.body import read_body
+from receiver.errors import (
+    HTTPError,
+    http_error_handler,
+    starlette_http_exception_handler,
+    unauthorized,
+    unhandled_error_handler,
+)
+from receiver.ingest import IngestQueue
+from receiver.providers import generic, lob, postalytics, postgrid
+from receiver.providers.base import Normalized
+
+log = logging.getLogger("postrelay.receiver")
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
+                redis.exceptions.ReadOnlyError, OSError)
+
+
+def connect_async_redis(url: str, timeout: float) -> Redis:
+    """An asyncio Redis client that fails fast (one attempt, short timeouts) so outages answer 503 quickly."""
+    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                          retry=Retry(NoBackoff(), 1), health_check_interval=30)
+
+
+class Receiver:
+    """Request handlers bound to one config, one Redis client and a clock."""
+
+    def __init__(self, config: Config, redis: Redis, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.redis = redis
+        self.clock = clock
+        self.queue = IngestQueue(redis, config.server.dedupe_window)
+
+    def _source_settings(self, source: str) -> Any:
+        if source not in KNOWN_SOURCES:
+            raise HTTPError(404, "unknown_source", f"unknown source {source!r}; known: {', '.join(KNOWN_SOURCES)}")
+        settings = getattr(self.config.sources, source)
+        if settings is None:
+            raise HTTPError(404, "source_not_configured", f"source {source!r} is not configured on this receiver")
+        return settings
+
+    def _unavailable(self, exc: Exception) -> HTTPError:
+        log.warning("redis unavailable: %s", type(exc).__name__)
+        retry_after = str(self.config.server.retry_after)
+        return HTTPError(503, "redis_unavailable", "the event store is unreachable; nothing was accepted, retry later",
+                         {"Retry-After": retry_after})
+
+    async def webhook(self, request: Request) -> JSONResponse:
+        """POST /webhooks/{source} and /webhooks/postalytics/{token}."""
+        source = request.path_params.get("source", "postalytics")
+        settings = self._source_settings(source)
+        server = self.config.server
+        body = await read_body(request, server.max_body_bytes, server.body_timeout)
+        now = self.clock()
+        received_at = datetime.fromtimestamp(now, UTC)
+        normalized: Normalized
+        if source == "postalytics":
+            token = request.path_params.get("token")
+            if not token:
+                raise unauthorized("missing_token", "POST /webhooks/postalytics/{token}: the token is missing")
+            normalized = postalytics.normalize(postalytics.verify(body, token, settings), received_at)
+        else:
+            provider = {"postgrid": postgrid, "lob": lob, "generic": generic}[source]
+            payload = provider.verify(body, request.headers, settings, now)
+            normalized = provider.normalize(payload, received_at)
+        try:
+            accepted, duplicates = await self.queue.enqueue(normalized.events)
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from None
+        except redis.exceptions.ResponseError as exc:
+            if "OOM" in str(exc) or "MISCONF" in str(exc) or "NOSCRIPT" in str(exc):
+                raise self._unavailable(exc) from None
+            raise
+        return JSONResponse({"accepted": accepted, "duplicates": duplicates, "ignored": normalized.ignored})
+
+    def _check_token(self, request: Request) -> None:
+        expected = self.config.server.api_token
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not expected:
+            raise unauthorized("api_disabled", "the read API needs [server] api_token in the config")
+        if scheme.lower() != "bearer" or not token:
+            raise unauthorized("missing_token", "send Authorization: Bearer <api_token>")
+        if not hmac.compare_digest(expected.encode(), token.strip().encode()):
+            raise unauthorized("invalid_token", "the bearer token is not valid")
+
+    async def mailpiece(self, request: Request) -> JSONResponse:
+        """GET /v1/mailpieces/{source}/{mailpiece_id}: the piece's stage and its timeline."""
+        self._check_token(request)
+        source, piece_id = request.path_params["source"], request.path_params["mailpiece_id"]
+        try:
+            piece = await read_piece(self.redis, source, piece_id)
+        except REDIS_ERRORS as exc:
+            raise self._unavailable(exc) from None
+        if piece is None:
+            raise HTTPError(404, "mailpiece_not_found", f"no events for mailpiece {piece_id!r} from {source!r}")
+        return JSONResponse(piece)
+
+    async def healthz(self, request: Request) -> JSONResponse:
+        """GET /healthz: the process is up."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> JSONResponse:
+        """GET /readyz: Redis answers."""
+        try:
+            await self.redis.ping()
+        except (*REDIS_ERRORS, redis.exceptions.RedisError) as exc:
+            return JSONResponse({"status": "unavailable", "redis": f"unreachable ({type(exc).__name__})"},
+                                status_code=503, headers={"Retry-After": str(self.config.server.retry_after)})
+        return JSONResponse({"status": "ready", "redis": "ok"})
+
+
+def create_app(config: Config, redis_client: Redis | None = None, clock: Callable[[], float] = time.time) -> Starlette:
+    """Build the ASGI app; without `redis_client` one is made from `[server] redis_url`."""
+    if redis_client is None:
+        if not config.server.redis_url:
+            raise ValueError("server.redis_url is required (postrelay run starts an embedded Redis)")
+        redis_client = connect_async_redis(config.server.redis_url, config.server.redis_timeout)
+    receiver = Receiver(config, redis_client, clock)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await receiver.redis.aclose()
+
+    routes = [
+        Route("/webhooks/postalytics/{token}", receiver.webhook, methods=["POST"]),
+        Route("/webhooks/{source}", receiver.webhook, methods=["POST"]),
+        Route("/v1/mailpieces/{source}/{mailpiece_id:path}", receiver.mailpiece, methods=["GET"]),
+        Route("/healthz", receiver.healthz, methods=["GET"]),
+        Route("/readyz", receiver.readyz, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPError: http_error_handler,
+            HTTPException: starlette_http_exception_handler,
+            Exception: unhandled_error_handler,
+        },
+    )
+    app.state.receiver = receiver
+    return app

@@ -1,0 +1,114 @@
+"""What every provider module shares: the result type, JSON parsing and lenient field readers."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from postrelay.events import CanonicalEvent
+from receiver.errors import bad_request
+
+
+@dataclass
+class Normalized:
+    """Canonical events derived from one request, plus how many provider events carried no tracking."""
+
+    events: list[CanonicalEvent] = field(default_factory=list)
+    ignored: int = 0
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a JSON body; any failure (syntax, invalid UTF-8, absurd nesting or numbers) is a 400."""
+    if not body.strip():
+        raise bad_request("invalid_json", "the body is empty")
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise bad_request("invalid_json", "the body is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise bad_request("invalid_json", f"the body is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    except (RecursionError, ValueError):
+        raise bad_request("invalid_json", "the body is not acceptable JSON (too deeply nested or a huge number)") from None
+
+
+def require_object(value: Any, what: str) -> dict[str, Any]:
+    """`value` must be a JSON object."""
+    if not isinstance(value, dict):
+        raise bad_request("invalid_payload", f"{what} must be a JSON object")
+    return value
+
+
+def opt_str(value: Any, limit: int = 1000) -> str | None:
+    """A short string from a scalar (numbers are stringified); None for anything else or empty."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        value = str(value)
+    if isinstance(value, str):
+        value = value.strip()
+        return value[:limit] or None
+    return None
+
+
+def dict_or_empty(value: Any) -> dict[str, Any]:
+    """`value` if it is a dict, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+_US_FORMATS = ("%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y",
+               "%Y-%m-%d %H:%M:%S")
+
+
+def parse_time(value: Any, what: str) -> datetime:
+    """A timestamp from ISO 8601 (Z or offset; naive means UTC), US `m/d/Y h:m:s AM`, or epoch seconds/ms."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        secs = value / 1000.0 if value > 1e11 else float(value)
+        try:
+            return datetime.fromtimestamp(secs, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise bad_request("invalid_payload", f"{what} is out of range") from None
+    if not isinstance(value, str) or not value.strip():
+        raise bad_request("invalid_payload", f"{what} is missing or not a timestamp")
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        parsed = None
+        for fmt in _US_FORMATS:
+            try:
+                parsed = datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+        if parsed is None:
+            raise bad_request("invalid_payload", f"{what} is not a recognised timestamp: {text[:40]!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+_COUNTRY_NAMES = {
+    "UNITED STATES": "US", "UNITED STATES OF AMERICA": "US", "USA": "US", "U.S.": "US", "U.S.A.": "US",
+    "CANADA": "CA", "CAN": "CA", "UNITED KINGDOM": "GB", "GREAT BRITAIN": "GB", "AUSTRALIA": "AU",
+}
+_CA_POSTAL = re.compile(r"^[A-Za-z]\d[A-Za-z][ -]?\d[A-Za-z]\d$")
+_US_ZIP = re.compile(r"^\d{5}(-\d{4})?$")
+
+
+def country_code(value: Any, postal_code: str | None = None) -> str | None:
+    """ISO 3166-1 alpha-2 from a code or common name; inferred from a Canadian or US postal code if absent."""
+    text = opt_str(value)
+    if text:
+        upper = text.upper()
+        if len(upper) == 2 and upper.isalpha():
+            return upper
+        return _COUNTRY_NAMES.get(upper, upper[:2] if len(upper) == 3 and upper.isalpha() else None)
+    if postal_code:
+        if _CA_POSTAL.match(postal_code.strip()):
+            return "CA"
+        if _US_ZIP.match(postal_code.strip()):
+            return "US"
+    return None

@@ -1,0 +1,161 @@
+"""Lob webhooks: `Lob-Signature` = hex(HMAC-SHA256(secret, timestamp + "." + body)).
+
+`<resource>.<action>` for letters, postcards, self mailers and checks; certified letters send
+`letter.certified.<action>`; return envelopes have their own lifecycle `letter.return_envelope.<action>`,
+tracked as a separate piece `<letter id>:return_envelope` so they never move the outbound letter.
+The occurrence time is the matching scan's `body.tracking_events[].time`, not `date_created`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from starlette.datastructures import Headers
+
+from postrelay.config import SignedSource
+from postrelay.events import CanonicalEvent, EventType, Location, Mailpiece, Recipient
+from receiver.errors import bad_request, unauthorized
+from receiver.providers.base import (
+    Normalized,
+    country_code,
+    dict_or_empty,
+    opt_str,
+    parse_json,
+    parse_time,
+    require_object,
+)
+from receiver.signatures import any_hex_signature_matches, check_tolerance, timestamp_seconds
+
+NAME = "lob"
+RESOURCES = {"letter": "letter", "postcard": "postcard", "self_mailer": "self_mailer", "check": "check"}
+ACTIONS: dict[str, EventType | None] = {
+    "created": EventType.CREATED,
+    "rendered_pdf": None,
+    "rendered_thumbnails": None,
+    "billed": None,
+    "deleted": EventType.CANCELLED,
+    "failed": EventType.FAILED,
+    "mailed": EventType.MAILED,
+    "in_transit": EventType.IN_TRANSIT,
+    "international_exit": EventType.IN_TRANSIT,
+    "in_local_area": EventType.IN_LOCAL_AREA,
+    "processed_for_delivery": EventType.PROCESSED_FOR_DELIVERY,
+    "pickup_available": EventType.PROCESSED_FOR_DELIVERY,  # certified: waiting at the recipient's post office
+    "re_routed": EventType.RE_ROUTED,
+    "issue": EventType.RE_ROUTED,  # certified: a delivery issue; the piece keeps moving
+    "returned_to_sender": EventType.RETURNED_TO_SENDER,
+    "delivered": EventType.DELIVERED,
+    "viewed": EventType.PURL_OPENED,
+}
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+
+
+def _slug(text: str) -> str:
+    return _NON_WORD.sub("_", text.lower()).strip("_")
+
+
+def verify(body: bytes, headers: Headers, settings: SignedSource, now: float) -> Any:
+    """Check `Lob-Signature` over the raw body and return the parsed event."""
+    signature = headers.get("lob-signature")
+    timestamp = headers.get("lob-signature-timestamp")
+    if not signature or not timestamp:
+        raise unauthorized("missing_signature", "Lob-Signature and Lob-Signature-Timestamp headers are required")
+    ts = timestamp_seconds(timestamp, "Lob-Signature-Timestamp")
+    if not any_hex_signature_matches(settings.secrets, timestamp.strip().encode() + b"." + body, [signature]):
+        raise unauthorized("invalid_signature", "Lob-Signature does not match the body for any secret")
+    check_tolerance(ts, now, settings.tolerance, "Lob-Signature-Timestamp")
+    return parse_json(body)
+
+
+def normalize(payload: Any, received_at: datetime) -> Normalized:
+    """Canonical event for one Lob event object (or a list of them)."""
+    items = payload if isinstance(payload, list) else [payload]
+    out = Normalized()
+    for item in items:
+        event = _normalize_one(require_object(item, "Lob event"), received_at)
+        if event is None:
+            out.ignored += 1
+        else:
+            out.events.append(event)
+    return out
+
+
+def _event_type_id(event: dict[str, Any]) -> str:
+    et = event.get("event_type")
+    value = opt_str(et.get("id")) if isinstance(et, dict) else opt_str(et)
+    if not value:
+        raise bad_request("invalid_payload", "Lob event has no `event_type.id`")
+    return value
+
+
+def _normalize_one(event: dict[str, Any], received_at: datetime) -> CanonicalEvent | None:
+    type_id = _event_type_id(event)
+    source_event_id = opt_str(event.get("id"))
+    if not source_event_id:
+        raise bad_request("invalid_payload", "Lob event has no `id`")
+    parts = type_id.split(".")
+    resource = RESOURCES.get(parts[0])
+    if resource is None or len(parts) < 2:
+        return None
+    variant = parts[1] if len(parts) > 2 and parts[1] in {"certified", "return_envelope"} else None
+    action = _slug(parts[-1])
+    etype = ACTIONS.get(action)
+    if etype is None:
+        return None
+    body = dict_or_empty(event.get("body"))
+    reference = opt_str(event.get("reference_id")) or opt_str(body.get("id"))
+    if not reference:
+        raise bad_request("invalid_payload", "Lob event has no `reference_id`")
+    created = event.get("date_created")
+    when = parse_time(created, "date_created") if created else received_at
+    scan = _matching_scan(body.get("tracking_events"), action)
+    if scan is not None and scan.get("time"):
+        when = parse_time(scan["time"], "tracking_events[].time")
+    to = dict_or_empty(body.get("to"))
+    postal = opt_str(to.get("address_zip"))
+    recipient = Recipient(
+        name=opt_str(to.get("name")) or opt_str(to.get("company")),
+        email=opt_str(to.get("email")),
+        phone=opt_str(to.get("phone")),
+        address_line1=opt_str(to.get("address_line1")),
+        city=opt_str(to.get("address_city")),
+        region=opt_str(to.get("address_state")),
+        postal_code=postal,
+        country=country_code(to.get("address_country"), postal),
+    )
+    piece_id, kind = reference, resource
+    if variant == "return_envelope":
+        piece_id, kind = f"{reference}:return_envelope", "return_envelope"
+    certified = variant == "certified" or opt_str(body.get("extra_service")) in {"certified", "certified_return_receipt"}
+    metadata = dict(dict_or_empty(body.get("metadata")))
+    metadata["postrelay"] = {"provider_type": type_id, "scan": opt_str(scan.get("name")) if scan else None}
+    return CanonicalEvent.build(
+        source=NAME,
+        source_event_id=source_event_id,
+        type=etype,
+        occurred_at=when,
+        received_at=received_at,
+        mailpiece=Mailpiece(
+            id=piece_id,
+            kind=kind,
+            country=recipient.country,
+            campaign_id=opt_str(body.get("campaign_id")),
+            mailing_class="certified" if certified else opt_str(body.get("mail_type")),
+            tracking_number=opt_str(body.get("tracking_number")),
+        ),
+        location=Location(zip=opt_str(scan.get("location")) if scan else None),
+        recipient=recipient,
+        metadata=metadata,
+    )
+
+
+def _matching_scan(tracking_events: Any, action: str) -> dict[str, Any] | None:
+    """The latest tracking event whose name matches the webhook's action (e.g. `Re-Routed` ~ `re_routed`)."""
+    if not isinstance(tracking_events, list):
+        return None
+    matches = [t for t in tracking_events if isinstance(t, dict) and _slug(str(t.get("name", ""))) == action]
+    if not matches:
+        return None
+    return max(matches, key=lambda t: str(t.get("time") or ""))

@@ -1,0 +1,171 @@
+"""Postalytics per-campaign webhooks, authenticated by an unguessable token in the URL path.
+
+`eventType` comes as an integer (not in lifecycle order) or as a status-code name; both are accepted.
+Postalytics sends no event id: the dedupe key is (mailId, eventType, eventDate). The casing of the nested
+sections is unconfirmed, so fields are looked up case- and underscore-insensitively.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Any
+
+from postrelay.config import PostalyticsSource
+from postrelay.events import CanonicalEvent, EventType, Mailpiece, Recipient
+from receiver.errors import bad_request, unauthorized
+from receiver.providers.base import Normalized, country_code, opt_str, parse_json, parse_time, require_object
+
+NAME = "postalytics"
+BY_NUMBER: dict[int, EventType] = {
+    0: EventType.CREATED,
+    9: EventType.ADDRESSED,
+    10: EventType.PRINTED,
+    11: EventType.MAILED,
+    4: EventType.IN_TRANSIT,
+    5: EventType.IN_LOCAL_AREA,
+    6: EventType.PROCESSED_FOR_DELIVERY,
+    2: EventType.RE_ROUTED,
+    3: EventType.RETURNED_TO_SENDER,
+    7: EventType.PURL_OPENED,
+    8: EventType.PURL_COMPLETED,
+}
+BY_NAME: dict[str, EventType | None] = {
+    "mailpiececreated": EventType.CREATED,
+    "created": EventType.CREATED,
+    "addressed": EventType.ADDRESSED,
+    "printed": EventType.PRINTED,
+    "mailed": EventType.MAILED,
+    "intransit": EventType.IN_TRANSIT,
+    "inlocalarea": EventType.IN_LOCAL_AREA,
+    "processedfordelivery": EventType.PROCESSED_FOR_DELIVERY,
+    "rerouted": EventType.RE_ROUTED,
+    "returnedtosender": EventType.RETURNED_TO_SENDER,
+    "purlopened": EventType.PURL_OPENED,
+    "purlcompleted": EventType.PURL_COMPLETED,
+    "error": EventType.FAILED,
+    "none": None,
+}
+
+
+def verify(body: bytes, token: str, settings: PostalyticsSource) -> Any:
+    """Compare the path token with every configured token in constant time, then parse the body."""
+    ok = False
+    for expected in settings.all_tokens:
+        ok |= hmac.compare_digest(expected.encode(), token.encode())
+    if not ok:
+        raise unauthorized("invalid_token", "the Postalytics webhook token in the URL is not valid")
+    return parse_json(body)
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "").replace("-", "").lower()
+
+
+def _get(obj: dict[str, Any], *names: str) -> Any:
+    """First present value among `names`, matching keys case- and underscore-insensitively."""
+    index = {_key(k): v for k, v in obj.items()}
+    for name in names:
+        value = index.get(_key(name))
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def _section(obj: dict[str, Any], *names: str) -> dict[str, Any]:
+    value = _get(obj, *names)
+    return value if isinstance(value, dict) else {}
+
+
+def event_type(raw: Any) -> EventType | None:
+    """Canonical type for an integer, a digit string or a status-code name; None when it carries no tracking."""
+    if isinstance(raw, bool):
+        raise bad_request("invalid_payload", "eventType must be an integer or a status name")
+    if isinstance(raw, int):
+        return BY_NUMBER.get(raw)
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.lstrip("-").isdigit():
+            return BY_NUMBER.get(int(text))
+        return BY_NAME.get(_key(text))
+    raise bad_request("invalid_payload", "eventType (or status) is missing")
+
+
+def meta_fields(meta: Any) -> dict[str, Any]:
+    """`meta.fields` as a dict, whether sent as an object or a list of {name, value} pairs."""
+    fields = _get(meta, "fields") if isinstance(meta, dict) else None
+    if isinstance(fields, dict):
+        return dict(fields)
+    if isinstance(fields, list):
+        out: dict[str, Any] = {}
+        for item in fields:
+            if isinstance(item, dict):
+                name = opt_str(_get(item, "name", "key", "field"))
+                if name:
+                    out[name] = _get(item, "value")
+        return out
+    return {}
+
+
+def normalize(payload: Any, received_at: datetime) -> Normalized:
+    """Canonical events for one Postalytics event (or a list of them)."""
+    items = payload if isinstance(payload, list) else [payload]
+    out = Normalized()
+    for item in items:
+        event = _normalize_one(require_object(item, "Postalytics event"), received_at)
+        if event is None:
+            out.ignored += 1
+        else:
+            out.events.append(event)
+    return out
+
+
+def _normalize_one(body: dict[str, Any], received_at: datetime) -> CanonicalEvent | None:
+    raw_type = _get(body, "eventType")
+    if raw_type is None:
+        raw_type = _get(body, "status")
+    etype = event_type(raw_type)
+    if etype is None:
+        return None
+    mail_id = opt_str(_get(body, "mailId", "mailpieceId", "id"))
+    if not mail_id:
+        raise bad_request("invalid_payload", "Postalytics event has no `mailId`")
+    raw_date = _get(body, "eventDate")
+    when = parse_time(raw_date, "eventDate") if raw_date is not None else received_at
+    rec = _section(body, "recipient", "contact", "address") or body
+    postal = opt_str(_get(rec, "zip", "zipCode", "postalCode", "postal_code"))
+    first, last = opt_str(_get(rec, "firstName", "first_name")), opt_str(_get(rec, "lastName", "last_name"))
+    name = opt_str(_get(rec, "name", "fullName")) or " ".join(p for p in (first, last) if p) or None
+    country = country_code(_get(rec, "country", "countryCode"), postal)
+    recipient = Recipient(
+        name=name,
+        email=opt_str(_get(rec, "email")),
+        phone=opt_str(_get(rec, "phone", "phoneNumber")),
+        address_line1=opt_str(_get(rec, "address1", "address", "addressLine1", "address_line1", "street")),
+        city=opt_str(_get(rec, "city")),
+        region=opt_str(_get(rec, "state", "province", "region")),
+        postal_code=postal,
+        country=country,
+    )
+    metadata = meta_fields(_get(body, "meta"))
+    metadata["postrelay"] = {
+        "event_type": raw_type,
+        "status_description": opt_str(_get(body, "statusDescription")),
+        "expected_delivery_date": opt_str(_get(body, "expectedDeliveryDate")),
+        "retry_attempts": _get(body, "retryAttempts"),
+    }
+    return CanonicalEvent.build(
+        source=NAME,
+        source_event_id=f"{mail_id}:{etype.value}:{when.isoformat()}",
+        type=etype,
+        occurred_at=when,
+        received_at=received_at,
+        mailpiece=Mailpiece(
+            id=mail_id,
+            kind=opt_str(_get(body, "mailpieceType", "kind", "format")),
+            country=country,
+            campaign_id=opt_str(_get(body, "campaignId", "campaign_id", "campaign")),
+        ),
+        recipient=recipient,
+        metadata=metadata,
+    )
