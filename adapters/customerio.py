@@ -1,0 +1,69 @@
+"""Customer.io: an event on a person (`POST /api/v1/customers/{id}/events`, Track API, Basic auth, 200 = ok).
+
+The body `id` is a ULID derived deterministically from the trigger event id + rule, so Customer.io
+dedupes a retried or re-run event.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote
+
+from adapters._payload import action_data, dedupe_key, default_name, event_time, scrub, ulid_for
+from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify
+from postrelay.events import CanonicalEvent
+
+
+class CustomerIOAdapter(Adapter):
+    """Track an event (default name: the follow-up rule) on the person keyed by metadata id or email."""
+
+    type = "customerio"
+
+    class Settings(AdapterSettings):
+        """`[destinations.NAME]` keys for type = "customerio"."""
+
+        site_id: str
+        api_key: str
+        name: str | None = None
+        customer_id_key: str | None = None
+        base_url: str = "https://track.customer.io"
+
+    settings: Settings
+
+    def secrets(self) -> Iterable[str]:
+        """The API key, and the Basic credential as it travels (base64)."""
+        s = self.settings
+        basic = base64.b64encode(f"{s.site_id}:{s.api_key}".encode()).decode()
+        return [*super().secrets(), basic]
+
+    def customer_id(self, event: CanonicalEvent) -> str | None:
+        """`metadata[customer_id_key]` when configured and present, else the recipient's email."""
+        key = self.settings.customer_id_key
+        if key:
+            value = event.metadata.get(key)
+            if value not in (None, "") and not isinstance(value, dict | list | bool):
+                return str(value)
+        return event.recipient.email or None
+
+    def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
+        """Track the event; 2xx -> ok (remote id = the ULID); no customer id -> permanent."""
+        s = self.settings
+        person = self.customer_id(event)
+        if not person:
+            where = f"metadata[{s.customer_id_key!r}] nor " if s.customer_id_key else ""
+            return Outcome.permanent(f"no Customer.io customer id: neither {where}recipient email is set")
+        when = event_time(event, ctx)
+        event_uid = ulid_for(dedupe_key(event, ctx), when)
+        body: dict[str, Any] = {
+            "name": s.name or default_name(event, ctx),
+            "id": event_uid,
+            "timestamp": int(when.timestamp()),
+            "data": action_data(event, ctx),
+        }
+        url = f"{s.base_url.rstrip('/')}/api/v1/customers/{quote(person, safe='')}/events"
+        response = self.call("POST", url, json=body, auth=(s.site_id, s.api_key))
+        if isinstance(response, Outcome):
+            return scrub(response, list(self.secrets()))
+        return scrub(classify(response, remote_id=event_uid), list(self.secrets()))

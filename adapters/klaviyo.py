@@ -1,0 +1,59 @@
+"""Klaviyo: a custom metric event on the recipient's profile (`POST /api/events`, JSON:API, 202 = accepted).
+
+Klaviyo dedupes on `unique_id`, which is deterministic (trigger event id + rule), so a retry or re-run is
+harmless. Requests use the JSON:API media type `application/vnd.api+json` for both accept and content-type,
+as Klaviyo's reference does, and the mandatory dated `revision` header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters._payload import action_data, dedupe_key, default_name, e164, event_time, scrub
+from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify
+from postrelay.events import CanonicalEvent
+
+JSONAPI = "application/vnd.api+json"
+DEFAULT_REVISION = "2024-10-15"
+
+
+class KlaviyoAdapter(Adapter):
+    """Track a metric event (default: the follow-up rule name) for the recipient's email/phone profile."""
+
+    type = "klaviyo"
+
+    class Settings(AdapterSettings):
+        """`[destinations.NAME]` keys for type = "klaviyo"."""
+
+        api_key: str
+        metric: str | None = None
+        revision: str = DEFAULT_REVISION
+        base_url: str = "https://a.klaviyo.com"
+
+    settings: Settings
+
+    def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
+        """Create the event; 202 -> ok (remote id = the unique_id); no email and no phone -> permanent."""
+        s = self.settings
+        profile: dict[str, Any] = {}
+        if event.recipient.email:
+            profile["email"] = event.recipient.email
+        phone = e164(event.recipient.phone, event.recipient.country or event.mailpiece.country)
+        if phone:
+            profile["phone_number"] = phone
+        if not profile:
+            return Outcome.permanent("recipient has no email or phone number to identify a Klaviyo profile")
+        unique_id = dedupe_key(event, ctx)
+        body = {"data": {"type": "event", "attributes": {
+            "properties": action_data(event, ctx),
+            "metric": {"data": {"type": "metric", "attributes": {"name": s.metric or default_name(event, ctx)}}},
+            "profile": {"data": {"type": "profile", "attributes": profile}},
+            "unique_id": unique_id,
+            "time": event_time(event, ctx).isoformat(),
+        }}}
+        headers = {"Authorization": f"Klaviyo-API-Key {s.api_key}", "revision": s.revision,
+                   "accept": JSONAPI, "content-type": JSONAPI}
+        response = self.call("POST", f"{s.base_url.rstrip('/')}/api/events", json=body, headers=headers)
+        if isinstance(response, Outcome):
+            return scrub(response, list(self.secrets()))
+        return scrub(classify(response, remote_id=unique_id), list(self.secrets()))
