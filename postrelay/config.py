@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from postrelay.durations import parse_delay, parse_seconds
 from postrelay.events import ALL_TYPES
 
-ENV_VAR = "POSTRELAY_CONFIG"
+CONFIG_ENV = "POSTRELAY_CONFIG"
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 KNOWN_SOURCES = ("postgrid", "lob", "postalytics", "generic")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class ConfigError(Exception):
@@ -58,6 +59,25 @@ class ServerConfig(_Strict):
         if v is not None and len(v) < 16:
             raise ValueError("api_token must be at least 16 characters")
         return v
+
+
+class DeliveryConfig(_Strict):
+    """`[delivery]`: retries, timeouts, leases, circuit breaker and idempotency-marker retention."""
+
+    max_attempts: int = 30
+    max_age: float = 24 * 3600
+    base_delay: float = 2.0
+    max_delay: float = 3600.0
+    timeout: float = 10.0
+    lease: float = 60.0
+    circuit_threshold: int = 5
+    circuit_cooldown: float = 30.0
+    circuit_max_cooldown: float = 600.0
+    done_retention: float = 30 * 86400
+
+    _dur = field_validator("max_age", "base_delay", "max_delay", "timeout", "lease", "circuit_cooldown",
+                           "circuit_max_cooldown", "done_retention", mode="before")(_duration)
+
 
 
 class SignedSource(_Strict):
@@ -188,12 +208,16 @@ class Config(BaseModel):
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
     followups: list[FollowupConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
+        for name in self.destinations:
+            if not _NAME.match(name):
+                raise ValueError(f"destinations.{name}: names may use letters, digits, '_' and '-' only")
         for i, route in enumerate(self.routes):
             for name in route.to:
                 if name not in self.destinations:
@@ -241,9 +265,9 @@ def parse_config(data: dict[str, Any]) -> Config:
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Load and validate the config from `path`, else `$POSTRELAY_CONFIG`; raises ConfigError."""
-    path = path or os.environ.get(ENV_VAR)
+    path = path or os.environ.get(CONFIG_ENV)
     if not path:
-        raise ConfigError(f"no config file: pass --config FILE or set {ENV_VAR}")
+        raise ConfigError(f"no config file: pass --config FILE or set {CONFIG_ENV}")
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -252,3 +276,14 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{p}: invalid TOML: {err}") from None
     return parse_config(data)
+
+
+REDIS_URL_ENV = "POSTRELAY_REDIS_URL"
+
+
+def load_runtime_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """`load_config`, then `POSTRELAY_REDIS_URL` (set by `postrelay run` for its embedded Redis) wins."""
+    config = load_config(path)
+    if os.environ.get(REDIS_URL_ENV):
+        config.server.redis_url = os.environ[REDIS_URL_ENV]
+    return config

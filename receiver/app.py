@@ -12,8 +12,6 @@ from typing import Any
 
 import redis.exceptions
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -21,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from postrelay.config import KNOWN_SOURCES, Config
+from postrelay.redis_url import async_client
 from postrelay.timeline import read_piece
 from receiver.body import read_body
 from receiver.errors import (
@@ -37,12 +36,6 @@ from receiver.providers.base import Normalized
 log = logging.getLogger("postrelay.receiver")
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
                 redis.exceptions.ReadOnlyError, OSError)
-
-
-def connect_async_redis(url: str, timeout: float) -> Redis:
-    """An asyncio Redis client that fails fast (one attempt, short timeouts) so outages answer 503 quickly."""
-    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                          retry=Retry(NoBackoff(), 1), health_check_interval=30)
 
 
 class Receiver:
@@ -138,7 +131,7 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
     if redis_client is None:
         if not config.server.redis_url:
             raise ValueError("server.redis_url is required (postrelay run starts an embedded Redis)")
-        redis_client = connect_async_redis(config.server.redis_url, config.server.redis_timeout)
+        redis_client = async_client(config.server.redis_url, config.server.redis_timeout)
     receiver = Receiver(config, redis_client, clock)
 
     @asynccontextmanager

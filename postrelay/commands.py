@@ -1,0 +1,4 @@
+"""Registry hook for subcommands defined outside `postrelay.cli` (follow-ups, status, backfill).
+
+Import modules here that append to `postrelay.cli.COMMANDS`.
+"""

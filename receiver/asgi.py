@@ -1,0 +1,16 @@
+"""ASGI entry point for uvicorn with several worker processes: `uvicorn --factory receiver.asgi:make_app`.
+
+The config path comes from `POSTRELAY_CONFIG`; `POSTRELAY_REDIS_URL` overrides `[server] redis_url`.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+
+from postrelay.config import load_runtime_config
+from receiver.app import create_app
+
+
+def make_app() -> Starlette:
+    """Build the app from the environment."""
+    return create_app(load_runtime_config())

@@ -1,0 +1,35 @@
+"""Matching canonical events to `[[routes]]`: event types plus optional `where` filters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from postrelay.config import RouteConfig
+from postrelay.events import CanonicalEvent
+
+
+def _matches_value(actual: Any, expected: Any) -> bool:
+    """Filter semantics: a list means "any of"; strings compare case-insensitively; else equality."""
+    if isinstance(expected, list):
+        return any(_matches_value(actual, e) for e in expected)
+    if isinstance(expected, str) and isinstance(actual, str):
+        return actual.casefold() == expected.casefold()
+    if isinstance(expected, str) and actual is not None and not isinstance(actual, dict | list):
+        return str(actual).casefold() == expected.casefold()
+    return actual == expected
+
+
+def matches(event: CanonicalEvent, events: list[str], where: dict[str, Any]) -> bool:
+    """True when the event's type is listed (or `*`) and every `where` path has the expected value."""
+    if "*" not in events and event.type.value not in events:
+        return False
+    return all(_matches_value(event.field(path), expected) for path, expected in where.items())
+
+
+def destinations_for(event: CanonicalEvent, routes: list[RouteConfig]) -> list[str]:
+    """Destination names for an event, each once, in route order."""
+    out: list[str] = []
+    for route in routes:
+        if matches(event, route.events, route.where):
+            out.extend(d for d in route.to if d not in out)
+    return out

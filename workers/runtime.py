@@ -1,0 +1,98 @@
+"""The worker process's shared objects: config, Redis, RQ queue, adapters, breaker, limiter, clock.
+
+RQ job functions take only plain ids; they find everything else here. Tests build a Runtime directly
+with a controllable clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from redis import Redis
+from rq import Queue
+
+from adapters import adapter_class
+from adapters.base import Adapter
+from postrelay.config import Config
+from workers.circuit import CircuitBreaker
+from workers.ratelimit import RateLimiter, parse_rate
+
+QUEUE_NAME = "postrelay"
+
+
+def connect_redis(url: str, timeout: float | None = None) -> Redis:
+    """A sync Redis client; no read timeout by default because RQ blocks on BLPOP for minutes."""
+    from postrelay.redis_url import sync_client
+
+    return sync_client(url, timeout)
+
+
+def build_adapters(config: Config, client: httpx.Client) -> dict[str, Adapter]:
+    """Instantiate every configured destination; ValueError names a bad destination key."""
+    out: dict[str, Adapter] = {}
+    for name, dest in config.destinations.items():
+        try:
+            cls = adapter_class(dest.type)
+            settings = cls.Settings.model_validate(dest.settings)
+            if dest.rate_limit:
+                parse_rate(dest.rate_limit)
+        except Exception as exc:  # pydantic ValidationError, KeyError, ValueError
+            raise ValueError(f"destinations.{name}: {exc}") from None
+        out[name] = cls(name, settings, client)
+    return out
+
+
+@dataclass
+class Runtime:
+    """Everything a delivery or dispatch needs."""
+
+    config: Config
+    redis: Redis
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    client: httpx.Client | None = None
+    adapters: dict[str, Adapter] = field(default_factory=dict)
+    rates: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.client is None:
+            self.client = httpx.Client(timeout=self.config.delivery.timeout, follow_redirects=False)
+        if not self.adapters:
+            self.adapters = build_adapters(self.config, self.client)
+        self.rates = {n: parse_rate(d.rate_limit) for n, d in self.config.destinations.items() if d.rate_limit}
+        self.queue = Queue(QUEUE_NAME, connection=self.redis)
+        self.breaker = CircuitBreaker(self.redis, self.config.delivery)
+        self.limiter = RateLimiter(self.redis)
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        if self.client is not None:
+            self.client.close()
+
+
+_current: Runtime | None = None
+
+
+def install(runtime: Runtime) -> Runtime:
+    """Make `runtime` the one RQ jobs in this process use."""
+    global _current
+    _current = runtime
+    return runtime
+
+
+def current() -> Runtime:
+    """The installed runtime (RuntimeError if the worker did not install one)."""
+    if _current is None:
+        raise RuntimeError("no postrelay runtime installed in this process")
+    return _current
+
+
+def from_config(config: Config, **kwargs: Any) -> Runtime:
+    """Build a runtime for `config` with a Redis connection from `[server] redis_url`."""
+    if not config.server.redis_url:
+        raise ValueError("server.redis_url is required")
+    return Runtime(config=config, redis=connect_redis(config.server.redis_url), **kwargs)
