@@ -1,0 +1,195 @@
+"""Salesforce: mail status on the Contact (or Lead), and a Task for the events someone must act on.
+
+1. With `external_id_field` and a value in `metadata[external_id_metadata_key]`: upsert
+   `PATCH /services/data/{v}/sobjects/{Object}/{ExtIdField}/{value}`. Otherwise find the record by email
+   with SOQL (`... WHERE Email = '<escaped>' LIMIT 2`: none or several matches are permanent) and
+   `PATCH /services/data/{v}/sobjects/{Object}/{Id}`.
+2. For `task_events`: `POST /services/data/{v}/sobjects/Task` with `WhoId` = the record; the Task id is
+   memoized in the delivery context, so a re-run never creates a second Task.
+Salesforce answers limits with 403 `REQUEST_LIMIT_EXCEEDED` (no 429) and ambiguous upserts with 300.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+from pydantic import Field, field_validator, model_validator
+
+from adapters import _crm
+from adapters.base import (
+    Adapter,
+    AdapterSettings,
+    DeliveryContext,
+    Outcome,
+    classify,
+    excerpt,
+    retry_after_seconds,
+)
+from postrelay.events import CanonicalEvent, EventType
+
+DEFAULT_FIELDS = {
+    "last_event": "Mail_Last_Event__c",
+    "stage": "Mail_Stage__c",
+    "event_at": "Mail_Event_At__c",
+    "campaign": "Mail_Campaign__c",
+}
+DEFAULT_TASK_EVENTS = [EventType.RETURNED_TO_SENDER, EventType.PURL_COMPLETED]
+# Error codes that clear up by themselves: API limits (Salesforce has no 429) and record lock contention.
+TRANSIENT_ERRORS = frozenset({"REQUEST_LIMIT_EXCEEDED", "UNABLE_TO_LOCK_ROW"})
+SUBJECT_MAX = 255
+
+
+def soql_string(value: str) -> str:
+    """`value` as a quoted SOQL string literal (backslash, quotes and control characters escaped)."""
+    escapes = {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",
+               "\f": "\\f"}
+    return "'" + "".join(escapes.get(char, char) for char in value) + "'"
+
+
+class SalesforceAdapter(Adapter):
+    """Update the Contact/Lead mail fields; create a Task for the events that need a person."""
+
+    type = "salesforce"
+
+    class Settings(AdapterSettings):
+        """`[destinations.NAME]` with `type = "salesforce"`."""
+
+        access_token: str = Field(min_length=1)
+        instance_url: str
+        api_version: str = Field(default="v60.0", pattern=r"^v\d+\.\d$")
+        object: Literal["Contact", "Lead"] = "Contact"
+        external_id_field: str | None = None
+        external_id_metadata_key: str | None = None
+        fields: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_FIELDS))
+        task_events: list[EventType] = Field(default_factory=lambda: list(DEFAULT_TASK_EVENTS))
+        task_status: str = "Not Started"
+        task_priority: str = "Normal"
+
+        _url = field_validator("instance_url")(_crm.check_url)
+        _mapping = field_validator("fields")(_crm.check_mapping)
+        _name = field_validator("external_id_field")(_crm.check_name)
+
+        @model_validator(mode="after")
+        def _external_id_pair(self) -> SalesforceAdapter.Settings:
+            if bool(self.external_id_field) != bool(self.external_id_metadata_key):
+                raise ValueError("set both external_id_field and external_id_metadata_key, or neither")
+            return self
+
+    settings: Settings
+
+    def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
+        """Update the record, then create the Task once for task events; ok carries the Task or record id."""
+        return _crm.redacted(self._deliver(event, ctx), self.secrets())
+
+    def _deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
+        wants_task = event.type in self.settings.task_events
+        done = ctx.recall("task") if wants_task else None
+        if done is not None:
+            return Outcome.success(remote_id=done)
+        record_id = self._write_record(event)
+        if isinstance(record_id, Outcome):
+            return record_id
+        if not wants_task:
+            return Outcome.success(remote_id=record_id)
+        return self._create_task(event, record_id, ctx)
+
+    def _write_record(self, event: CanonicalEvent) -> str | Outcome:
+        obj, fields = self.settings.object, _crm.mapped(self.settings.fields, event)
+        field, key = self.settings.external_id_field, self.settings.external_id_metadata_key
+        external_id = event.metadata.get(key) if key else None
+        if field and external_id:
+            path = f"/sobjects/{obj}/{field}/{quote(str(external_id), safe='')}"
+            response = self._request("PATCH", path, json=fields)
+            if isinstance(response, Outcome):
+                return response
+            if not response.is_success:
+                return self._classify(response)
+            return _crm.dig(response, "id") or _crm.missing_id(response, f"Salesforce {obj} upsert")
+        record_id = self._find_by_email(event)
+        if isinstance(record_id, Outcome) or not fields:
+            return record_id
+        response = self._request("PATCH", f"/sobjects/{obj}/{record_id}", json=fields)
+        if isinstance(response, Outcome):
+            return response
+        return record_id if response.is_success else self._classify(response)
+
+    def _find_by_email(self, event: CanonicalEvent) -> str | Outcome:
+        obj, email = self.settings.object, event.recipient.email
+        if not email:
+            return Outcome.permanent(f"event has no recipient email and no external id: cannot find the"
+                                     f" Salesforce {obj}")
+        converted = " AND IsConverted = false" if obj == "Lead" else ""
+        soql = f"SELECT Id FROM {obj} WHERE Email = {soql_string(email)}{converted} LIMIT 2"
+        response = self._request("GET", "/query", params={"q": soql})
+        if isinstance(response, Outcome):
+            return response
+        if not response.is_success:
+            return self._classify(response)
+        ids = _record_ids(response)
+        if not ids:
+            return Outcome.permanent(f"no Salesforce {obj} with email {email}")
+        if len(ids) > 1:
+            return Outcome.permanent(f"several Salesforce {obj} records have email {email}: merge them or"
+                                     " configure an external id")
+        return ids[0]
+
+    def _create_task(self, event: CanonicalEvent, record_id: str, ctx: DeliveryContext) -> Outcome:
+        task = {
+            "Subject": _crm.summary(event)[:SUBJECT_MAX],
+            "WhoId": record_id,
+            "ActivityDate": _crm.timestamp(event.occurred_at)[:10],
+            "Description": _crm.plain_text(event),
+            "Status": self.settings.task_status,
+            "Priority": self.settings.task_priority,
+        }
+        response = self._request("POST", "/sobjects/Task", json=task)
+        if isinstance(response, Outcome):
+            return response
+        if not response.is_success:
+            return self._classify(response)
+        task_id = _crm.dig(response, "id")
+        if task_id is None:
+            return _crm.missing_id(response, "Salesforce Task")
+        ctx.remember("task", task_id)
+        return Outcome.success(remote_id=task_id, http_status=response.status_code)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response | Outcome:
+        url = f"{self.settings.instance_url}/services/data/{self.settings.api_version}{path}"
+        headers = {"Authorization": f"Bearer {self.settings.access_token}"}
+        return self.call(method, url, headers=headers, **kwargs)
+
+    def _classify(self, response: httpx.Response) -> Outcome:
+        """403 REQUEST_LIMIT_EXCEEDED and UNABLE_TO_LOCK_ROW retry; 300 and other 4xx are permanent."""
+        code = response.status_code
+        if _error_codes(response) & TRANSIENT_ERRORS:
+            return Outcome.retry(excerpt(response), retry_after=retry_after_seconds(response), http_status=code)
+        if code == 401:
+            return Outcome.permanent(f"Salesforce rejected the access token (expired or revoked: refresh"
+                                     f" access_token): {excerpt(response)}", http_status=code)
+        if code == 300:
+            return Outcome.permanent(f"several {self.settings.object} records match the external id:"
+                                     f" {excerpt(response)}", http_status=code)
+        return classify(response)
+
+
+def _error_codes(response: httpx.Response) -> set[str]:
+    """The `errorCode`s of a Salesforce error answer (a JSON list of `{message, errorCode}`)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return set()
+    items = body if isinstance(body, list) else [body]
+    return {str(item["errorCode"]) for item in items if isinstance(item, dict) and "errorCode" in item}
+
+
+def _record_ids(response: httpx.Response) -> list[str]:
+    """The `Id`s of a SOQL query answer (`records[].Id`)."""
+    try:
+        records = response.json()["records"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    if not isinstance(records, list):
+        return []
+    return [str(r["Id"]) for r in records if isinstance(r, dict) and r.get("Id")]
