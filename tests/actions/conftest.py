@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -22,7 +23,11 @@ def serve() -> Iterator[Callable[[Handler], LocalHTTPServer]]:
     servers: list[LocalHTTPServer] = []
 
     def start(handler: Handler) -> LocalHTTPServer:
-        server = LocalHTTPServer(handler).__enter__()
+        server = LocalHTTPServer(handler)
+        # a short poll interval makes shutdown at teardown take milliseconds instead of ~0.5 s
+        server.thread = threading.Thread(target=server.server.serve_forever, kwargs={"poll_interval": 0.02},
+                                         daemon=True)
+        server.__enter__()
         servers.append(server)
         return server
 

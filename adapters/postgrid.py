@@ -1,0 +1,189 @@
+"""PostGrid: a follow-up postcard or letter to the same recipient (`POST /print-mail/v1/postcards|letters`).
+
+Plain httpx rather than the `postgrid-python` SDK: the adapter contract wants the worker's shared
+`httpx.Client`, no exceptions and no retries of its own (the worker owns those), and this is one JSON POST.
+
+PostGrid's API reference documents an `idempotency-key` header for campaigns and mailing lists but not for
+postcard or letter creation, so none is sent. Duplicates are prevented by the step memo `created` (the
+order id) and, unless `dedupe_search = false`, by first searching existing orders for the deterministic
+`postrelay_dedupe` metadata value, which covers a create whose response was lost (timeout, crash).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import httpx
+from pydantic import model_validator
+
+from adapters._payload import dedupe_key, followup_fields, scrub, split_name
+from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify, excerpt
+from postrelay.events import CanonicalEvent
+
+STEP = "created"
+POSTCARD_SIZES = frozenset({"6x4", "9x6", "11x6"})
+LETTER_SIZES = frozenset({"us_letter", "a4"})
+
+
+class PostGridAdapter(Adapter):
+    """Create a postcard (front/back templates) or letter (template) addressed to the event's recipient."""
+
+    type = "postgrid"
+
+    class Settings(AdapterSettings):
+        """`[destinations.NAME]` keys for type = "postgrid"."""
+
+        api_key: str
+        kind: Literal["postcard", "letter"]
+        template: str | None = None
+        front_template: str | None = None
+        back_template: str | None = None
+        size: str | None = None
+        mailing_class: str | None = None
+        express: bool = False
+        from_contact: str | dict[str, Any] | None = None
+        description: str | None = None
+        color: bool | None = None
+        double_sided: bool | None = None
+        merge_variables: dict[str, Any] = {}
+        fallback_name: str = "Current Resident"
+        dedupe_search: bool = True
+        base_url: str = "https://api.postgrid.com"
+
+        @model_validator(mode="after")
+        def _per_kind(self) -> PostGridAdapter.Settings:
+            if self.kind == "postcard":
+                if not (self.front_template and self.back_template):
+                    raise ValueError("a postcard needs front_template and back_template")
+                self.size = self.size or "6x4"
+                if self.size not in POSTCARD_SIZES:
+                    raise ValueError(f"postcard size must be one of {sorted(POSTCARD_SIZES)}")
+            else:
+                if not self.template:
+                    raise ValueError("a letter needs template")
+                if not self.from_contact:
+                    raise ValueError("a letter needs from_contact (contact id or inline contact)")
+                if self.size is not None and self.size not in LETTER_SIZES:
+                    raise ValueError(f"letter size must be one of {sorted(LETTER_SIZES)}")
+            if self.express and self.mailing_class not in (None, "express"):
+                raise ValueError("express = true conflicts with mailing_class")
+            return self
+
+    settings: Settings
+
+    @property
+    def endpoint(self) -> str:
+        """The collection URL for this kind of order."""
+        return f"{self.settings.base_url.rstrip('/')}/print-mail/v1/{self.settings.kind}s"
+
+    def recipient_contact(self, event: CanonicalEvent) -> dict[str, Any] | str:
+        """PostGrid `to` contact from the event's recipient, or a reason string when it cannot be mailed."""
+        r = event.recipient
+        country = r.country or event.mailpiece.country
+        if not r.address_line1:
+            return "recipient has no street address (address_line1)"
+        if not country:
+            return "recipient has no country"
+        first, last = split_name(r.name)
+        contact = {
+            "firstName": first or self.settings.fallback_name,
+            "lastName": last,
+            "addressLine1": r.address_line1,
+            "city": r.city,
+            "provinceOrState": r.region,
+            "postalOrZip": r.postal_code,
+            "countryCode": country.upper(),
+            "email": r.email,
+            "phoneNumber": r.phone,
+        }
+        return {k: v for k, v in contact.items() if v}
+
+    def order_body(self, event: CanonicalEvent, ctx: DeliveryContext, to: dict[str, Any]) -> dict[str, Any]:
+        """The create-order JSON body."""
+        s = self.settings
+        extra = followup_fields(event, ctx)
+        rule = extra["followup"] or ctx.destination
+        body: dict[str, Any] = {
+            "to": to,
+            "description": s.description or f"postrelay follow-up {rule} for {event.mailpiece.id}",
+            "metadata": {
+                "postrelay_previous_mailpiece": event.mailpiece.id,
+                "postrelay_source": event.source,
+                "postrelay_followup": rule,
+                "postrelay_trigger_event": event.id,
+                "postrelay_dedupe": dedupe_key(event, ctx),
+                "postrelay_estimated": extra["estimated"],
+                "postrelay_late": extra["late"],
+            },
+            "mergeVariables": {**s.merge_variables, **event.metadata},
+        }
+        if s.kind == "postcard":
+            body |= {"frontTemplate": s.front_template, "backTemplate": s.back_template, "size": s.size}
+        else:
+            body["template"] = s.template
+            optional = {"size": s.size, "color": s.color, "doubleSided": s.double_sided}
+            body |= {k: v for k, v in optional.items() if v is not None}
+        if s.from_contact:
+            body["from"] = s.from_contact
+        mailing_class = "express" if s.express else s.mailing_class
+        if mailing_class:
+            body["mailingClass"] = mailing_class
+        return body
+
+    def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
+        """Create the order once; 2xx -> ok with the order id; unmailable recipient -> permanent."""
+        done = ctx.recall(STEP)
+        if done:
+            return Outcome.success(remote_id=done)
+        to = self.recipient_contact(event)
+        if isinstance(to, str):
+            return Outcome.permanent(to)
+        headers = {"X-API-Key": self.settings.api_key}
+        key = dedupe_key(event, ctx)
+        if self.settings.dedupe_search:
+            found = self._find_existing(key, headers)
+            if isinstance(found, Outcome):
+                return scrub(found, list(self.secrets()))
+            if found:
+                ctx.remember(STEP, found)
+                return Outcome.success(remote_id=found)
+        response = self.call("POST", self.endpoint, json=self.order_body(event, ctx, to), headers=headers)
+        if isinstance(response, Outcome):
+            return scrub(response, list(self.secrets()))
+        if response.is_success:
+            order_id = str(_json(response).get("id") or "")
+            if not order_id:
+                return scrub(Outcome.permanent(f"created but no order id in the answer: {excerpt(response)}",
+                                               http_status=response.status_code), list(self.secrets()))
+            ctx.remember(STEP, order_id)
+            return Outcome.success(remote_id=order_id, http_status=response.status_code)
+        return scrub(classify(response), list(self.secrets()))
+
+    def _find_existing(self, key: str, headers: dict[str, str]) -> str | Outcome | None:
+        """Id of an order already created for `key`; a retry/permanent Outcome when the lookup must stop us.
+
+        Search trouble that retrying may fix (network, 429, 5xx) retries; 401/403 are permanent; any other
+        answer is ignored (the search is a best-effort guard, not a precondition).
+        """
+        response = self.call("GET", self.endpoint, params={"search": f'"{key}"', "limit": 10}, headers=headers)
+        if isinstance(response, Outcome):
+            return response
+        if not response.is_success:
+            outcome = classify(response)
+            if outcome.status == "retry" or response.status_code in (401, 403):
+                outcome.detail = f"order lookup failed: {outcome.detail}"
+                return outcome
+            return None
+        for order in _json(response).get("data") or []:
+            metadata = order.get("metadata") if isinstance(order, dict) else None
+            if isinstance(metadata, dict) and metadata.get("postrelay_dedupe") == key and order.get("id"):
+                return str(order["id"])
+        return None
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
