@@ -42,12 +42,13 @@ class HubSpotAdapter(Adapter):
     class Settings(AdapterSettings):
         """`[destinations.NAME]` with `type = "hubspot"`."""
 
-        token: str = Field(min_length=1)
+        token: str
         base_url: str = "https://api.hubapi.com"
         properties: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PROPERTIES))
         activity: Literal["note", "postal_mail", "none"] = "note"
         contact_id_field: str = "hubspot_contact_id"
 
+        _token = field_validator("token")(_crm.check_token)
         _url = field_validator("base_url")(_crm.check_url)
         _mapping = field_validator("properties")(_crm.check_mapping)
 

@@ -28,12 +28,13 @@ class PipedriveAdapter(Adapter):
     class Settings(AdapterSettings):
         """`[destinations.NAME]` with `type = "pipedrive"`."""
 
-        token: str = Field(min_length=1)
+        token: str
         base_url: str = "https://api.pipedrive.com"
         mode: Literal["activity", "note"] = "activity"
         activity_type: str = Field(default="task", min_length=1)
         person_id_field: str = "pipedrive_person_id"
 
+        _token = field_validator("token")(_crm.check_token)
         _url = field_validator("base_url")(_crm.check_url)
 
     settings: Settings

@@ -56,7 +56,7 @@ class SalesforceAdapter(Adapter):
     class Settings(AdapterSettings):
         """`[destinations.NAME]` with `type = "salesforce"`."""
 
-        access_token: str = Field(min_length=1)
+        access_token: str
         instance_url: str
         api_version: str = Field(default="v60.0", pattern=r"^v\d+\.\d$")
         object: Literal["Contact", "Lead"] = "Contact"
@@ -67,6 +67,7 @@ class SalesforceAdapter(Adapter):
         task_status: str = "Not Started"
         task_priority: str = "Normal"
 
+        _token = field_validator("access_token")(_crm.check_token)
         _url = field_validator("instance_url")(_crm.check_url)
         _mapping = field_validator("fields")(_crm.check_mapping)
         _name = field_validator("external_id_field")(_crm.check_name)
@@ -110,7 +111,7 @@ class SalesforceAdapter(Adapter):
         record_id = self._find_by_email(event)
         if isinstance(record_id, Outcome) or not fields:
             return record_id
-        response = self._request("PATCH", f"/sobjects/{obj}/{record_id}", json=fields)
+        response = self._request("PATCH", f"/sobjects/{obj}/{quote(record_id, safe='')}", json=fields)
         if isinstance(response, Outcome):
             return response
         return record_id if response.is_success else self._classify(response)

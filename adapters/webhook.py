@@ -64,6 +64,8 @@ class WebhookAdapter(Adapter):
                     raise ValueError(f"header {name!r} is set by postrelay")
                 if any(char in header_value for char in "\r\n\0"):
                     raise ValueError(f"header {name!r}: value must not contain CR, LF or NUL")
+                if not header_value.isascii():
+                    raise ValueError(f"header {name!r}: value must be ASCII")
             return value
 
     settings: Settings

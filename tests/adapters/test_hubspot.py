@@ -275,6 +275,8 @@ def test_retry_after_failed_note_creates_exactly_one(server, hubspot, client, ct
 @pytest.mark.parametrize("settings", [
     {"token": TOKEN, "type": "hubspot"},
     {"token": ""},
+    {"token": " \n"},
+    {"token": "pat na1"},
     {"token": TOKEN, "activity": "email"},
     {"token": TOKEN, "properties": {"colour": "x"}},
     {"token": TOKEN, "properties": {"stage": "bad name"}},
@@ -286,7 +288,8 @@ def test_invalid_settings(settings: dict[str, object]) -> None:
 
 
 def test_settings_defaults() -> None:
-    settings = HubSpotAdapter.Settings(token=TOKEN, base_url="https://api.hubapi.com/")
+    settings = HubSpotAdapter.Settings(token=TOKEN + "\n", base_url="https://api.hubapi.com/")
+    assert settings.token == TOKEN
     assert settings.base_url == "https://api.hubapi.com"
     assert settings.activity == "note"
     assert settings.properties == DEFAULT_PROPERTIES

@@ -228,6 +228,7 @@ def test_retry_after_failed_create_creates_exactly_one(server, pipedrive, client
 @pytest.mark.parametrize("settings", [
     {"token": TOKEN, "mode": "deal"},
     {"token": ""},
+    {"token": "t\u00f6ken"},
     {"token": TOKEN, "activity_type": ""},
     {"token": TOKEN, "rate_limit": "5/2s"},
     {"token": TOKEN, "base_url": "pipedrive.com"},

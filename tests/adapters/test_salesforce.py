@@ -349,6 +349,7 @@ def test_timeout_retries(server, client, ctx, make_event) -> None:
 
 @pytest.mark.parametrize("settings", [
     {"object": "Account"},
+    {"access_token": "00D!abc def"},
     {"api_version": "60.0"},
     {"external_id_field": "Mail_Contact_Id__c"},
     {"external_id_field": "Bad/Field", "external_id_metadata_key": "k"},

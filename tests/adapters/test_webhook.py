@@ -141,6 +141,11 @@ def test_header_values_with_crlf_are_rejected(value: str) -> None:
         WebhookAdapter.Settings(url="https://hooks.example.com/x", headers={"X-Api-Key": value})
 
 
+def test_non_ascii_header_values_are_rejected() -> None:
+    with pytest.raises(ValidationError, match="ASCII"):
+        WebhookAdapter.Settings(url="https://hooks.example.com/x", headers={"X-Api-Key": "clé"})
+
+
 @pytest.mark.parametrize("name", ["webhook-signature", "Content-Type", "Bad Header"])
 def test_reserved_or_invalid_header_names_are_rejected(name: str) -> None:
     with pytest.raises(ValidationError):
