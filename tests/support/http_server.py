@@ -47,6 +47,18 @@ class Reply:
 Handler = Callable[[Recorded], Reply]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up (timeouts, killed workers) are expected here: no traceback noise."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class LocalHTTPServer:
     """ThreadingHTTPServer on 127.0.0.1:<free port>; `handler(request) -> Reply` decides each answer."""
 
@@ -84,8 +96,7 @@ class LocalHTTPServer:
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _H)
-        self.server.daemon_threads = True
+        self.server = _QuietServer(("127.0.0.1", 0), _H)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property

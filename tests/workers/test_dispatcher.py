@@ -1,0 +1,119 @@
+"""The ingest-stream consumer: timelines, routing, acknowledgement, crash recovery."""
+
+from __future__ import annotations
+
+import json
+
+from postrelay import keys
+from postrelay.timeline import TimelineWriter
+from tests.support.http_server import LocalHTTPServer
+from tests.workers.conftest import dispatch, drain, event, push
+from workers.dispatcher import POISON, Dispatcher
+
+
+def _stored(rt, piece="ltr_1"):
+    raw = rt.redis.hgetall(keys.piece_events("lob", piece))
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+def test_events_update_timeline_and_are_acknowledged(make_runtime):
+    rt = make_runtime({})
+    pfd = event("processed_for_delivery", occurred="2026-11-20T10:00:00+00:00")
+    late = event("in_local_area", occurred="2026-11-19T08:00:00+00:00")
+    push(rt, pfd, late)
+    dispatch(rt)
+    state = {k.decode(): v.decode() for k, v in rt.redis.hgetall(keys.piece("lob", "ltr_1")).items()}
+    assert state["stage"] == "processed_for_delivery"
+    stored = _stored(rt)
+    assert stored[pfd.id]["stage"] == "processed_for_delivery"
+    assert stored[late.id]["stage"] == "processed_for_delivery"  # the late scan does not move the piece back
+    order = [m.decode() for m in rt.redis.zrange(keys.piece_timeline("lob", "ltr_1"), 0, -1)]
+    assert order == [late.id, pfd.id]  # ordered by occurrence
+    assert rt.redis.xlen(keys.INGEST_STREAM) == 0
+    assert rt.redis.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)["pending"] == 0
+
+
+def test_terminal_stage_sticks_and_reapplying_changes_nothing(make_runtime):
+    rt = make_runtime({})
+    rts = event("returned_to_sender", occurred="2026-11-20T10:00:00+00:00")
+    delivered = event("delivered", occurred="2026-11-21T10:00:00+00:00")
+    writer = TimelineWriter(rt.redis, 3600)
+    out = writer.apply_many([rts, delivered])
+    assert [e.stage for e in out] == ["returned_to_sender", "returned_to_sender"]
+    before = rt.redis.hgetall(keys.piece_events("lob", "ltr_1"))
+    again = writer.apply_many([delivered, rts])
+    assert [e.stage for e in again] == ["returned_to_sender", "returned_to_sender"]
+    assert rt.redis.hgetall(keys.piece_events("lob", "ltr_1")) == before
+    assert rt.redis.zcard(keys.piece_timeline("lob", "ltr_1")) == 2
+
+
+def test_unranked_first_event_has_no_stage(make_runtime):
+    rt = make_runtime({})
+    out = TimelineWriter(rt.redis, 3600).apply_many([event("purl_opened")])
+    assert out[0].stage is None
+
+
+def test_routes_filter_by_type_country_and_metadata(make_runtime):
+    with LocalHTTPServer() as us_hook, LocalHTTPServer() as all_hook:
+        rt = make_runtime({
+            "destinations": {"us": {"type": "webhook", "url": us_hook.url + "/us"},
+                             "all": {"type": "webhook", "url": all_hook.url + "/all"}},
+            "routes": [
+                {"events": ["processed_for_delivery", "returned_to_sender"],
+                 "where": {"country": "US", "metadata.campaign": "spring"}, "to": ["us"]},
+                {"events": ["*"], "to": ["all"]},
+            ],
+        })
+        match = event("processed_for_delivery", piece="a", metadata={"campaign": "Spring"})
+        wrong_country = event("processed_for_delivery", piece="b", country="CA", metadata={"campaign": "spring"})
+        wrong_campaign = event("returned_to_sender", piece="c", metadata={"campaign": "fall"})
+        wrong_type = event("mailed", piece="d", metadata={"campaign": "spring"})
+        push(rt, match, wrong_country, wrong_campaign, wrong_type)
+        dispatch(rt)
+        drain(rt)
+        assert [r.json()["id"] for r in us_hook.requests] == [match.id]
+        assert sorted(r.json()["id"] for r in all_hook.requests) == sorted(
+            e.id for e in (match, wrong_country, wrong_campaign, wrong_type))
+
+
+def test_entries_of_a_dead_consumer_are_reclaimed_once(make_runtime):
+    with LocalHTTPServer() as hook:
+        rt = make_runtime({"destinations": {"h": {"type": "webhook", "url": hook.url}},
+                           "routes": [{"events": ["*"], "to": ["h"]}]})
+        e = event("mailed")
+        push(rt, e)
+        Dispatcher(rt, consumer="doomed")  # creates the group
+        rt.redis.xreadgroup(keys.INGEST_GROUP, "doomed", {keys.INGEST_STREAM: ">"}, count=10)  # read, then "died"
+        survivor = Dispatcher(rt, consumer="survivor", claim_idle=0)
+        assert survivor.run_once(block_ms=10) == 0  # nothing new
+        assert survivor.reclaim() == 1
+        assert survivor.reclaim() == 0
+        drain(rt)
+        assert len(hook.requests) == 1
+        assert rt.redis.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)["pending"] == 0
+        assert rt.redis.zcard(keys.piece_timeline("lob", "ltr_1")) == 1
+
+
+def test_reprocessing_an_entry_does_not_deliver_twice(make_runtime):
+    with LocalHTTPServer() as hook:
+        rt = make_runtime({"destinations": {"h": {"type": "webhook", "url": hook.url}},
+                           "routes": [{"events": ["*"], "to": ["h"]}]})
+        e = event("mailed")
+        push(rt, e)
+        dispatch(rt)
+        drain(rt)
+        push(rt, e)  # e.g. a crash after the effects were stored but before XACK: the entry comes back
+        dispatch(rt)
+        drain(rt)
+        assert len(hook.requests) == 1
+
+
+def test_unparseable_entry_is_kept_aside_not_lost(make_runtime):
+    rt = make_runtime({})
+    rt.redis.xadd(keys.INGEST_STREAM, {"e": b"{not json"})
+    push(rt, event("mailed"))
+    dispatch(rt)
+    assert rt.redis.llen(POISON) == 1
+    assert json.loads(rt.redis.lindex(POISON, 0))["raw"] == "{not json"
+    assert rt.redis.zcard(keys.piece_timeline("lob", "ltr_1")) == 1
+    assert rt.redis.xlen(keys.INGEST_STREAM) == 0
