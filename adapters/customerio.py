@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
-from adapters._payload import action_data, dedupe_key, default_name, event_time, scrub, ulid_for
+from adapters._payload import BaseURL, Token, action_data, dedupe_key, default_name, event_time, scrub, ulid_for
 from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify
 from postrelay.events import CanonicalEvent
 
@@ -24,11 +24,11 @@ class CustomerIOAdapter(Adapter):
     class Settings(AdapterSettings):
         """`[destinations.NAME]` keys for type = "customerio"."""
 
-        site_id: str
-        api_key: str
+        site_id: Token
+        api_key: Token
         name: str | None = None
         customer_id_key: str | None = None
-        base_url: str = "https://track.customer.io"
+        base_url: BaseURL = "https://track.customer.io"
 
     settings: Settings
 

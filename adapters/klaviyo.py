@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters._payload import action_data, dedupe_key, default_name, e164, event_time, scrub
+from pydantic import Field
+
+from adapters._payload import BaseURL, Token, action_data, dedupe_key, default_name, e164, event_time, scrub
 from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify
 from postrelay.events import CanonicalEvent
 
@@ -25,10 +27,10 @@ class KlaviyoAdapter(Adapter):
     class Settings(AdapterSettings):
         """`[destinations.NAME]` keys for type = "klaviyo"."""
 
-        api_key: str
+        api_key: Token
         metric: str | None = None
-        revision: str = DEFAULT_REVISION
-        base_url: str = "https://a.klaviyo.com"
+        revision: str = Field(DEFAULT_REVISION, pattern=r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
+        base_url: BaseURL = "https://a.klaviyo.com"
 
     settings: Settings
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import model_validator
 
-from adapters._payload import dedupe_key, followup_fields, scrub, split_name
+from adapters._payload import BaseURL, Token, dedupe_key, followup_fields, scrub, split_name
 from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify, excerpt
 from postrelay.events import CanonicalEvent
 
@@ -33,7 +33,7 @@ class PostGridAdapter(Adapter):
     class Settings(AdapterSettings):
         """`[destinations.NAME]` keys for type = "postgrid"."""
 
-        api_key: str
+        api_key: Token
         kind: Literal["postcard", "letter"]
         template: str | None = None
         front_template: str | None = None
@@ -48,7 +48,7 @@ class PostGridAdapter(Adapter):
         merge_variables: dict[str, Any] = {}
         fallback_name: str = "Current Resident"
         dedupe_search: bool = True
-        base_url: str = "https://api.postgrid.com"
+        base_url: BaseURL = "https://api.postgrid.com"
 
         @model_validator(mode="after")
         def _per_kind(self) -> PostGridAdapter.Settings:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from pydantic import field_validator
 
-from adapters._payload import action_data, scrub
+from adapters._payload import BaseURL, Token, action_data, scrub
 from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify
 from postrelay.events import CanonicalEvent
 
@@ -27,12 +27,12 @@ class SendGridAdapter(Adapter):
     class Settings(AdapterSettings):
         """`[destinations.NAME]` keys for type = "sendgrid"."""
 
-        api_key: str
+        api_key: Token
         template_id: str
         from_email: str
         from_name: str | None = None
         to: str = "recipient"
-        base_url: str = "https://api.sendgrid.com"
+        base_url: BaseURL = "https://api.sendgrid.com"
 
         @field_validator("to")
         @classmethod
@@ -74,7 +74,7 @@ class SendGridAdapter(Adapter):
                              headers={"Authorization": f"Bearer {s.api_key}"})
         if isinstance(response, Outcome):
             return scrub(response, list(self.secrets()))
-        if response.status_code == 202 or response.is_success:
+        if response.is_success:
             remote_id = response.headers.get("x-message-id") or f"accepted:{event.id}"
             ctx.remember(STEP, remote_id)
             return Outcome.success(remote_id=remote_id, http_status=response.status_code)

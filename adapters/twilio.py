@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from pydantic import field_validator, model_validator
 
-from adapters._payload import action_data, e164, render, scrub
+from adapters._payload import BaseURL, Token, action_data, e164, render, scrub
 from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify, retry_after_seconds
 from postrelay.events import CanonicalEvent
 
@@ -40,13 +40,13 @@ class TwilioAdapter(Adapter):
     class Settings(AdapterSettings):
         """`[destinations.NAME]` keys for type = "twilio"."""
 
-        account_sid: str
-        auth_token: str
+        account_sid: Token
+        auth_token: Token
         body: str
         from_number: str | None = None
-        messaging_service_sid: str | None = None
+        messaging_service_sid: Token | None = None
         to: str = "recipient"
-        base_url: str = "https://api.twilio.com"
+        base_url: BaseURL = "https://api.twilio.com"
 
         @field_validator("to")
         @classmethod

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from adapters.base import Adapter
 from adapters.customerio import CustomerIOAdapter
@@ -99,3 +100,17 @@ def test_garbage_answers_do_not_raise(client, serve, name: str) -> None:
     adapter = build(cls, client, **settings, base_url=server.url)
     for _ in range(6):
         assert adapter.deliver(make_event(), make_ctx()).status in ("ok", "retry", "permanent")
+
+
+@pytest.mark.parametrize("name", sorted(ACTIONS))
+def test_credentials_are_trimmed_and_checked(name: str) -> None:
+    cls, settings = ACTIONS[name]
+    secret_key = "auth_token" if name == "twilio" else "api_key"
+    trimmed = cls.Settings(**{**settings, secret_key: f"  {SECRET}\n"})
+    assert getattr(trimmed, secret_key) == SECRET
+    for bad in ("", "two words", "caf\u00e9-key"):
+        with pytest.raises(ValidationError):
+            cls.Settings(**{**settings, secret_key: bad})
+    with pytest.raises(ValidationError):
+        cls.Settings(**settings, base_url="api.example.com")
+    assert cls.Settings(**settings, base_url="http://127.0.0.1:9/").base_url == "http://127.0.0.1:9"

@@ -103,8 +103,14 @@ def test_no_identifier_is_permanent(client, serve) -> None:
 
 def test_revision_is_required_by_the_api(client, serve) -> None:
     server = serve(klaviyo_api)
-    outcome = build(KlaviyoAdapter, client, **settings(server.url, revision="")).deliver(make_event(), make_ctx())
-    assert outcome.status == "permanent" and outcome.http_status == 400 and "revision" in outcome.detail
+    answer = client.post(f"{server.url}/api/events", json={"data": {}},
+                         headers={"Authorization": f"Klaviyo-API-Key {KEY}"})
+    assert answer.status_code == 400  # what happens without the header; the adapter always sends one
+    with pytest.raises(ValidationError):
+        KlaviyoAdapter.Settings(api_key=KEY, revision="")
+    with pytest.raises(ValidationError):
+        KlaviyoAdapter.Settings(api_key=KEY, revision="latest")
+    assert KlaviyoAdapter.Settings(api_key=KEY, revision="2025-01-15.pre").revision == "2025-01-15.pre"
 
 
 def test_429_500_and_network_retry(client, serve) -> None:
