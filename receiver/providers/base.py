@@ -20,18 +20,37 @@ class Normalized:
     ignored: int = 0
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def parse_json(body: bytes) -> Any:
     """Parse a JSON body; any failure (syntax, invalid UTF-8, absurd nesting or numbers) is a 400."""
     if not body.strip():
         raise bad_request("invalid_json", "the body is empty")
     try:
-        return json.loads(body)
+        # Decode explicitly: json.loads(bytes) would also accept UTF-16/32 bodies.
+        text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise bad_request("invalid_json", "the body is not valid UTF-8") from None
+    try:
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise bad_request("invalid_json", f"the body is not valid JSON: {exc.msg} at position {exc.pos}") from None
     except (RecursionError, ValueError):
         raise bad_request("invalid_json", "the body is not acceptable JSON (too deeply nested or a huge number)") from None
+    if _SURROGATE_ESCAPE.search(text):
+        ensure_encodable(value)
+    return value
+
+
+def ensure_encodable(value: Any) -> None:
+    """400 if `value` holds a lone UTF-16 surrogate (`"\\ud800"` parses, but cannot be stored as UTF-8)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request("invalid_json", "the body contains an unpaired UTF-16 surrogate escape") from None
+    except (RecursionError, ValueError):
+        raise bad_request("invalid_json", "the body is not acceptable JSON") from None
 
 
 def require_object(value: Any, what: str) -> dict[str, Any]:
@@ -87,7 +106,15 @@ def parse_time(value: Any, what: str) -> datetime:
             raise bad_request("invalid_payload", f"{what} is not a recognised timestamp: {text[:40]!r}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    return to_utc(parsed, what)
+
+
+def to_utc(value: datetime, what: str) -> datetime:
+    """`value` in UTC; 400 when the conversion leaves the datetime range (year 1 / 9999 with an offset)."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise bad_request("invalid_payload", f"{what} is out of range") from None
 
 
 _COUNTRY_NAMES = {

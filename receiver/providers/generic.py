@@ -20,7 +20,7 @@ from starlette.datastructures import Headers
 from postrelay.config import GenericSource
 from postrelay.events import CanonicalEvent, EventType, Location, Mailpiece, Recipient
 from receiver.errors import bad_request, unauthorized
-from receiver.providers.base import Normalized, parse_json
+from receiver.providers.base import Normalized, parse_json, to_utc
 from receiver.signatures import check_tolerance, timestamp_seconds
 
 NAME = "generic"
@@ -84,12 +84,12 @@ def normalize(payload: Any, received_at: datetime) -> Normalized:
         raise bad_request("invalid_payload", "empty list of events")
     out = Normalized()
     for i, item in enumerate(items):
+        prefix = f"[{i}]." if isinstance(body, list) else ""
         try:
             incoming = GenericEventIn.model_validate(item)
         except ValidationError as err:
             first = err.errors()[0]
             loc = ".".join(str(p) for p in first["loc"]) or "<body>"
-            prefix = f"[{i}]." if isinstance(body, list) else ""
             raise bad_request("invalid_payload", f"{prefix}{loc}: {first['msg']}") from None
         default_id = webhook_id if len(items) == 1 else f"{webhook_id}#{i}"
         occurred = incoming.occurred_at if incoming.occurred_at.tzinfo else incoming.occurred_at.replace(tzinfo=UTC)
@@ -97,7 +97,7 @@ def normalize(payload: Any, received_at: datetime) -> Normalized:
             source=NAME,
             source_event_id=incoming.source_event_id or default_id,
             type=incoming.type,
-            occurred_at=occurred.astimezone(UTC),
+            occurred_at=to_utc(occurred, f"{prefix}occurred_at"),
             received_at=received_at,
             mailpiece=incoming.mailpiece,
             location=incoming.location,

@@ -59,7 +59,8 @@ def verify(body: bytes, token: str, settings: PostalyticsSource) -> Any:
 
 
 def _key(name: str) -> str:
-    return name.replace("_", "").replace("-", "").lower()
+    """`ProcessedForDelivery`, `processed_for_delivery` and `Processed For Delivery` all look the same."""
+    return name.replace("_", "").replace("-", "").replace(" ", "").lower()
 
 
 def _get(obj: dict[str, Any], *names: str) -> Any:
@@ -85,7 +86,7 @@ def event_type(raw: Any) -> EventType | None:
         return BY_NUMBER.get(raw)
     if isinstance(raw, str):
         text = raw.strip()
-        if text.lstrip("-").isdigit():
+        if text.lstrip("-").isascii() and text.lstrip("-").isdigit():  # not "¹": isdigit() but int() fails
             return BY_NUMBER.get(int(text))
         return BY_NAME.get(_key(text))
     raise bad_request("invalid_payload", "eventType (or status) is missing")

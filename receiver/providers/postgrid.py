@@ -10,6 +10,7 @@ out_for_delivery→processed_for_delivery, returned_to_sender→returned_to_send
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from receiver.providers.base import (
     Normalized,
     country_code,
     dict_or_empty,
+    ensure_encodable,
     opt_str,
     parse_json,
     parse_time,
@@ -83,32 +85,50 @@ def _decode_jwt(token: bytes, settings: PostGridSource, now: float) -> Any:
         header = jwt.get_unverified_header(token)
     except jwt.DecodeError:
         raise bad_request("invalid_body", "body is not a decodable JWT") from None
+    except jwt.InvalidTokenError as exc:  # e.g. a non-string `kid` or an unknown `crit` extension
+        raise unauthorized("invalid_token", f"JWT header rejected: {type(exc).__name__}") from None
     if header.get("alg") != "HS256":
         raise unauthorized("invalid_signature", f"JWT algorithm {str(header.get('alg'))[:20]!r} is not accepted (HS256 only)")
     claims = None
     for secret in settings.secrets:
         try:
-            claims = jwt.decode(token, secret, algorithms=["HS256"], leeway=settings.tolerance,
-                                options={"verify_aud": False, "verify_iss": False})
+            # Time claims are checked below against the receiver's (injectable) clock, not PyJWT's wall clock.
+            claims = jwt.decode(token, secret, algorithms=["HS256"], options=_JWT_OPTIONS)
             break
         except jwt.InvalidSignatureError:
             continue
-        except jwt.ExpiredSignatureError:
-            raise unauthorized("timestamp_out_of_tolerance", "JWT has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise unauthorized("timestamp_out_of_tolerance", "JWT is not valid yet (nbf/iat in the future)") from None
         except jwt.InvalidTokenError as exc:
             raise unauthorized("invalid_token", f"JWT rejected: {type(exc).__name__}") from None
     if claims is None:
         raise unauthorized("invalid_signature", "JWT signature does not match any configured secret")
-    iat = claims.get("iat")
-    if iat is not None:
-        if not isinstance(iat, int | float) or isinstance(iat, bool):
-            raise unauthorized("invalid_token", "JWT iat claim is not a number")
-        check_tolerance(float(iat), now, settings.tolerance, "JWT iat")
+    _check_time_claims(claims, now, settings.tolerance)
+    ensure_encodable(claims)
     if "type" not in claims and isinstance(claims.get("event"), dict):
         return claims["event"]
     return claims
+
+
+_JWT_OPTIONS: Any = {"verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False,
+                     "verify_iss": False, "verify_sub": False, "verify_jti": False}
+
+
+def _check_time_claims(claims: dict[str, Any], now: float, tolerance: float) -> None:
+    """`exp`, `nbf` and `iat` against `now`, each with the source's tolerance (a retry of a token signed
+    at the first attempt still passes; PostGrid retries after 1 h, 2 h and 4 h)."""
+    values = {}
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise unauthorized("invalid_token", f"JWT {name} claim is not a number")
+        values[name] = float(value)
+    if "exp" in values and now > values["exp"] + tolerance:
+        raise unauthorized("timestamp_out_of_tolerance", "JWT has expired")
+    if "nbf" in values and now + tolerance < values["nbf"]:
+        raise unauthorized("timestamp_out_of_tolerance", "JWT is not valid yet (nbf in the future)")
+    if "iat" in values:
+        check_tolerance(values["iat"], now, tolerance, "JWT iat")
 
 
 def normalize(payload: Any, received_at: datetime) -> Normalized:
