@@ -268,4 +268,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from postrelay.cli import main as _main  # the registered module, so extra commands attach to it
+
+    sys.exit(_main())

@@ -1,4 +1,3 @@
-"""Registry hook for subcommands defined outside `postrelay.cli` (follow-ups, status, backfill).
+"""Subcommands defined outside `postrelay.cli`: importing a module registers its commands."""
 
-Import modules here that append to `postrelay.cli.COMMANDS`.
-"""
+from workers import followups_cli  # noqa: F401

@@ -166,15 +166,13 @@ class RouteConfig(_Strict):
         return v
 
 
-class FollowupConfig(BaseModel):
+class FollowupConfig(_Strict):
     """`[[followups]]`: a delivery-timed action."""
-
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     name: str
     after: str
     delay: str = "0"
-    calendar: str | None = None
+    calendar: Literal["US", "CA"] | None = None
     unless: list[str] = Field(default_factory=list)
     where: dict[str, Any] = Field(default_factory=dict)
     do: str
@@ -201,6 +199,30 @@ class FollowupConfig(BaseModel):
         return str(v)
 
 
+class EstimatesConfig(_Strict):
+    """`[followup_estimates]`: timing delivery-based follow-ups for pieces that never get scans.
+
+    A piece is scan-less when its country is not in `scan_countries` or its source is in
+    `scanless_sources`; its `in_transit` … `delivered` triggers are then estimated as `mailed` + transit.
+    `transit` keys are `COUNTRY/mailing_class`, `COUNTRY` or `*` (most specific wins).
+    """
+
+    scan_countries: list[str] = Field(default_factory=lambda: ["US"])
+    scanless_sources: list[str] = Field(default_factory=list)
+    transit: dict[str, str] = Field(default_factory=lambda: {"CA": "4 business days", "US": "3 business days",
+                                                             "*": "6 business days"})
+
+    @field_validator("transit")
+    @classmethod
+    def _delays(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            try:
+                parse_delay(value)
+            except ValueError as exc:
+                raise ValueError(f"transit.{key}: {exc}") from None
+        return v
+
+
 class Config(BaseModel):
     """The whole config file."""
 
@@ -212,6 +234,7 @@ class Config(BaseModel):
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
     followups: list[FollowupConfig] = Field(default_factory=list)
+    followup_estimates: EstimatesConfig = Field(default_factory=EstimatesConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -225,6 +248,11 @@ class Config(BaseModel):
         names = [f.name for f in self.followups]
         if len(names) != len(set(names)):
             raise ValueError("followups: names must be unique")
+        for i, rule in enumerate(self.followups):
+            if rule.do not in self.destinations:
+                raise ValueError(f"followups[{i}].do: unknown destination {rule.do!r} (define it under [destinations])")
+            if not _NAME.match(rule.name):
+                raise ValueError(f"followups[{i}].name: use letters, digits, '_' and '-' only")
         return self
 
 

@@ -30,3 +30,8 @@ def piece_timeline(source: str, piece_id: str) -> str:
 def piece_events(source: str, piece_id: str) -> str:
     """Hash event id -> canonical event JSON for a mailpiece."""
     return f"{PREFIX}:piece:{{{source}:{piece_id}}}:events"
+
+
+def piece_types(source: str, piece_id: str) -> str:
+    """Set of the canonical event types a mailpiece has had (follow-up `unless` checks)."""
+    return f"{PREFIX}:piece:{{{source}:{piece_id}}}:types"

@@ -17,7 +17,7 @@ from redis.asyncio import Redis as AsyncRedis
 from postrelay import keys
 from postrelay.events import RANK, TERMINAL, CanonicalEvent, EventType
 
-# KEYS: piece hash, timeline zset, events hash
+# KEYS: piece hash, timeline zset, events hash, types set
 # ARGV: event id, occurred_at epoch, type, rank, terminal(0/1), json head, json tail, kind, country,
 #       occurred_at iso, retention seconds
 _APPLY = """
@@ -40,11 +40,13 @@ local stage_json = 'null'
 if stage then stage_json = '"' .. stage .. '"' end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[6] .. stage_json .. ARGV[7])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[3])
 local ttl = tonumber(ARGV[11])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
   redis.call('EXPIRE', KEYS[3], ttl)
+  redis.call('EXPIRE', KEYS[4], ttl)
 end
 return {1, stage or ''}
 """
@@ -59,7 +61,7 @@ def _apply_args(event: CanonicalEvent, retention: float) -> tuple[list[str], lis
     etype = EventType(event.type)
     src, pid = event.piece_key
     return (
-        [keys.piece(src, pid), keys.piece_timeline(src, pid), keys.piece_events(src, pid)],
+        [keys.piece(src, pid), keys.piece_timeline(src, pid), keys.piece_events(src, pid), keys.piece_types(src, pid)],
         [event.id, event.occurred_at.timestamp(), etype.value, RANK.get(etype, 0), int(etype in TERMINAL),
          head + '"stage":', tail, event.mailpiece.kind or "", event.mailpiece.country or "",
          event.occurred_at.isoformat(), int(retention)],

@@ -88,6 +88,9 @@ def start_background(rt: Runtime, stop: threading.Event, claim_idle: float = 30.
 
 def run_worker(config: Config, burst: bool = False) -> None:
     """Run until SIGINT/SIGTERM: background loops plus the RQ worker for deliveries."""
+    from workers import followups
+
+    followups.register()
     rt = runtime.install(runtime.from_config(config))
     stop = threading.Event()
     threads = start_background(rt, stop, claim_idle=float(os.environ.get("POSTRELAY_CLAIM_IDLE", "30")))

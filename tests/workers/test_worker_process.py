@@ -82,3 +82,44 @@ to = ["hook"]
         assert len(hook.requests) == 2  # the interrupted attempt and the one that completed; no more
         assert recovery < 20  # lease 2 s + housekeeping every 2 s, not RQ's 10-minute maintenance
         assert r.zcard(keys.piece_timeline("lob", "ltr_1")) == 1
+
+
+def test_pending_followup_survives_restart_of_every_process(redis_server, redis_url: str, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from workers import followups
+
+    with LocalHTTPServer() as hook:
+        config = tmp_path / "postrelay.toml"
+        config.write_text(f"""
+[server]
+redis_url = "{redis_url}"
+[destinations.hook]
+type = "webhook"
+url = "{hook.url}/followup"
+[[followups]]
+name = "soon"
+after = "processed_for_delivery"
+delay = "5s"
+do = "hook"
+""")
+        r = redis.Redis.from_url(redis_url)
+        now = datetime.now(UTC).isoformat()
+        e = event("processed_for_delivery", occurred=now)
+        worker = _start_worker(config)
+        try:
+            r.xadd(keys.INGEST_STREAM, {"e": e.model_dump_json()})
+            assert _wait(lambda: r.zcard(followups.DUE) == 1, 20), "the follow-up was not scheduled"
+            _kill(worker)
+            redis_server.restart()  # Redis too: the pending follow-up comes back from the AOF
+            r = redis.Redis.from_url(redis_url)
+            assert r.zcard(followups.DUE) == 1
+            time.sleep(5.5)  # due while nothing runs
+            worker = _start_worker(config)
+            assert _wait(lambda: len(hook.requests) == 1, 20), "the overdue follow-up did not fire on start-up"
+            time.sleep(2.0)
+        finally:
+            _kill(worker)
+        assert len(hook.requests) == 1
+        assert hook.requests[0].headers["webhook-id"] == e.id
+        assert r.zcard(followups.DUE) == 0

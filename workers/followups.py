@@ -1,0 +1,254 @@
+"""Delivery-timed follow-up actions: schedule on a trigger, cancel on a later event, fire once when due.
+
+A pending follow-up is identified by `<rule>|<source>|<mailpiece id>` — one per rule and piece, so a
+duplicate or repeated trigger never schedules twice — and lives in Redis (it survives every restart):
+- `pr:fu:due` — sorted set of pending ids scored by due time (the scheduler polls only what is due);
+- `pr:fu:{id}` — its record (rule, trigger event, due time, estimated flag);
+- `pr:fu:piece:{source:piece}` — the piece's pending ids (cancellation and `followups list --mailpiece`);
+- `pr:fu:fired:{id}` — set once it fired: it never fires or schedules again.
+Firing creates an ordinary (unordered) delivery to the rule's `do` destination, tagged with the rule name,
+so failures reuse the relay's retries and dead-letter store. A follow-up due while everything was down
+fires at the next poll after start-up, marked `late`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.client import Pipeline
+
+from postrelay import keys
+from postrelay.config import Config, FollowupConfig
+from postrelay.durations import Delay, parse_delay
+from postrelay.events import CanonicalEvent, EventType
+from workers import calendar
+from workers.deliveries import stage_delivery
+from workers.routing import matches
+from workers.runtime import Runtime
+
+log = logging.getLogger("postrelay.followups")
+DUE = "pr:fu:due"
+LATE_AFTER = 60.0
+ESTIMABLE = frozenset({EventType.IN_TRANSIT, EventType.IN_LOCAL_AREA, EventType.PROCESSED_FOR_DELIVERY,
+                       EventType.DELIVERED})
+
+# KEYS: record, due zset, piece set, fired marker, piece types set
+# ARGV: id, due, record json fields..., estimated flag, unless types (json list)
+_SCHEDULE = """
+if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+local unless = cjson.decode(ARGV[4])
+for _, t in ipairs(unless) do
+  if redis.call('SISMEMBER', KEYS[5], t) == 1 then return 0 end
+end
+local existing = redis.call('HGET', KEYS[1], 'estimated')
+if existing and not (existing == '1' and ARGV[3] == '0') then return 0 end
+redis.call('HSET', KEYS[1], 'data', ARGV[5], 'estimated', ARGV[3], 'due', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+"""
+# KEYS: due zset. ARGV: now, lease, limit. Claims due ids by pushing their score past the lease.
+_CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  local due = redis.call('ZSCORE', KEYS[1], id)
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
+  table.insert(out, id)
+  table.insert(out, due)
+end
+return out
+"""
+
+
+def followup_id(rule: str, source: str, piece_id: str) -> str:
+    """Deterministic id of a rule's follow-up for one piece."""
+    return f"{rule}|{source}|{piece_id}"
+
+
+def record_key(fid: str) -> str:
+    """Hash with a pending follow-up."""
+    return f"pr:fu:{{{fid}}}"
+
+
+def fired_key(fid: str) -> str:
+    """Marker: this follow-up fired."""
+    return f"pr:fu:fired:{{{fid}}}"
+
+
+def piece_key(source: str, piece_id: str) -> str:
+    """Set of a piece's pending follow-up ids."""
+    return f"pr:fu:piece:{{{source}:{piece_id}}}"
+
+
+def is_scanless(event: CanonicalEvent, config: Config) -> bool:
+    """True when this piece's provider will never send in-stream scans (e.g. Canada Post)."""
+    est = config.followup_estimates
+    country = event.field("country")
+    if event.source in est.scanless_sources:
+        return True
+    return bool(country) and country.upper() not in {c.upper() for c in est.scan_countries}
+
+
+def transit_delay(event: CanonicalEvent, config: Config) -> Delay:
+    """Expected time from `mailed` to delivery for the piece's country and mailing class."""
+    transit = config.followup_estimates.transit
+    country = (event.field("country") or "").upper()
+    mclass = event.mailpiece.mailing_class or ""
+    for key in (f"{country}/{mclass}", country, "*"):
+        if key in transit:
+            return parse_delay(transit[key])
+    return Delay(business_days=5)
+
+
+def due_time(rule: FollowupConfig, event: CanonicalEvent, start: datetime) -> datetime:
+    """When `rule` fires for a trigger at `start` (business days per the rule's or the piece's calendar)."""
+    cal = calendar.calendar_for(event.field("country"), rule.calendar)
+    return calendar.due_at(start, parse_delay(rule.delay), cal)
+
+
+class FollowupHandler:
+    """Dispatcher handler: cancels pending follow-ups on `unless` events and schedules on triggers."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.rules = rt.config.followups
+        self._schedule = rt.redis.register_script(_SCHEDULE)
+
+    def stage(self, pipe: Pipeline, events: Sequence[CanonicalEvent]) -> list[Any]:
+        """Add cancellations and schedules for `events` to the ack transaction."""
+        for event in events:
+            for rule in self.rules:
+                fid = followup_id(rule.name, event.source, event.mailpiece.id)
+                if event.type.value in rule.unless:
+                    cancel_in(pipe, fid, event.source, event.mailpiece.id)
+                    continue
+                trigger = self._trigger(rule, event)
+                if trigger is not None:
+                    start, estimated = trigger
+                    self._stage_schedule(pipe, rule, event, fid, due_time(rule, event, start), estimated)
+        return []
+
+    def _trigger(self, rule: FollowupConfig, event: CanonicalEvent) -> tuple[datetime, bool] | None:
+        """(trigger time, estimated) when `event` triggers `rule`, else None."""
+        if rule.where and not matches(event, ["*"], rule.where):
+            return None
+        if event.type.value == rule.after:
+            return event.occurred_at, False
+        if (event.type is EventType.MAILED and EventType(rule.after) in ESTIMABLE
+                and is_scanless(event, self.rt.config)):
+            cal = calendar.calendar_for(event.field("country"), rule.calendar)
+            return calendar.due_at(event.occurred_at, transit_delay(event, self.rt.config), cal), True
+        return None
+
+    def _stage_schedule(self, pipe: Pipeline, rule: FollowupConfig, event: CanonicalEvent, fid: str,
+                        due: datetime, estimated: bool) -> None:
+        data = json.dumps({"rule": rule.name, "do": rule.do, "event": event.model_dump(mode="json"),
+                           "estimated": estimated, "scheduled_for": due.isoformat()})
+        src, pid = event.source, event.mailpiece.id
+        self._schedule(keys=[record_key(fid), DUE, piece_key(src, pid), fired_key(fid), keys.piece_types(src, pid)],
+                       args=[fid, due.timestamp(), int(estimated), json.dumps(rule.unless), data], client=pipe)
+
+
+def cancel_in(pipe: Pipeline, fid: str, source: str, piece_id: str) -> None:
+    """Add the commands removing a pending follow-up to `pipe`."""
+    pipe.zrem(DUE, fid)
+    pipe.delete(record_key(fid))
+    pipe.srem(piece_key(source, piece_id), fid)
+
+
+def cancel(rt: Runtime, fid: str) -> bool:
+    """Remove one pending follow-up; False when there is none with that id."""
+    if not rt.redis.exists(record_key(fid)):
+        return False
+    _, source, piece_id = fid.split("|", 2)
+    pipe = rt.redis.pipeline()
+    cancel_in(pipe, fid, source, piece_id)
+    pipe.execute()
+    return True
+
+
+def pending(rt: Runtime, mailpiece: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    """Pending follow-ups (soonest first), optionally for one mailpiece id (any source)."""
+    ids = [i.decode() for i in rt.redis.zrange(DUE, 0, -1)]
+    if mailpiece:
+        ids = [i for i in ids if i.split("|", 2)[2] == mailpiece]
+    out = []
+    for fid in ids[:limit]:
+        raw = rt.redis.hget(record_key(fid), "data")
+        if raw is None:
+            continue
+        data = json.loads(raw)
+        out.append({"id": fid, "rule": data["rule"], "do": data["do"], "mailpiece": data["event"]["mailpiece"]["id"],
+                    "source": data["event"]["source"], "due": data["scheduled_for"], "estimated": data["estimated"],
+                    "trigger": data["event"]["type"]})
+    return out
+
+
+class Scheduler:
+    """Fires due follow-ups: claims them with a lease, then creates their deliveries in one transaction."""
+
+    def __init__(self, rt: Runtime, batch: int = 500) -> None:
+        self.rt = rt
+        self.batch = batch
+        self._claim = rt.redis.register_script(_CLAIM)
+
+    def run_once(self) -> int:
+        """Fire everything due now; returns how many fired."""
+        rt = self.rt
+        now = rt.clock()
+        claimed = self._claim(keys=[DUE], args=[now, rt.config.delivery.lease, self.batch])
+        fired = 0
+        for i in range(0, len(claimed), 2):
+            fid, due = claimed[i].decode(), float(claimed[i + 1])
+            fired += self._fire(fid, due, now)
+        return fired
+
+    def _fire(self, fid: str, due: float, now: float) -> int:
+        rt = self.rt
+        raw = rt.redis.hget(record_key(fid), "data")
+        _, source, piece_id = fid.split("|", 2)
+        if raw is None or rt.redis.exists(fired_key(fid)):
+            pipe = rt.redis.pipeline()
+            cancel_in(pipe, fid, source, piece_id)
+            pipe.execute()
+            return 0
+        data = json.loads(raw)
+        rule = next((r for r in rt.config.followups if r.name == data["rule"]), None)
+        event = CanonicalEvent.model_validate(data["event"])
+        seen = {t.decode() for t in rt.redis.smembers(keys.piece_types(source, piece_id))}
+        pipe = rt.redis.pipeline(transaction=True)
+        cancel_in(pipe, fid, source, piece_id)
+        if rule is None or seen & set(rule.unless):
+            pipe.execute()  # rule removed from the config, or cancelled by an event that raced the schedule
+            return 0
+        extra = {"followup": rule.name, "trigger_event_id": event.id, "trigger_type": event.type.value,
+                 "estimated": bool(data["estimated"]), "late": now - due > LATE_AFTER,
+                 "scheduled_for": data["scheduled_for"], "fired_at": datetime.fromtimestamp(now, UTC).isoformat()}
+        job = stage_delivery(pipe, rt, rule.do, event, tag=rule.name, extra=extra, ordered=False)
+        pipe.set(fired_key(fid), json.dumps(extra), ex=int(rt.config.delivery.done_retention))
+        rt.queue.enqueue_many([job], pipeline=pipe)
+        pipe.execute()
+        log.info("follow-up fired", extra={"followup": fid, "late": extra["late"]})
+        return 1
+
+
+def _handler_factory(rt: Runtime) -> FollowupHandler:
+    return FollowupHandler(rt)
+
+
+def _scheduler_loop(rt: Runtime):  # type: ignore[no-untyped-def]
+    return Scheduler(rt).run_once
+
+
+def register() -> None:
+    """Plug the handler and the scheduler loop into the worker process."""
+    from workers import worker
+
+    if _handler_factory not in worker.HANDLERS:
+        worker.HANDLERS.append(_handler_factory)
+        worker.LOOPS.append(("followups", _scheduler_loop, 1.0))
