@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis.client import Pipeline
+from rq import Retry
 
 from adapters.base import DeliveryContext, Outcome, redact
 from postrelay.events import CanonicalEvent
@@ -30,6 +31,9 @@ from workers.runtime import Runtime
 log = logging.getLogger("postrelay.delivery")
 INFLIGHT = "pr:dlv:inflight"
 JOB = "workers.deliveries.deliver"
+# Only for infrastructure errors inside the job (e.g. Redis failing over mid-attempt): adapter failures are
+# handled by postrelay's own retry policy and never raise.
+JOB_RETRY = Retry(max=6, interval=[2, 10, 30, 120, 600, 1800])
 
 # KEYS: seq list. ARGV: event id. Pops the head if it is this event, returns the new head (or '').
 _ADVANCE = """
@@ -106,12 +110,13 @@ def stage_delivery(pipe: Pipeline, rt: Runtime, dest: str, event: CanonicalEvent
     if seq:
         pipe.rpush(seq, event.id)
     return rt.queue.prepare_data(JOB, args=(key, seq), timeout=int(rt.config.delivery.timeout * 4 + 30),
-                                 result_ttl=0, failure_ttl=86400)
+                                 result_ttl=0, failure_ttl=86400, retry=JOB_RETRY)
 
 
 def enqueue(rt: Runtime, key: str, seq: str, delay: float = 0.0) -> None:
     """Queue an attempt now or after `delay` seconds (RQ's scheduler enqueues it when due)."""
-    kwargs = {"job_timeout": int(rt.config.delivery.timeout * 4 + 30), "result_ttl": 0, "failure_ttl": 86400}
+    kwargs = {"job_timeout": int(rt.config.delivery.timeout * 4 + 30), "result_ttl": 0, "failure_ttl": 86400,
+              "retry": JOB_RETRY}
     if delay > 0.05:
         when = datetime.fromtimestamp(rt.clock() + delay, UTC)
         rt.queue.enqueue_at(when, JOB, key, seq, **kwargs)
