@@ -52,5 +52,10 @@ async def starlette_http_exception_handler(request: Request, exc: Exception) -> 
 
 
 async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    """Last resort: a 500 with no internals in the body (the traceback goes to the log only)."""
-    return error_response(500, "internal_error", "unexpected error; the event was not accepted, retry later")
+    """Last resort: a 500 with no internals in the body (the traceback goes to the log only).
+
+    `Connection: close` because Starlette re-raises after this answer and uvicorn then drops the connection:
+    a client that reused it for its retry would get a connection reset instead of an answer.
+    """
+    return error_response(500, "internal_error", "unexpected error; the event was not accepted, retry later",
+                          {"Connection": "close"})

@@ -1,8 +1,9 @@
 """The request path's one Redis round trip: dedupe and enqueue atomically.
 
-A Lua script, per canonical event, sets the dedupe marker (`SET NX EX window`) and, only if it was new,
-appends the event to the ingest stream. Both happen or neither does, so a crash or a lost connection can
-never leave an event marked seen but not queued: the provider's retry is then accepted, not dropped.
+A Lua script, per canonical event, checks the dedupe marker and, only if it is absent, appends the event to
+the ingest stream and then sets the marker (`SET EX window`). Both happen or neither does, so a crash, a lost
+connection or a failing XADD can never leave an event marked seen but not queued: the provider's retry is then
+accepted, not dropped. (Redis does not roll back a script that errors half-way, hence XADD before SET.)
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ _ENQUEUE = """
 local accepted, duplicates = 0, 0
 local ttl = ARGV[1]
 for i = 2, #KEYS do
-  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ttl) then
+  if redis.call('EXISTS', KEYS[i]) == 0 then
     redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+    redis.call('SET', KEYS[i], '1', 'EX', ttl)
     accepted = accepted + 1
   else
     duplicates = duplicates + 1

@@ -53,6 +53,15 @@ def ensure_encodable(value: Any) -> None:
         raise bad_request("invalid_json", "the body is not acceptable JSON") from None
 
 
+def event_items(payload: Any, what: str) -> list[Any]:
+    """One event object or a non-empty list of them."""
+    if isinstance(payload, list):
+        if not payload:
+            raise bad_request("invalid_payload", f"empty list of {what}s")
+        return payload
+    return [payload]
+
+
 def require_object(value: Any, what: str) -> dict[str, Any]:
     """`value` must be a JSON object."""
     if not isinstance(value, dict):

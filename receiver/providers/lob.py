@@ -21,6 +21,7 @@ from receiver.providers.base import (
     Normalized,
     country_code,
     dict_or_empty,
+    event_items,
     opt_str,
     parse_json,
     parse_time,
@@ -71,7 +72,7 @@ def verify(body: bytes, headers: Headers, settings: SignedSource, now: float) ->
 
 def normalize(payload: Any, received_at: datetime) -> Normalized:
     """Canonical event for one Lob event object (or a list of them)."""
-    items = payload if isinstance(payload, list) else [payload]
+    items = event_items(payload, "Lob event")
     out = Normalized()
     for item in items:
         event = _normalize_one(require_object(item, "Lob event"), received_at)

@@ -14,7 +14,15 @@ from typing import Any
 from postrelay.config import PostalyticsSource
 from postrelay.events import CanonicalEvent, EventType, Mailpiece, Recipient
 from receiver.errors import bad_request, unauthorized
-from receiver.providers.base import Normalized, country_code, opt_str, parse_json, parse_time, require_object
+from receiver.providers.base import (
+    Normalized,
+    country_code,
+    event_items,
+    opt_str,
+    parse_json,
+    parse_time,
+    require_object,
+)
 
 NAME = "postalytics"
 BY_NUMBER: dict[int, EventType] = {
@@ -110,7 +118,7 @@ def meta_fields(meta: Any) -> dict[str, Any]:
 
 def normalize(payload: Any, received_at: datetime) -> Normalized:
     """Canonical events for one Postalytics event (or a list of them)."""
-    items = payload if isinstance(payload, list) else [payload]
+    items = event_items(payload, "Postalytics event")
     out = Normalized()
     for item in items:
         event = _normalize_one(require_object(item, "Postalytics event"), received_at)

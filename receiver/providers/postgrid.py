@@ -25,6 +25,7 @@ from receiver.providers.base import (
     country_code,
     dict_or_empty,
     ensure_encodable,
+    event_items,
     opt_str,
     parse_json,
     parse_time,
@@ -133,7 +134,7 @@ def _check_time_claims(claims: dict[str, Any], now: float, tolerance: float) -> 
 
 def normalize(payload: Any, received_at: datetime) -> Normalized:
     """Canonical events for one PostGrid event object (or a list of them)."""
-    items = payload if isinstance(payload, list) else [payload]
+    items = event_items(payload, "PostGrid event")
     out = Normalized()
     for item in items:
         events = _normalize_one(require_object(item, "PostGrid event"), received_at)
