@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import socket
+from datetime import UTC, datetime
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from postrelay import keys
+from receiver.errors import HTTPError
+from receiver.providers import generic, lob, postalytics, postgrid
+from receiver.providers.base import parse_json
 from tests.receiver.harness import (
     GENERIC_SECRETS,
     LOB_SECRETS,
@@ -332,3 +339,66 @@ def test_health_endpoints(service: Service) -> None:
     ready = service.http.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "redis": "ok"}
+
+
+# --- property: whatever a signed sender posts, the answer is never a 500 -----------------------------------
+
+_LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(10**20), max_value=10**20), st.floats(), st.text(max_size=12),
+    st.sampled_from(["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00", "2024-13-45", "\ud800", "¹", "",
+                     "letter.updated", "tracker.visited", "letter.return_envelope.in_transit",
+                     "letter.certified.re-routed", "completed", "cancelled", "out_for_delivery", "6", "pURLOpened"]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+_SAMPLES = {
+    "postgrid": [P.postgrid_status_update("letter", "cancelled", cancellation={"reason": "user_initiated"}),
+                 P.postgrid_imb_update("postcard", "out_for_delivery"), P.postgrid_tracker_visit()],
+    "lob": [P.lob_event("letter.certified.in_transit", P.lob_mailpiece(
+                tracking_events=[P.lob_tracking_event("In Transit", "2024-05-04T08:00:00Z")], extra_service="certified")),
+            P.lob_event("letter.return_envelope.in_transit", P.lob_mailpiece())],
+    "postalytics": [P.postalytics_event(6, meta_fields=[{"name": "crm", "value": "1"}]),
+                    P.postalytics_event("ProcessedForDelivery", meta_fields={"a": 1})],
+    "generic": [P.generic_event(), [P.generic_event(), P.generic_event("mailed")]],
+}
+
+
+def _paths(obj, prefix=()):
+    yield prefix
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else []
+    for key, value in items:
+        yield from _paths(value, (*prefix, key))
+
+
+@st.composite
+def _mutated(draw):
+    source = draw(st.sampled_from(list(_SAMPLES)))
+    payload = copy.deepcopy(draw(st.sampled_from(_SAMPLES[source])))
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(list(_paths(payload))))
+        value = draw(_LEAVES)
+        if not path:
+            payload = value
+            continue
+        target = payload
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return source, payload
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_mutated())
+def test_mutated_payloads_never_raise_anything_but_an_http_error(case) -> None:
+    """In-process (fast): the same parse + normalize + serialize the request path runs, on mutated real payloads."""
+    source, payload = case
+    module = {"postgrid": postgrid, "lob": lob, "postalytics": postalytics, "generic": generic}[source]
+    received = datetime(2024, 5, 6, 15, tzinfo=UTC)
+    try:
+        parsed = parse_json(json.dumps(payload).encode())
+        normalized = module.normalize({"webhook_id": "msg_f", "body": parsed} if source == "generic" else parsed,
+                                      received)
+        for event in normalized.events:
+            event.model_dump_json()
+    except HTTPError as exc:
+        assert exc.status == 400
