@@ -49,9 +49,15 @@ class ServerConfig(_Strict):
     redis_timeout: float = 2.0
     retry_after: int = 30
     appendfsync: Literal["everysec", "always", "no"] = "everysec"
+    # /readyz, /metrics and `postrelay status`: a worker is alive while its heartbeat is younger than this.
+    worker_stale_after: float = 60.0
+    # /readyz when no worker ever registered a heartbeat: ready (False) or 503 (True).
+    require_worker: bool = False
+    # serve / worker / run log format (`--log-format` and $POSTRELAY_LOG_FORMAT win).
+    log_format: Literal["json", "text"] = "json"
 
     _dur = field_validator("body_timeout", "dedupe_window", "timeline_retention", "redis_timeout",
-                           mode="before")(_duration)
+                           "worker_stale_after", mode="before")(_duration)
 
     @field_validator("api_token")
     @classmethod
@@ -97,9 +103,21 @@ class SignedSource(_Strict):
 
 
 class PostGridSource(SignedSource):
-    """PostGrid retries after 1 h, 2 h and 4 h: a signature made at the first attempt must still pass."""
+    """PostGrid retries after 1 h, 2 h and 4 h: a signature made at the first attempt must still pass.
+
+    `api_key` (optional) is only used by `postrelay backfill postgrid` (the events list API).
+    """
 
     tolerance: float = 8 * 3600
+    api_key: str | None = None
+    api_base: str = "https://api.postgrid.com"
+
+
+class LobSource(SignedSource):
+    """Lob webhooks; `api_key` (optional) is only used by `postrelay backfill lob` (the events list API)."""
+
+    api_key: str | None = None
+    api_base: str = "https://api.lob.com"
 
 
 class GenericSource(SignedSource):
@@ -131,7 +149,7 @@ class SourcesConfig(_Strict):
     """`[sources.*]`: a source that is not configured answers 404."""
 
     postgrid: PostGridSource | None = None
-    lob: SignedSource | None = None
+    lob: LobSource | None = None
     postalytics: PostalyticsSource | None = None
     generic: GenericSource | None = None
 

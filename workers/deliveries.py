@@ -23,6 +23,7 @@ from redis.client import Pipeline
 from rq import Retry
 
 from adapters.base import DeliveryContext, Outcome, redact
+from postrelay import stats
 from postrelay.events import CanonicalEvent
 from workers import dlq, runtime
 from workers.policy import next_attempt
@@ -148,7 +149,8 @@ def attempt(rt: Runtime, key: str, seq: str = "") -> str:
             return "waiting_for_turn"  # the delivery ahead of it will start this one when it finishes
     adapter = rt.adapters.get(dest)
     if adapter is None:
-        _dead(rt, key, seq, event_id, record, f"destination {dest!r} is not configured on this worker", [])
+        _dead(rt, key, seq, event_id, record, f"destination {dest!r} is not configured on this worker", [],
+              "permanent")
         return "dead"
     now = rt.clock()
     if r.exists(paused_key(dest)):
@@ -206,35 +208,63 @@ def _run(rt: Runtime, adapter: Any, key: str, seq: str, event_id: str, record: d
     attempts.append({"at": datetime.fromtimestamp(started, UTC).isoformat(), "outcome": outcome.status,
                      "status": outcome.http_status, "detail": detail,
                      "duration_ms": round((rt.clock() - started) * 1000, 1)})
+    fields = _log_fields(dest, key, event, attempts)
     if outcome.ok:
         pipe = r.pipeline()
         pipe.set(done_key(key), json.dumps({"remote_id": outcome.remote_id, "at": attempts[-1]["at"]}), ex=retention)
         pipe.delete(record_key(key))
+        stats.count_delivery(pipe, dest, "ok")
+        if not split_key(key)[2]:  # relay deliveries only: a follow-up fires days after its trigger arrived
+            stats.observe(pipe, "end_to_end", rt.clock() - event.received_at.timestamp())
         pipe.execute()
         rt.breaker.success(dest)
         _finish(rt, key, seq, event_id)
-        log.info("delivered", extra={"destination": dest, "event_id": event_id, "attempts": len(attempts)})
+        log.info("delivered", extra={**fields, "outcome": "ok", "remote_id": outcome.remote_id})
         return "ok"
     if outcome.status == "permanent":
-        _dead(rt, key, seq, event_id, record, detail, attempts)
+        _dead(rt, key, seq, event_id, record, detail, attempts, "permanent", fields)
         return "dead"
     rt.breaker.failure(dest, rt.clock(), detail)
     age = rt.clock() - float(record.get("created", started))
     decision = next_attempt(rt.config.delivery, len(attempts), age, outcome.retry_after)
     if decision.dead:
-        _dead(rt, key, seq, event_id, record, f"{decision.reason}; last: {detail}", attempts)
+        _dead(rt, key, seq, event_id, record, f"{decision.reason}; last: {detail}", attempts, "dead", fields)
         return "dead"
-    r.hset(record_key(key), "attempts", json.dumps(attempts))
+    pipe = r.pipeline()
+    pipe.hset(record_key(key), "attempts", json.dumps(attempts))
+    stats.count_delivery(pipe, dest, "retry")
+    pipe.execute()
     enqueue(rt, key, seq, decision.delay)
+    log.info("delivery failed; will retry", extra={**fields, "outcome": "retry", "detail": detail,
+                                                    "retry_in_s": round(decision.delay, 1)})
     return "retry"
 
 
+def _log_fields(dest: str, key: str, event: CanonicalEvent, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    """What every delivery log line carries."""
+    last = attempts[-1] if attempts else {}
+    fields = {"destination": dest, "event_id": event.id, "mailpiece_id": event.mailpiece.id, "source": event.source,
+              "event_type": event.type.value, "attempt": len(attempts), "status": last.get("status"),
+              "duration_ms": last.get("duration_ms")}
+    tag = split_key(key)[2]
+    if tag:
+        fields["followup"] = tag
+    return fields
+
+
 def _dead(rt: Runtime, key: str, seq: str, event_id: str, record: dict[str, str], reason: str,
-          attempts: list[dict[str, Any]]) -> None:
+          attempts: list[dict[str, Any]], outcome: str = "dead", fields: dict[str, Any] | None = None) -> None:
     dlq.add(rt.redis, key, record, reason, attempts, rt.clock())
-    rt.redis.delete(record_key(key))
+    pipe = rt.redis.pipeline()
+    pipe.delete(record_key(key))
+    stats.count_delivery(pipe, split_key(key)[0], outcome)
+    pipe.execute()
     _finish(rt, key, seq, event_id)
-    log.warning("dead-lettered", extra={"delivery": key, "reason": reason})
+    if fields is None:
+        fields = {"destination": split_key(key)[0], "event_id": event_id}
+        piece = (json.loads(record["event"]).get("mailpiece") or {}) if record.get("event") else {}
+        fields["mailpiece_id"] = piece.get("id")
+    log.warning("dead-lettered", extra={**fields, "outcome": outcome, "delivery": key, "reason": reason})
 
 
 def _finish(rt: Runtime, key: str, seq: str, event_id: str) -> None:

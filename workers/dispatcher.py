@@ -19,7 +19,7 @@ import redis
 from pydantic import ValidationError
 from redis.client import Pipeline
 
-from postrelay import keys
+from postrelay import keys, stats
 from postrelay.events import CanonicalEvent
 from postrelay.timeline import TimelineWriter
 from workers.deliveries import stage_delivery
@@ -114,6 +114,7 @@ class Dispatcher:
             self.rt.queue.enqueue_many(jobs, pipeline=pipe)
         for entry_id, raw in poison:
             pipe.rpush(POISON, json.dumps({"entry": entry_id.decode(), "raw": raw.decode(errors="replace")}))
+        stats.count_events(pipe, applied, self.rt.clock())  # per type: /metrics and `postrelay status`
         ids = [eid for eid, _ in entries]
         pipe.xack(keys.INGEST_STREAM, keys.INGEST_GROUP, *ids)
         pipe.xdel(keys.INGEST_STREAM, *ids)

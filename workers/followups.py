@@ -21,7 +21,7 @@ from typing import Any
 
 from redis.client import Pipeline
 
-from postrelay import keys
+from postrelay import keys, stats
 from postrelay.config import Config, FollowupConfig
 from postrelay.durations import Delay, parse_delay
 from postrelay.events import CanonicalEvent, EventType
@@ -231,9 +231,12 @@ class Scheduler:
                  "scheduled_for": data["scheduled_for"], "fired_at": datetime.fromtimestamp(now, UTC).isoformat()}
         job = stage_delivery(pipe, rt, rule.do, event, tag=rule.name, extra=extra, ordered=False)
         pipe.set(fired_key(fid), json.dumps(extra), ex=int(rt.config.delivery.done_retention))
+        stats.observe(pipe, "followup_lag", now - due)
         rt.queue.enqueue_many([job], pipeline=pipe)
         pipe.execute()
-        log.info("follow-up fired", extra={"followup": fid, "late": extra["late"]})
+        log.info("follow-up fired", extra={"followup": fid, "late": extra["late"], "event_id": event.id,
+                                           "mailpiece_id": piece_id, "source": source, "destination": rule.do,
+                                           "lag_s": round(now - due, 1)})
         return 1
 
 
