@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Iterable
 
 from receiver.errors import unauthorized
@@ -31,7 +32,7 @@ def timestamp_seconds(raw: str, header: str) -> float:
         value = float(raw.strip())
     except ValueError:
         raise unauthorized("invalid_timestamp", f"{header} is not a number") from None
-    if value != value or value < 0:  # NaN or negative
+    if not math.isfinite(value) or value < 0:  # NaN, inf (`1e400`) or negative
         raise unauthorized("invalid_timestamp", f"{header} is not a valid timestamp")
     return value / 1000.0 if value > 1e11 else value
 

@@ -61,7 +61,10 @@ def verify(body: bytes, headers: Headers, settings: GenericSource, now: float) -
                 passed.append(base64.b64decode(sig, validate=True))
             except (binascii.Error, ValueError):
                 continue
-    when = datetime.fromtimestamp(int(ts), UTC)
+    try:
+        when = datetime.fromtimestamp(int(ts), UTC)
+    except (OverflowError, OSError, ValueError):  # e.g. `1e300`: checked before the signature, so unauthenticated
+        raise unauthorized("invalid_timestamp", "webhook-timestamp is out of range") from None
     ok = False
     for secret in settings.secrets:
         try:

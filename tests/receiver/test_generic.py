@@ -170,3 +170,11 @@ def test_five_minute_tolerance(service: Service, offset: float, ok: bool) -> Non
     else:
         assert_error(resp, 401, "timestamp_out_of_tolerance")
         assert service.stream_len() == 0
+
+
+@pytest.mark.parametrize("timestamp", ["1e300", "inf", "1e400", "-1", "nan", "99999999999999999999999", "soon"])
+def test_absurd_timestamp_is_401_not_500(service: Service, timestamp: str) -> None:
+    """The timestamp is parsed before the signature is checked: garbage from anyone must not crash the handler."""
+    body, headers = signing.generic_signed(P.generic_event(), GENERIC_SECRETS[0], "msg_ts", service.clock())
+    headers["webhook-timestamp"] = timestamp
+    assert_error(service.post("/webhooks/generic", body, headers), 401)

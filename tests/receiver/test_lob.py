@@ -228,7 +228,7 @@ def test_missing_headers_is_401(service: Service, missing: str) -> None:
     assert_error(service.post("/webhooks/lob", body, headers), 401, "missing_signature")
 
 
-@pytest.mark.parametrize("timestamp", ["soon", "-5", "nan"])
+@pytest.mark.parametrize("timestamp", ["soon", "-5", "nan", "inf", "1e400"])
 def test_unparseable_timestamp_is_401(service: Service, timestamp: str) -> None:
     body = signing.to_bytes(P.lob_event("letter.mailed", P.lob_mailpiece()))
     headers = {"Lob-Signature-Timestamp": timestamp,

@@ -237,8 +237,8 @@ def test_json_signature_over_raw_bytes_not_reserialized(service: Service) -> Non
 
 @pytest.mark.parametrize(
     "header",
-    [None, "", "t=1714996800", "v1=abcdef", "garbage", "t=notanumber,v1=00"],
-    ids=["missing", "empty", "no-v1", "no-t", "garbage", "bad-t"],
+    [None, "", "t=1714996800", "v1=abcdef", "garbage", "t=notanumber,v1=00", "t=inf,v1=00"],
+    ids=["missing", "empty", "no-v1", "no-t", "garbage", "bad-t", "inf-t"],
 )
 def test_missing_or_malformed_signature_header_is_401(service: Service, header: str | None) -> None:
     body = signing.to_bytes(P.postgrid_status_update("letter", "printing"))
@@ -344,3 +344,10 @@ def test_jwt_event_nested_under_event_claim(service: Service) -> None:
 @pytest.mark.parametrize("body", [b"not-a-jwt", b"a.b", b"abc.def.ghi", b"\xff\xfe.\x00.\x01"])
 def test_body_neither_jwt_nor_json_is_400(service: Service, body: bytes) -> None:
     assert_error(service.post("/webhooks/postgrid", body), 400, "invalid_body")
+
+
+@pytest.mark.parametrize("t", ["inf", "1e400", "nan", "-1"])
+def test_correctly_signed_absurd_timestamp_is_401_not_500(service: Service, t: str) -> None:
+    body = signing.to_bytes(P.postgrid_status_update("letter", "printing"))
+    header = f"t={t},v1={signing.hmac_hex(PG_SECRETS[0], t.encode() + b'.' + body)}"
+    assert_error(service.post("/webhooks/postgrid", body, {"PostGrid-Signature": header}), 401, "invalid_timestamp")
