@@ -1,4 +1,4 @@
-"""The ASGI application: webhook ingest, the mailpiece read API, health and readiness."""
+"""The ASGI application: webhook ingest, the mailpiece read API, health, readiness and metrics."""
 
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ import redis.exceptions
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from postrelay import keys
 from postrelay.config import KNOWN_SOURCES, Config
 from postrelay.redis_url import async_client
+from postrelay.stats import heartbeat_ages
 from postrelay.timeline import read_piece
 from receiver.body import read_body
 from receiver.errors import (
@@ -30,8 +33,10 @@ from receiver.errors import (
     unhandled_error_handler,
 )
 from receiver.ingest import IngestQueue
+from receiver.metrics import CONTENT_TYPE, ReceiverMetrics, read_redis_state, redis_down_families, redis_families
 from receiver.providers import generic, lob, postalytics, postgrid
 from receiver.providers.base import Normalized
+from receiver.requestlog import RequestLogMiddleware, request_info
 
 log = logging.getLogger("postrelay.receiver")
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
@@ -46,6 +51,7 @@ class Receiver:
         self.redis = redis
         self.clock = clock
         self.queue = IngestQueue(redis, config.server.dedupe_window)
+        self.prom = ReceiverMetrics(config)
 
     def _source_settings(self, source: str) -> Any:
         if source not in KNOWN_SOURCES:
@@ -62,8 +68,31 @@ class Receiver:
                          {"Retry-After": retry_after})
 
     async def webhook(self, request: Request) -> JSONResponse:
-        """POST /webhooks/{source} and /webhooks/postalytics/{token}."""
+        """POST /webhooks/{source} and /webhooks/postalytics/{token}: ingest, counted and timed in-process."""
         source = request.path_params.get("source", "postalytics")
+        label = source if source in KNOWN_SOURCES else "unknown"
+        info = request_info(request)
+        info["source"] = label
+        started = time.perf_counter()
+        try:
+            normalized, accepted, duplicates = await self._ingest(request, source)
+        except HTTPError as exc:
+            info["error"] = exc.code
+            self.prom.rejected_request(label, exc.code, exc.status)
+            raise
+        except Exception:
+            self.prom.rejected_request(label, "internal_error", 500)
+            raise
+        finally:
+            self.prom.ingest.observe(time.perf_counter() - started)
+        self.prom.accepted(label, accepted, duplicates, normalized.ignored)
+        info.update(accepted=accepted, duplicates=duplicates, ignored=normalized.ignored)
+        if normalized.events:
+            info["event_ids"] = [e.id for e in normalized.events[:50]]
+            info["mailpiece_ids"] = sorted({e.mailpiece.id for e in normalized.events[:50]})
+        return JSONResponse({"accepted": accepted, "duplicates": duplicates, "ignored": normalized.ignored})
+
+    async def _ingest(self, request: Request, source: str) -> tuple[Normalized, int, int]:
         settings = self._source_settings(source)
         server = self.config.server
         body = await read_body(request, server.max_body_bytes, server.body_timeout)
@@ -87,7 +116,7 @@ class Receiver:
             if "OOM" in str(exc) or "MISCONF" in str(exc) or "NOSCRIPT" in str(exc):
                 raise self._unavailable(exc) from None
             raise
-        return JSONResponse({"accepted": accepted, "duplicates": duplicates, "ignored": normalized.ignored})
+        return normalized, accepted, duplicates
 
     def _check_token(self, request: Request) -> None:
         expected = self.config.server.api_token
@@ -117,13 +146,45 @@ class Receiver:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> JSONResponse:
-        """GET /readyz: Redis answers."""
+        """GET /readyz: Redis answers, and the newest worker heartbeat is fresh (`[server] worker_stale_after`).
+
+        No worker ever registered: ready (the `worker` check is skipped) unless `[server] require_worker`.
+        A 503 body names the failed check(s) in `failed`.
+        """
+        server = self.config.server
+        unavailable = {"Retry-After": str(server.retry_after)}
         try:
-            await self.redis.ping()
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.ping()
+            pipe.hgetall(keys.WORKER_HEARTBEATS)
+            _, beats = await pipe.execute()
         except (*REDIS_ERRORS, redis.exceptions.RedisError) as exc:
-            return JSONResponse({"status": "unavailable", "redis": f"unreachable ({type(exc).__name__})"},
-                                status_code=503, headers={"Retry-After": str(self.config.server.retry_after)})
-        return JSONResponse({"status": "ready", "redis": "ok"})
+            return JSONResponse({"status": "unavailable", "redis": f"unreachable ({type(exc).__name__})",
+                                 "failed": ["redis"]}, status_code=503, headers=unavailable)
+        body: dict[str, Any] = {"status": "ready", "redis": "ok"}
+        ages = heartbeat_ages(beats, self.clock())
+        if not ages:
+            if server.require_worker:
+                body.update(status="unavailable", worker="none registered", failed=["worker"])
+                return JSONResponse(body, status_code=503, headers=unavailable)
+            return JSONResponse(body)
+        newest = min(ages.values())
+        alive = sum(1 for a in ages.values() if a <= server.worker_stale_after)
+        if newest > server.worker_stale_after:
+            body.update(status="unavailable", worker=f"stale: newest heartbeat {newest:.0f} s ago "
+                        f"(limit {server.worker_stale_after:g} s)", failed=["worker"])
+            return JSONResponse(body, status_code=503, headers=unavailable)
+        body["worker"] = f"ok: {alive} alive, newest heartbeat {newest:.0f} s ago"
+        return JSONResponse(body)
+
+    async def metrics(self, request: Request) -> Response:
+        """GET /metrics: Prometheus text; Redis-derived series are read now, in one round trip."""
+        try:
+            families = redis_families(await read_redis_state(self.redis, self.config, self.clock()), self.config)
+        except (*REDIS_ERRORS, redis.exceptions.RedisError) as exc:
+            log.warning("metrics: redis unavailable: %s", type(exc).__name__)
+            families = redis_down_families()
+        return Response(self.prom.render(families), media_type=CONTENT_TYPE)
 
 
 def create_app(config: Config, redis_client: Redis | None = None, clock: Callable[[], float] = time.time) -> Starlette:
@@ -145,10 +206,12 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
         Route("/v1/mailpieces/{source}/{mailpiece_id:path}", receiver.mailpiece, methods=["GET"]),
         Route("/healthz", receiver.healthz, methods=["GET"]),
         Route("/readyz", receiver.readyz, methods=["GET"]),
+        Route("/metrics", receiver.metrics, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(RequestLogMiddleware, metrics=receiver.prom)],
         exception_handlers={
             HTTPError: http_error_handler,
             HTTPException: starlette_http_exception_handler,

@@ -1,0 +1,84 @@
+"""One log line and one `postrelay_http_requests_total` increment per HTTP request (pure ASGI middleware).
+
+Handlers add fields to the line through `request_info(request)` (the webhook handler adds `source`,
+`accepted`, `duplicates`, `ignored`, `event_ids`, `mailpiece_ids` or `error`). The path is logged with the
+Postalytics token replaced, and the metric's `path` label is the route template (bounded cardinality, no
+token): `/webhooks/postgrid`, `/webhooks/postalytics/{token}`, `/v1/mailpieces/{source}/{mailpiece_id}`, ...
+Probes (`/healthz`, `/readyz`, `/metrics`) log at DEBUG unless they fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from postrelay.config import KNOWN_SOURCES
+from postrelay.logs import redact_path
+from receiver.metrics import ReceiverMetrics
+
+log = logging.getLogger("postrelay.http")
+INFO_KEY = "postrelay.request_info"
+QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def request_info(request: Request) -> dict[str, Any]:
+    """The dict whose items end up in this request's log line."""
+    return request.scope.setdefault(INFO_KEY, {})
+
+
+def route_label(scope: Scope) -> str:
+    """The `path` label: the matched route's template (a known webhook source spelled out)."""
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if not template:
+        return "<unmatched>"
+    if template == "/webhooks/{source}":
+        source = scope.get("path_params", {}).get("source")
+        return f"/webhooks/{source}" if source in KNOWN_SOURCES else template
+    return template.replace(":path}", "}")
+
+
+class RequestLogMiddleware:
+    """Times each request, counts it by route and status, and logs it."""
+
+    def __init__(self, app: ASGIApp, metrics: ReceiverMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        info: dict[str, Any] = scope.setdefault(INFO_KEY, {})
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except Exception:
+            status = 500  # the error middleware outside this one answers 500 and logs the traceback
+            info.setdefault("error", "internal_error")
+            raise
+        finally:
+            label = route_label(scope)
+            self.metrics.http.labels(label, str(status)).inc()
+            if status >= 500:
+                level = logging.WARNING
+            elif label in QUIET:
+                level = logging.DEBUG
+            else:
+                level = logging.INFO
+            if log.isEnabledFor(level):
+                log.log(level, "request", extra={
+                    "method": scope.get("method"), "path": redact_path(scope.get("path", "")), "route": label,
+                    "status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2), **info})
