@@ -129,6 +129,12 @@ def to_utc(value: datetime, what: str) -> datetime:
 _COUNTRY_NAMES = {
     "UNITED STATES": "US", "UNITED STATES OF AMERICA": "US", "USA": "US", "U.S.": "US", "U.S.A.": "US",
     "CANADA": "CA", "CAN": "CA", "UNITED KINGDOM": "GB", "GREAT BRITAIN": "GB", "AUSTRALIA": "AU",
+    "PUERTO RICO": "PR", "MEXICO": "MX", "GERMANY": "DE", "FRANCE": "FR", "IRELAND": "IE", "NEW ZEALAND": "NZ",
+    # ISO alpha-3 codes: the first two letters are often another country (MEX is not ME, AUT is not AU)
+    "PRI": "PR", "MEX": "MX", "GBR": "GB", "AUS": "AU", "NZL": "NZ", "DEU": "DE", "FRA": "FR", "ITA": "IT",
+    "ESP": "ES", "PRT": "PT", "NLD": "NL", "BEL": "BE", "CHE": "CH", "AUT": "AT", "IRL": "IE", "SWE": "SE",
+    "NOR": "NO", "DNK": "DK", "FIN": "FI", "POL": "PL", "JPN": "JP", "CHN": "CN", "KOR": "KR", "IND": "IN",
+    "BRA": "BR",
 }
 _CA_POSTAL = re.compile(r"^[A-Za-z]\d[A-Za-z][ -]?\d[A-Za-z]\d$")
 _US_ZIP = re.compile(r"^\d{5}(-\d{4})?$")
@@ -141,7 +147,7 @@ def country_code(value: Any, postal_code: str | None = None) -> str | None:
         upper = text.upper()
         if len(upper) == 2 and upper.isalpha():
             return upper
-        return _COUNTRY_NAMES.get(upper, upper[:2] if len(upper) == 3 and upper.isalpha() else None)
+        return _COUNTRY_NAMES.get(upper)  # an unknown name or alpha-3 code: no country rather than a wrong one
     if postal_code:
         if _CA_POSTAL.match(postal_code.strip()):
             return "CA"

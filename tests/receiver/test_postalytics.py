@@ -144,6 +144,18 @@ def test_canadian_piece_with_the_reduced_set(service: Service, code: int, expect
     assert queued["recipient"]["postal_code"] == "M5V 3L9"
 
 
+@pytest.mark.parametrize(("country", "expected"), [
+    ("US", "US"), ("us", "US"), ("USA", "US"), ("United States", "US"), ("CAN", "CA"), ("Canada", "CA"),
+    ("MEX", "MX"), ("Mexico", "MX"), ("AUT", "AT"), ("CHN", "CN"), ("IRL", "IE"), ("PRI", "PR"), ("GBR", "GB"),
+    ("XYZ", None), ("Atlantis", None),
+])
+def test_country_names_and_alpha3_codes(service: Service, country: str, expected: str | None) -> None:
+    """An alpha-3 code is not its first two letters (MEX is Mexico, not Montenegro); unknown means no country."""
+    recipient = {"firstName": "Ada", "zip": "01000", "country": country}
+    assert_accepted(service.post_postalytics(P.postalytics_event(11, recipient=recipient)))
+    assert service.queued()[0]["mailpiece"]["country"] == expected
+
+
 def test_us_zip_without_country_is_us(service: Service) -> None:
     recipient = {"firstName": "Ada", "zip": "94107-1234"}
     assert_accepted(service.post_postalytics(P.postalytics_event(11, recipient=recipient)))
