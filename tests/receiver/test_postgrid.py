@@ -273,6 +273,14 @@ def test_jwt_alg_none_is_401(service: Service) -> None:
     assert service.stream_len() == 0
 
 
+def test_jwt_other_hmac_algorithm_is_401(service: Service) -> None:
+    import jwt
+
+    body = jwt.encode({**P.postgrid_status_update("letter", "printing"), "iat": int(service.clock())},
+                      PG_SECRETS[0] + "-padding-for-hs512-key-length-0123456789", algorithm="HS512").encode()
+    assert_error(service.post("/webhooks/postgrid", body), 401, "invalid_signature")
+
+
 def test_jwt_rs256_header_is_401(service: Service) -> None:
     """Algorithm confusion: an RS256 header with an HMAC made from the shared secret must not pass."""
     import base64
