@@ -1,0 +1,66 @@
+"""CI smoke for the benchmark: `python -m bench --smoke` runs end to end and prints a complete table.
+
+Timed numbers never gate CI (shared, noisy machines): this only checks that every row is printed with
+numeric values, that no scenario failed and that no request or delivery errored.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?( \S+)?$")
+RATIO = re.compile(r"^\d+(\.\d+)?x$")
+NA = "n/a (scheduler not implemented yet)"
+EXPECTED_SECTIONS = {"ingest", "end-to-end", "fan-out", "follow-ups", "memory"}
+EXPECTED_ROWS = (  # (section, start of the measurement's name, how many such rows)
+    ("ingest", "saturation, postrelay, 1 worker", 2),
+    ("ingest", "saturation, postrelay, 2 workers", 2),
+    ("ingest", "saturation, bare + 1 async XADD", 1),
+    ("ingest", "saturation latency p", 2),
+    ("ingest", "saturation, bare Starlette, 2 workers", 1),
+    ("ingest", "@", 9),  # p50 + p99 of postrelay and p99 of naive at each of the 3 fixed rates
+    ("end-to-end", "@", 4),
+    ("fan-out", "deliveries/s", 1),
+    ("follow-ups", "", 3),
+    ("memory", "peak RSS, receiver", 1),
+    ("memory", "peak RSS, worker", 1),
+    ("memory", "Redis per mailpiece", 1),
+    ("memory", "Redis per additional event", 1),
+)
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+
+
+def _table_rows(text: str) -> list[list[str]]:
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert lines and lines[0].startswith("| section |"), text[-2000:]
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines[1:]]
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _table_rows(proc.stdout)
+    assert {r[0] for r in rows} == EXPECTED_SECTIONS
+    for section, prefix, count in EXPECTED_ROWS:
+        found = [r for r in rows if r[0] == section and r[1].startswith(prefix)]
+        assert len(found) == count, f"{section} / {prefix!r}: {len(found)} rows, expected {count}"
+    for section, name, value, _baseline, baseline_value, ratio, _target, met, errors in rows:
+        if section == "follow-ups" and value.startswith("n/a"):
+            assert met == "n/a"
+            continue
+        assert NUMBER.match(value), f"{name}: value {value!r}"
+        assert NUMBER.match(baseline_value), f"{name}: baseline {baseline_value!r}"
+        assert RATIO.match(ratio), f"{name}: ratio {ratio!r}"
+        assert errors == "0", f"{name}: errors {errors!r}"
+    saved = (tmp_path / "latest.md").read_text()
+    assert "Command: `python -m bench --smoke" in saved and "redis-server" in saved
+    assert (tmp_path / "latest.json").exists()
