@@ -21,6 +21,34 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help=f"TOML config (default: ${CONFIG_ENV})")
 
 
+def _add_log_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=["json", "text"], default=None,
+                   help="log lines as JSON objects or plain text (default: [server] log_format, json)")
+
+
+def _setup_logs(config: Config, args: argparse.Namespace) -> None:
+    """JSON (or text) logs with the config's secrets redacted; child processes inherit the format."""
+    from postrelay.logs import LOG_FORMAT_ENV, setup_from_config
+
+    os.environ[LOG_FORMAT_ENV] = setup_from_config(config, getattr(args, "log_format", None))
+
+
+def _multiproc_metrics_dir() -> str | None:
+    """Prometheus multiprocess mode for `serve --workers N`: a fresh directory (returned when we made it)."""
+    import glob
+    import tempfile
+
+    existing = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if existing:
+        os.makedirs(existing, exist_ok=True)
+        for stale in glob.glob(os.path.join(existing, "*.db")):  # counters of a previous run
+            os.remove(stale)
+        return None
+    made = tempfile.mkdtemp(prefix="postrelay-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    return made
+
+
 def _add_listen(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="listen address (default: [server] host or 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default: [server] port or 8000)")
@@ -35,13 +63,22 @@ def _uvicorn(config: Config, args: argparse.Namespace, workers: int = 1) -> None
 
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    # log_config=None: uvicorn's own records go through the root handler (JSON, redacted) too.
     if workers > 1:
-        uvicorn.run("receiver.asgi:make_app", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", access_log=False, proxy_headers=True)
+        import shutil
+
+        made = _multiproc_metrics_dir()
+        try:
+            uvicorn.run("receiver.asgi:make_app", factory=True, host=host, port=port, workers=workers,
+                        log_level="warning", access_log=False, proxy_headers=True, log_config=None)
+        finally:
+            if made:
+                shutil.rmtree(made, ignore_errors=True)
     else:
         from receiver.app import create_app
 
-        uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False,
+                    log_config=None)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -51,6 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError("server.redis_url: required for `serve` (use `postrelay run` for an embedded Redis)")
     if args.config:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    _setup_logs(config, args)
     _uvicorn(config, args, workers=args.workers)
     return 0
 
@@ -62,6 +100,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     config = _config(args)
     if not config.server.redis_url:
         raise ConfigError("server.redis_url: required for `worker` (use `postrelay run` for an embedded Redis)")
+    _setup_logs(config, args)
     run_worker(config, burst=args.burst)
     return 0
 
@@ -71,6 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from postrelay.embedded import EmbeddedRedis
 
     config = _config(args)
+    _setup_logs(config, args)
     embedded = None
     if not config.server.redis_url:
         embedded = EmbeddedRedis(config.server.data_dir, config.server.appendfsync).start()
@@ -198,16 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="receiver + worker (+ embedded Redis when no redis_url)")
     _add_config(p)
     _add_listen(p)
+    _add_log_format(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("serve", help="receiver only")
     _add_config(p)
     _add_listen(p)
+    _add_log_format(p)
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="queue consumer, deliveries, follow-ups")
     _add_config(p)
+    _add_log_format(p)
     p.add_argument("--burst", action="store_true", help="exit when the delivery queue is empty")
     p.set_defaults(func=cmd_worker)
 

@@ -93,13 +93,13 @@ def parse_stats(raw: Mapping[Any, Any]) -> tuple[dict[tuple[str, str], int], dic
     return deliveries, events
 
 
-def parse_histogram(name: str, raw: Mapping[Any, Any]) -> tuple[list[tuple[str, int]], float, int]:
-    """(cumulative buckets [(le, count)] ending with +Inf, sum, count) of histogram `name`."""
+def parse_histogram(name: str, raw: Mapping[Any, Any]) -> tuple[list[tuple[float, int]], float, int]:
+    """(cumulative buckets [(upper bound, count)] ending with +inf, sum, count) of histogram `name`."""
     fields = {_text(k): _text(v) for k, v in raw.items()}
     buckets, running = [], 0
     for bound in (*HISTOGRAMS[name], math.inf):
         running += int(fields.get(_bound(bound), 0))
-        buckets.append((_bound(bound), running))
+        buckets.append((float(bound), running))
     return buckets, float(fields.get("sum", 0.0)), int(fields.get("count", 0))
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 from starlette.applications import Starlette
 
 from postrelay.config import load_runtime_config
+from postrelay.logs import setup_from_config
 from receiver.app import create_app
 
 
 def make_app() -> Starlette:
-    """Build the app from the environment."""
-    return create_app(load_runtime_config())
+    """Build the app from the environment (logs: `$POSTRELAY_LOG_FORMAT`, else `[server] log_format`)."""
+    config = load_runtime_config()
+    setup_from_config(config)
+    return create_app(config)

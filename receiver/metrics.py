@@ -21,6 +21,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 from redis.asyncio import Redis
 
 from postrelay import keys, stats
@@ -184,8 +185,8 @@ def redis_families(state: dict[str, Any], config: Config) -> list[Metric]:
     out.append(processed)
     for name, raw in state["histograms"].items():
         buckets, total, _ = stats.parse_histogram(name, raw)
-        out.append(HistogramMetricFamily(HISTOGRAM_NAMES[name], HISTOGRAM_HELP[name], buckets=buckets,
-                                         sum_value=total))
+        out.append(HistogramMetricFamily(HISTOGRAM_NAMES[name], HISTOGRAM_HELP[name],
+                                         buckets=[(floatToGoString(le), n) for le, n in buckets], sum_value=total))
     return out
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
 
+import redis
 from rq import SimpleWorker
 
 from postrelay import keys
@@ -58,8 +60,15 @@ def _dispatch_loop(stop: threading.Event, dispatcher: Dispatcher, reclaim_every:
 
 
 def heartbeat(rt: Runtime, name: str) -> None:
-    """Record that this worker is alive (read by /readyz and `postrelay status`)."""
+    """Record that this worker is alive (read by /readyz, /metrics and `postrelay status`)."""
     rt.redis.hset(keys.WORKER_HEARTBEATS, name, rt.clock())
+
+
+def prune_heartbeats(rt: Runtime, older_than: float = 86400.0) -> int:
+    """Forget workers silent for `older_than` seconds (each restart adds a name); returns how many."""
+    now = rt.clock()
+    gone = [k for k, v in rt.redis.hgetall(keys.WORKER_HEARTBEATS).items() if now - float(v) > older_than]
+    return int(rt.redis.hdel(keys.WORKER_HEARTBEATS, *gone)) if gone else 0
 
 
 def start_background(rt: Runtime, stop: threading.Event, claim_idle: float = 30.0) -> list[threading.Thread]:
@@ -67,6 +76,7 @@ def start_background(rt: Runtime, stop: threading.Event, claim_idle: float = 30.
     name = f"{socket.gethostname()}:{os.getpid()}"
     handlers: list[EventHandler] = [RelayHandler(rt), *(factory(rt) for factory in HANDLERS)]
     dispatcher = Dispatcher(rt, handlers, consumer=name, claim_idle=claim_idle)
+    prune_heartbeats(rt)
 
     def housekeeping() -> None:
         heartbeat(rt, name)
@@ -94,11 +104,43 @@ def run_worker(config: Config, burst: bool = False) -> None:
     rt = runtime.install(runtime.from_config(config))
     stop = threading.Event()
     threads = start_background(rt, stop, claim_idle=float(os.environ.get("POSTRELAY_CLAIM_IDLE", "30")))
-    worker = SimpleWorker([rt.queue], connection=rt.redis, job_monitoring_interval=10)
     try:
-        worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
+        _work(rt, burst)
     finally:
         stop.set()
         for t in threads:
             t.join(timeout=5)
         rt.close()
+
+
+def _stop_requested(worker: SimpleWorker) -> bool:
+    return bool(worker._stop_requested or worker._shutdown_requested_date is not None)
+
+
+def _work(rt: Runtime, burst: bool) -> None:
+    """RQ's work loop, started again after a Redis outage until SIGTERM/SIGINT (or an empty queue in burst mode).
+
+    RQ's worker quits its loop (and `work()` returns normally) on a Redis error outside its dequeue call, e.g.
+    while Redis restarts; the process would then exit 0, which `Restart=on-failure` never restarts.
+    """
+    stopping = threading.Event()
+    while True:
+        worker = SimpleWorker([rt.queue], connection=rt.redis, job_monitoring_interval=10)
+        worker.max_connection_wait_time = 5.0  # RQ backs off up to 60 s between reconnects by default
+        try:
+            worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
+        except redis.RedisError as exc:  # its teardown could not reach Redis either
+            log.warning("RQ worker teardown failed: %s", type(exc).__name__)
+        if burst or _stop_requested(worker):
+            return
+        log.error("RQ worker loop ended unexpectedly (Redis outage?); restarting it once Redis answers")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stopping.set())
+        while not stopping.is_set():
+            try:
+                rt.redis.ping()
+                break
+            except redis.RedisError:
+                stopping.wait(0.5)
+        if stopping.is_set():
+            return
