@@ -10,6 +10,17 @@ PREFIX = "pr"
 INGEST_STREAM = f"{PREFIX}:{{in}}:stream"
 INGEST_GROUP = "dispatch"
 WORKER_HEARTBEATS = f"{PREFIX}:workers"
+DLQ = f"{PREFIX}:dlq"
+DLQ_INDEX = f"{PREFIX}:dlq:index"
+FOLLOWUPS_DUE = f"{PREFIX}:fu:due"
+RQ_QUEUE_NAME = "postrelay"
+RQ_QUEUE = f"rq:queue:{RQ_QUEUE_NAME}"  # RQ's own key names (read by /metrics without importing RQ)
+RQ_SCHEDULED = f"rq:scheduled:{RQ_QUEUE_NAME}"
+
+
+def circuit(dest: str) -> str:
+    """Hash with a destination's circuit-breaker state."""
+    return f"{PREFIX}:cb:{{{dest}}}"
 
 
 def seen(event_id: str) -> str:

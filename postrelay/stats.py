@@ -118,6 +118,17 @@ def sum_types(hashes: Iterable[Mapping[Any, Any]]) -> dict[str, int]:
     return dict(total.most_common())
 
 
+CIRCUIT_CODES = {"closed": 0, "half_open": 1, "open": 2}  # postrelay_circuit_state
+
+
+def circuit_state(state: bytes | str | None, open_until: bytes | str | float | None, now: float) -> str:
+    """closed / open / half_open from a breaker hash's `state` and `open_until` (as `CircuitBreaker.state`)."""
+    text = state.decode() if isinstance(state, bytes) else (state or "closed")
+    if text == "open" and now >= float(open_until or 0):
+        return "half_open"
+    return text
+
+
 def heartbeat_ages(raw: Mapping[Any, Any], now: float) -> dict[str, float]:
     """Seconds since each worker's last heartbeat (from the `pr:workers` hash)."""
     out = {}

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from postrelay import keys, stats
-from workers import deliveries
-from workers.dlq import DLQ
-from workers.followups import DUE
-from workers.runtime import Runtime
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
 
 _URL_PASSWORD = re.compile(r"(://[^:@/]*:)[^@/]+@")
 
@@ -40,15 +39,17 @@ def _ago(seconds: float) -> str:
 
 def gather(rt: Runtime) -> dict[str, Any]:
     """Everything the status screen shows, as plain data (also the `--json` output)."""
+    from workers import deliveries
+
     r = rt.redis
     now = rt.clock()
     pipe = r.pipeline(transaction=False)
     pipe.xlen(keys.INGEST_STREAM)
     pipe.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)
-    pipe.hlen(DLQ)
-    pipe.zcard(DUE)
-    pipe.zrange(DUE, 0, 0, withscores=True)
-    pipe.zcount(DUE, "-inf", now)
+    pipe.hlen(keys.DLQ)
+    pipe.zcard(keys.FOLLOWUPS_DUE)
+    pipe.zrange(keys.FOLLOWUPS_DUE, 0, 0, withscores=True)
+    pipe.zcount(keys.FOLLOWUPS_DUE, "-inf", now)
     pipe.hgetall(keys.WORKER_HEARTBEATS)
     for key in stats.last_hour_keys(now):
         pipe.hgetall(key)

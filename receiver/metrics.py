@@ -26,15 +26,9 @@ from redis.asyncio import Redis
 
 from postrelay import keys, stats
 from postrelay.config import KNOWN_SOURCES, Config
-from workers.circuit import STATE_CODES, state_key, state_name
-from workers.dlq import DLQ
-from workers.followups import DUE
-from workers.runtime import QUEUE_NAME
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-RQ_QUEUE = f"rq:queue:{QUEUE_NAME}"
-RQ_SCHEDULED = f"rq:scheduled:{QUEUE_NAME}"
 INGEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OUTCOMES = ("accepted", "duplicate", "ignored", "rejected")
 HISTOGRAM_NAMES = {"end_to_end": "postrelay_end_to_end_seconds", "followup_lag": "postrelay_followup_lag_seconds"}
@@ -118,21 +112,21 @@ async def read_redis_state(redis: Redis, config: Config, now: float) -> dict[str
     dests = list(config.destinations)
     pipe = redis.pipeline(transaction=False)
     pipe.xlen(keys.INGEST_STREAM)
-    pipe.llen(RQ_QUEUE)
-    pipe.zcard(RQ_SCHEDULED)
-    pipe.hlen(DLQ)
-    pipe.zcard(DUE)
-    pipe.zcount(DUE, "-inf", now)
+    pipe.llen(keys.RQ_QUEUE)
+    pipe.zcard(keys.RQ_SCHEDULED)
+    pipe.hlen(keys.DLQ)
+    pipe.zcard(keys.FOLLOWUPS_DUE)
+    pipe.zcount(keys.FOLLOWUPS_DUE, "-inf", now)
     pipe.hgetall(keys.WORKER_HEARTBEATS)
     pipe.hgetall(stats.STATS)
     for name in stats.HISTOGRAMS:
         pipe.hgetall(stats.hist_key(name))
     for dest in dests:
-        pipe.hmget(state_key(dest), "state", "open_until")
+        pipe.hmget(keys.circuit(dest), "state", "open_until")
     res = await pipe.execute()
     stream, queued, scheduled, dlq, pending, overdue, beats, raw_stats = res[:8]
     hists = dict(zip(stats.HISTOGRAMS, res[8:8 + len(stats.HISTOGRAMS)], strict=True))
-    circuits = {d: state_name(s, until, now) for d, (s, until) in
+    circuits = {d: stats.circuit_state(s, until, now) for d, (s, until) in
                 zip(dests, res[8 + len(stats.HISTOGRAMS):], strict=True)}
     deliveries, events = stats.parse_stats(raw_stats)
     return {"stream": int(stream), "queued": int(queued), "scheduled": int(scheduled), "dlq": int(dlq),
@@ -166,7 +160,7 @@ def redis_families(state: dict[str, Any], config: Config) -> list[Metric]:
     circuit = GaugeMetricFamily("postrelay_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",
                                 labels=["destination"])
     for dest, name in state["circuits"].items():
-        circuit.add_metric([dest], STATE_CODES.get(name, 0))
+        circuit.add_metric([dest], stats.CIRCUIT_CODES.get(name, 0))
     out.append(circuit)
     deliveries = CounterMetricFamily("postrelay_deliveries_total",
                                      "Delivery attempts by destination and outcome (ok, retry, permanent, dead)",

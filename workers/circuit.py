@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from postrelay import keys
 from postrelay.config import DeliveryConfig
 
 _FAIL = """
@@ -32,27 +33,11 @@ return 1
 
 
 def _key(dest: str) -> str:
-    return f"pr:cb:{{{dest}}}"
+    return keys.circuit(dest)
 
 
 def _probe_key(dest: str) -> str:
     return f"pr:cb:{{{dest}}}:probe"
-
-
-STATE_CODES = {"closed": 0, "half_open": 1, "open": 2}  # postrelay_circuit_state
-
-
-def state_key(dest: str) -> str:
-    """Hash with a destination's breaker state (read by /metrics and `postrelay status`)."""
-    return _key(dest)
-
-
-def state_name(state: bytes | str | None, open_until: bytes | str | float | None, now: float) -> str:
-    """closed / open / half_open from the stored `state` and `open_until` fields."""
-    text = state.decode() if isinstance(state, bytes) else (state or "closed")
-    if text == "open" and now >= float(open_until or 0):
-        return "half_open"
-    return text
 
 
 @dataclass

@@ -12,8 +12,10 @@ from typing import Any
 
 from redis import Redis
 
-DLQ = "pr:dlq"
-INDEX = "pr:dlq:index"
+from postrelay import keys
+
+DLQ = keys.DLQ
+INDEX = keys.DLQ_INDEX
 
 
 def add(redis: Redis, key: str, record: dict[str, str], reason: str, attempts: list[dict[str, Any]],

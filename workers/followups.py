@@ -31,7 +31,7 @@ from workers.routing import matches
 from workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.followups")
-DUE = "pr:fu:due"
+DUE = keys.FOLLOWUPS_DUE
 LATE_AFTER = 60.0
 ESTIMABLE = frozenset({EventType.IN_TRANSIT, EventType.IN_LOCAL_AREA, EventType.PROCESSED_FOR_DELIVERY,
                        EventType.DELIVERED})

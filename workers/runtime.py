@@ -17,11 +17,12 @@ from rq import Queue
 
 from adapters import adapter_class
 from adapters.base import Adapter
+from postrelay import keys
 from postrelay.config import Config
 from workers.circuit import CircuitBreaker
 from workers.ratelimit import RateLimiter, parse_rate
 
-QUEUE_NAME = "postrelay"
+QUEUE_NAME = keys.RQ_QUEUE_NAME
 
 
 def connect_redis(url: str, timeout: float | None = None) -> Redis:
