@@ -13,8 +13,8 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from postrelay.config import Config
@@ -91,7 +91,12 @@ class Redactor:
 
 def extras(record: logging.LogRecord) -> dict[str, Any]:
     """The fields a log call passed with `extra=`."""
-    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+
+
+_JSON_KEYS = _STANDARD | {"ts", "level", "logger", "msg", "exc"}
+# One encoder for every line (json.dumps with options builds a new one per call); it runs once per request.
+_ENCODE = json.JSONEncoder(default=str, ensure_ascii=False).encode
 
 
 class JsonFormatter(logging.Formatter):
@@ -100,18 +105,17 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """One JSON object, no newlines inside."""
         line: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in extras(record).items():
-            line.setdefault(key, value)
+        line.update({k: v for k, v in record.__dict__.items() if k not in _JSON_KEYS})
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:
             line["exc"] = record.exc_text
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return _ENCODE(line)
 
 
 class TextFormatter(logging.Formatter):
