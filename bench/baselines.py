@@ -30,7 +30,9 @@ REDIS_ENV = "BENCH_REDIS_URL"
 BASELINE_STREAM = "bench:baseline:stream"
 NOOP_JOB = "bench.baselines.noop"
 TIMED_NOOP_JOB = "bench.baselines.timed_noop"
+LATE_NOOP_JOB = "bench.baselines.late_noop"
 RAN_AT: list[float] = []
+LATE: list[float] = []
 
 
 def noop(*args: object) -> None:
@@ -40,6 +42,11 @@ def noop(*args: object) -> None:
 def timed_noop(*args: object) -> None:
     """An RQ job that only notes when it ran (in this process: SimpleWorker runs jobs in-process)."""
     RAN_AT.append(time.perf_counter())
+
+
+def late_noop(due: float) -> None:
+    """An RQ job scheduled for epoch `due` that notes how late it started."""
+    LATE.append(time.time() - due)
 
 
 def make_bare() -> Starlette:

@@ -27,19 +27,23 @@ class Profile:
     second_wave: int  # second events for existing mailpieces (memory per event)
     fanout_events: int
     fanout_timeout: float
-    followups: int
+    followups: int  # pending follow-ups scheduled
+    followups_fired: int  # follow-ups made due during the run, for the due → fired delay
+    followups_window: float  # seconds over which those come due
 
 
 FULL = Profile(
     name="full", requests=100_000, sat_connections=32, sat_warmup=1.0, sat_duration=4.0, sat_rounds=3,
     rates=(500, 2000, 5000), rate_warmup=1.0, rate_duration=5.0, drain=5.0,
-    e2e_rate=500, e2e_low_rate=100, e2e_warmup=1.0, e2e_duration=6.0, e2e_drain=60.0, second_wave=1000,
-    fanout_events=3000, fanout_timeout=90.0, followups=100_000,
+    e2e_rate=500, e2e_low_rate=50, e2e_warmup=1.0, e2e_duration=6.0, e2e_drain=60.0, second_wave=1000,
+    fanout_events=3000, fanout_timeout=90.0, followups=100_000, followups_fired=2000,
+    followups_window=8.0,
 )
 
 SMOKE = Profile(
     name="smoke", requests=20_000, sat_connections=8, sat_warmup=0.0, sat_duration=1.0, sat_rounds=1,
-    rates=(100, 200, 400), rate_warmup=0.1, rate_duration=0.5, drain=3.0,
+    rates=(200, 400), rate_warmup=0.1, rate_duration=0.5, drain=3.0,
     e2e_rate=40, e2e_low_rate=20, e2e_warmup=0.2, e2e_duration=0.8, e2e_drain=15.0, second_wave=20,
-    fanout_events=60, fanout_timeout=20.0, followups=1000,
+    fanout_events=60, fanout_timeout=20.0, followups=1000, followups_fired=40,
+    followups_window=1.0,
 )

@@ -64,6 +64,8 @@ def _num(x: float | None) -> str:
         return f"{x:,.0f}"
     if abs(x) >= 10:
         return f"{x:.1f}"
+    if 0 < abs(x) < 0.1:
+        return f"{x:.4f}"
     return f"{x:.2f}"
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.profiles import SMOKE
+
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?( \S+)?$")
 RATIO = re.compile(r"^\d+(\.\d+)?x$")
-NA = "n/a (scheduler not implemented yet)"
 EXPECTED_SECTIONS = {"ingest", "end-to-end", "fan-out", "follow-ups", "memory"}
 EXPECTED_ROWS = (  # (section, start of the measurement's name, how many such rows)
     ("ingest", "saturation, postrelay, 1 worker", 2),
@@ -25,10 +26,10 @@ EXPECTED_ROWS = (  # (section, start of the measurement's name, how many such ro
     ("ingest", "saturation, bare + 1 async XADD", 1),
     ("ingest", "saturation latency p", 2),
     ("ingest", "saturation, bare Starlette, 2 workers", 1),
-    ("ingest", "@", 9),  # p50 + p99 of postrelay and p99 of naive at each of the 3 fixed rates
+    ("ingest", "@", 3 * len(SMOKE.rates)),  # p50 + p99 of postrelay and p99 of naive at each fixed rate
     ("end-to-end", "@", 4),
     ("fan-out", "deliveries/s", 1),
-    ("follow-ups", "", 3),
+    ("follow-ups", "", 4),  # time to schedule, memory per pending, due → fired p50 and p99
     ("memory", "peak RSS, receiver", 1),
     ("memory", "peak RSS, worker", 1),
     ("memory", "Redis per mailpiece", 1),

@@ -1,0 +1,259 @@
+"""Experiments behind the performance proposals in bench/RESULTS.md; not part of `python -m bench`.
+
+`python -m bench.proposals receiver` — the stock receiver against the *same* app whose `IngestQueue` is
+replaced by a group-committing one (the events of all requests waiting while a script call is in flight go
+out together in the next call: one Redis round trip for many requests, same atomic dedupe+XADD script
+semantics per event). Saturation (interleaved rounds, median) and fixed rates, same drivers as the bench.
+
+`python -m bench.proposals worker` — Redis round trips per delivery, attributed to the code that made them
+(RQ's worker loop vs postrelay's delivery job vs the dispatcher), by counting `send_packed_command` calls
+inside a `postrelay worker` draining N prefilled events to the no-op sink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import drivers
+from bench.context import CONFIG, Context
+from bench.payloads import write_requests
+from bench.procs import BenchRedis, Proc, free_port, python
+from bench.profiles import FULL
+
+_ENQUEUE_FLAGS = """
+local out = {}
+local ttl = ARGV[1]
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+    redis.call('SET', KEYS[i], '1', 'EX', ttl)
+    out[i - 1] = 1
+  else
+    out[i - 1] = 0
+  end
+end
+return out
+"""
+
+
+class GroupCommitQueue:
+    """Drop-in for receiver.ingest.IngestQueue: at most one script call in flight; requests arriving
+    meanwhile are queued and sent together by the next call (per-event accepted/duplicate flags)."""
+
+    def __init__(self, redis: Any, dedupe_window: float, max_events: int = 256) -> None:
+        self.redis = redis
+        self.ttl = max(1, int(dedupe_window))
+        self.max_events = max_events
+        self._script = redis.register_script(_ENQUEUE_FLAGS)
+        self._pending: list[tuple[Sequence[Any], asyncio.Future[list[int]]]] = []
+        self._busy = False
+        self.batches = 0
+        self.events = 0
+
+    async def enqueue(self, events: Sequence[Any]) -> tuple[int, int]:
+        """(accepted, duplicates) for `events`, like IngestQueue.enqueue."""
+        if not events:
+            return 0, 0
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._pending.append((events, future))
+        if not self._busy:
+            self._busy = True
+            asyncio.get_running_loop().create_task(self._drain())
+        flags = await future
+        return sum(flags), len(flags) - sum(flags)
+
+    async def _drain(self) -> None:
+        from postrelay import keys
+
+        try:
+            while self._pending:
+                batch, count = [], 0
+                while self._pending and (not batch or count + len(self._pending[0][0]) <= self.max_events):
+                    item = self._pending.pop(0)
+                    batch.append(item)
+                    count += len(item[0])
+                script_keys = [keys.INGEST_STREAM]
+                args: list[Any] = [self.ttl]
+                for events, _ in batch:
+                    script_keys += [keys.seen(e.id) for e in events]
+                    args += [e.model_dump_json() for e in events]
+                try:
+                    flags = [int(f) for f in await self._script(keys=script_keys, args=args)]
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                self.batches += 1
+                self.events += count
+                at = 0
+                for events, future in batch:
+                    if not future.done():
+                        future.set_result(flags[at:at + len(events)])
+                    at += len(events)
+        finally:
+            self._busy = False
+
+
+def make_group_commit_app() -> Any:
+    """ASGI factory: the stock app (config from $POSTRELAY_CONFIG) with its queue swapped."""
+    from postrelay.config import load_runtime_config
+    from receiver.app import create_app
+
+    app = create_app(load_runtime_config())
+    receiver = app.state.receiver
+    receiver.queue = GroupCommitQueue(receiver.redis, receiver.config.server.dedupe_window)
+    return app
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    uvicorn.run("bench.proposals:make_group_commit_app", factory=True, host="127.0.0.1", port=args.port,
+                log_level="warning", access_log=False)
+
+
+def receiver_experiment(rounds: int, seconds: float, rates: Sequence[int]) -> dict[str, Any]:
+    """Stock vs group-commit receiver (and bare Starlette), same machine, same drivers."""
+    work = Path(tempfile.mkdtemp(prefix="postrelay-proposals-"))
+    redis = BenchRedis().start()
+    ctx = Context(FULL, work, redis, write_requests(work / "ingest.txt", 100_000, "p"))
+    out: dict[str, Any] = {"saturation": collections.defaultdict(list), "rates": {}}
+    procs: dict[str, tuple[Proc, int]] = {}
+    try:
+        env = {**ctx.env(), "POSTRELAY_CONFIG": str(CONFIG)}
+        for name, argv in (("stock", ["-m", "postrelay.cli", "serve", "--config", str(CONFIG)]),
+                           ("group-commit", ["-m", "bench.proposals", "serve-group-commit"]),
+                           ("bare", ["-m", "bench.baselines", "bare"])):
+            port = free_port()
+            procs[name] = (Proc(f"{name}-{port}", python(*argv, "--port", str(port)), ctx.logs, env).start(), port)
+        for proc, port in procs.values():
+            proc.wait_port(port)
+        for _ in range(rounds):
+            for name, (_, port) in procs.items():
+                redis.reset()
+                sat = drivers.saturate(port, ctx.ingest.path, ctx.ingest.count, 0, 32, 1.0, seconds)
+                out["saturation"][name].append({"rps": round(sat["rps"]), "p50": sat["latency_ms"]["p50"],
+                                                "p99": sat["latency_ms"]["p99"], "errors": sat["errors"],
+                                                "in_stream": redis.r.xlen("pr:{in}:stream")})
+        for rate in rates:
+            for name, (_, port) in procs.items():
+                redis.reset()
+                run = drivers.fixed_rate(port, ctx.ingest.path, 0, rate, 1.0, seconds, 5.0)
+                out["rates"][f"{name}@{rate}"] = {"p50": run["latency_ms"]["p50"], "p99": run["latency_ms"]["p99"],
+                                                  "errors": run["errors"], "throughput": run["throughput"]}
+        out["peak_rss_mb"] = {name: proc.peak_rss_mb() for name, (proc, _) in procs.items()}
+    finally:
+        for proc, _ in procs.values():
+            proc.stop()
+        redis.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+# --- worker: round trips per delivery by caller --------------------------------------------------------------
+
+def _caller(frame: Any) -> str:
+    """`rq:<function>` or `<module>:<function>` of the nearest frame outside redis-py."""
+    root = str(Path(__file__).resolve().parent.parent) + os.sep
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if os.sep + "redis" + os.sep not in path:
+            if os.sep + "rq" + os.sep in path:
+                return f"rq:{frame.f_code.co_name}"
+            if path.startswith(root):
+                return f"{path[len(root):].removesuffix('.py').replace(os.sep, '.')}:{frame.f_code.co_name}"
+            return f"other:{frame.f_code.co_name}"
+        frame = frame.f_back
+    return "unknown"
+
+
+def _counted_worker(args: argparse.Namespace) -> None:
+    """Run `postrelay worker` in this process with every Redis send counted by caller; dump at exit."""
+    import redis.connection
+
+    counts: collections.Counter[str] = collections.Counter()
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        counts[_caller(sys._getframe(1))] += 1
+        original(self, command, check_health)
+
+    redis.connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    from postrelay.config import load_runtime_config
+    from workers.worker import run_worker
+
+    try:
+        run_worker(load_runtime_config(args.config))
+    finally:
+        Path(args.dump).write_text(json.dumps(dict(counts)))
+
+
+def worker_experiment(events: int) -> dict[str, Any]:
+    """Round trips per delivery by caller, for `events` deliveries."""
+    from bench.scenarios.fanout import prefill
+
+    work = Path(tempfile.mkdtemp(prefix="postrelay-proposals-"))
+    redis = BenchRedis().start()
+    ctx = Context(FULL, work, redis, write_requests(work / "unused.txt", 1, "u"))
+    dump = work / "counts.json"
+    try:
+        with ctx.sink() as sink:
+            prefill(ctx, events)
+            proc = Proc("counted-worker", python("-m", "bench.proposals", "counted-worker", "--config", str(CONFIG),
+                                                 "--dump", str(dump)), ctx.logs, ctx.env(sink.url)).start()
+            started = time.monotonic()
+            delivered = sink.wait_for(events, 120)
+            elapsed = time.monotonic() - started
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.proc.wait(30)  # type: ignore[union-attr]
+            proc.stop()
+        counts = json.loads(dump.read_text())
+    finally:
+        redis.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    per = {k: round(v / max(1, delivered), 2) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+    return {"delivered": delivered, "seconds_incl_startup": round(elapsed, 1),
+            "round_trips_per_delivery": round(sum(counts.values()) / max(1, delivered), 1), "by_caller": per}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Subcommands: receiver, worker (and the internal serve-group-commit, counted-worker)."""
+    p = argparse.ArgumentParser(prog="python -m bench.proposals")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("receiver")
+    q.add_argument("--rounds", type=int, default=3)
+    q.add_argument("--seconds", type=float, default=4.0)
+    q.add_argument("--rate", type=int, action="append", default=[])
+    q = sub.add_parser("worker")
+    q.add_argument("--events", type=int, default=1000)
+    q = sub.add_parser("serve-group-commit")
+    q.add_argument("--port", type=int, required=True)
+    q = sub.add_parser("counted-worker")
+    q.add_argument("--config", required=True)
+    q.add_argument("--dump", required=True)
+    args = p.parse_args(argv)
+    if args.cmd == "receiver":
+        print(json.dumps(receiver_experiment(args.rounds, args.seconds, args.rate or [2000, 5000]), indent=1))
+    elif args.cmd == "worker":
+        print(json.dumps(worker_experiment(args.events), indent=1))
+    elif args.cmd == "serve-group-commit":
+        _serve(args)
+    else:
+        _counted_worker(args)
+
+
+if __name__ == "__main__":
+    main()
