@@ -18,7 +18,14 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
@@ -42,6 +49,7 @@ class ReceiverMetrics:
     """The receiver process's counters and histogram, and the registry `/metrics` renders."""
 
     def __init__(self, config: Config) -> None:
+        disable_created_metrics()  # no `*_created` series (multiprocess mode has none either)
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         self.registry = CollectorRegistry()
         # In multiprocess mode the values live in mmap files; a MultiProcessCollector sums every process's.
