@@ -149,10 +149,14 @@ class Receiver:
         """GET /readyz: Redis answers, and the newest worker heartbeat is fresh (`[server] worker_stale_after`).
 
         No worker ever registered: ready (the `worker` check is skipped) unless `[server] require_worker`.
-        A 503 body names the failed check(s) in `failed`.
+        A 503 body names the failed check(s) in `failed`. `?check=redis` checks only what ingest needs (Redis):
+        load balancers use it, so receivers keep accepting (and queueing) events while workers are down.
         """
         server = self.config.server
         unavailable = {"Retry-After": str(server.retry_after)}
+        check = request.query_params.get("check", "all")
+        if check not in {"all", "redis"}:
+            raise HTTPError(400, "invalid_check", "check must be 'all' (default) or 'redis'")
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.ping()
@@ -162,6 +166,8 @@ class Receiver:
             return JSONResponse({"status": "unavailable", "redis": f"unreachable ({type(exc).__name__})",
                                  "failed": ["redis"]}, status_code=503, headers=unavailable)
         body: dict[str, Any] = {"status": "ready", "redis": "ok"}
+        if check == "redis":
+            return JSONResponse(body)
         ages = heartbeat_ages(beats, self.clock())
         if not ages:
             if server.require_worker:

@@ -425,7 +425,7 @@ def test_receiver_deployment_probes_and_security() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
     main = next(c for c in pod["containers"] if c["name"] == "receiver")
-    assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert main["readinessProbe"]["httpGet"]["path"] == "/readyz?check=redis"
     assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
     ports = {p["name"]: p["containerPort"] for p in main["ports"]}
     assert ports["http"] == 8000

@@ -35,6 +35,11 @@ def test_fresh_heartbeat_is_ready_and_stale_one_is_not(make_service):
     assert body["status"] == "unavailable" and body["redis"] == "ok" and body["failed"] == ["worker"]
     assert body["worker"] == "stale: newest heartbeat 64 s ago (limit 60 s)"
 
+    # the load balancer's check looks at ingest only: events are still accepted and queued
+    resp = svc.http.get("/readyz", params={"check": "redis"})
+    assert resp.status_code == 200 and resp.json() == {"status": "ready", "redis": "ok"}
+    assert svc.http.get("/readyz", params={"check": "bogus"}).status_code == 400
+
     svc.redis.hset(keys.WORKER_HEARTBEATS, "host:3", svc.clock())  # a worker comes back
     assert svc.http.get("/readyz").status_code == 200
 
