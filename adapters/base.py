@@ -21,6 +21,7 @@ from postrelay.events import CanonicalEvent
 
 RETRYABLE_STATUS = frozenset({408, 425, 429}) | frozenset(range(500, 600))
 EXCERPT = 500
+MAX_RESPONSE_BYTES = 1 << 20
 
 
 @dataclass
@@ -108,9 +109,30 @@ class Adapter:
                                                      "auth_token", "access_token", "client_secret"}]
 
     def call(self, method: str, url: str, **kwargs: Any) -> httpx.Response | Outcome:
-        """Send a request; a network error or timeout becomes a retry Outcome instead of raising."""
+        """Send a request; a network error or timeout becomes a retry Outcome instead of raising.
+
+        httpx's timeouts apply to each network operation, so an answer dripping in a byte at a time would
+        never time out: the whole answer must also arrive within the read timeout (overall, not per read),
+        and at most `MAX_RESPONSE_BYTES` of its body are kept.
+        """
+        timeout = kwargs.get("timeout")
+        limit = (httpx.Timeout(timeout) if timeout is not None else self.client.timeout).read
+        deadline = time.monotonic() + limit if limit else None
         try:
-            return self.client.request(method, url, **kwargs)
+            with self.client.stream(method, url, **kwargs) as response:
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_bytes():
+                    if deadline is not None and time.monotonic() > deadline:
+                        return Outcome.retry(f"timeout: the answer took longer than {limit:g} s")
+                    chunks.append(chunk[:MAX_RESPONSE_BYTES - size])
+                    size += len(chunks[-1])
+                    if size >= MAX_RESPONSE_BYTES:
+                        break
+                headers = [(k, v) for k, v in response.headers.multi_items()
+                           if k.lower() not in {"content-encoding", "content-length", "transfer-encoding"}]
+                return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks),
+                                      request=response.request, extensions=response.extensions)
         except httpx.TimeoutException as exc:
             return Outcome.retry(f"timeout: {type(exc).__name__}")
         except httpx.TransportError as exc:

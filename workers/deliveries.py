@@ -6,8 +6,13 @@ A delivery is identified by its key `<destination>|<event id>[|<tag>]` and lives
 - `pr:memo:{K}` — remote ids of steps already done (an adapter's activity, task, …);
 - `pr:seq:{dest}:{source}:{piece}` — per (destination, mailpiece) FIFO: only its head is delivered, so a
   piece's updates reach a CRM in order; the head's completion (success or dead letter) starts the next;
-- `pr:dlv:inflight` — leases; a worker killed mid-delivery leaves a lease that expires and the reaper
-  re-enqueues the delivery within about `delivery.lease` seconds (RQ alone would take ~10 minutes).
+- `pr:dlv:inflight` — a deadline for every delivery that must make progress (queued, scheduled, running);
+  `pr:dlv:jobs` — the RQ job that should make it. The reaper re-enqueues a delivery whose deadline passed
+  when it is its piece's turn, no live worker holds its lock and its job is no longer queued: a worker
+  killed mid-delivery, or between taking a job off the queue and locking it, or between a success and
+  starting the next delivery of the piece, loses nothing (recovered within about 2 x `delivery.lease`;
+  RQ alone would take ~10 minutes, and would not re-run a job that was never started).
+- `pr:lock:{K}` — the execution lock, renewed while an attempt runs (an attempt may outlast the lease).
 
 The RQ job `deliver(key, seq)` runs one attempt; retries are rescheduled with `enqueue_at`.
 """
@@ -16,9 +21,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from redis.client import Pipeline
 from rq import Retry
 
@@ -31,6 +41,10 @@ from workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.delivery")
 INFLIGHT = "pr:dlv:inflight"
+JOBS = "pr:dlv:jobs"
+PENDING_JOB_STATES = frozenset({b"queued", b"scheduled", b"deferred"})
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 JOB = "workers.deliveries.deliver"
 # Only for infrastructure errors inside the job (e.g. Redis failing over mid-attempt): adapter failures are
 # handled by postrelay's own retry policy and never raise.
@@ -110,8 +124,11 @@ def stage_delivery(pipe: Pipeline, rt: Runtime, dest: str, event: CanonicalEvent
         pipe.hsetnx(rec, "extra", json.dumps(extra))
     if seq:
         pipe.rpush(seq, event.id)
+    job_id = uuid.uuid4().hex
+    pipe.hset(JOBS, key, job_id)
+    pipe.zadd(INFLIGHT, {key: rt.clock() + rt.config.delivery.lease})
     return rt.queue.prepare_data(JOB, args=(key, seq), timeout=int(rt.config.delivery.timeout * 4 + 30),
-                                 result_ttl=0, failure_ttl=86400, retry=JOB_RETRY)
+                                 result_ttl=0, failure_ttl=86400, retry=JOB_RETRY, job_id=job_id)
 
 
 def enqueue(rt: Runtime, key: str, seq: str, delay: float = 0.0) -> None:
@@ -120,9 +137,13 @@ def enqueue(rt: Runtime, key: str, seq: str, delay: float = 0.0) -> None:
               "retry": JOB_RETRY}
     if delay > 0.05:
         when = datetime.fromtimestamp(rt.clock() + delay, UTC)
-        rt.queue.enqueue_at(when, JOB, key, seq, **kwargs)
+        job = rt.queue.enqueue_at(when, JOB, key, seq, **kwargs)
     else:
-        rt.queue.enqueue(JOB, key, seq, **kwargs)
+        job = rt.queue.enqueue(JOB, key, seq, **kwargs)
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.hset(JOBS, key, job.id)
+    pipe.zadd(INFLIGHT, {key: rt.clock() + max(delay, 0.0) + rt.config.delivery.lease})
+    pipe.execute()
 
 
 def deliver(key: str, seq: str = "") -> str:
@@ -135,12 +156,15 @@ def attempt(rt: Runtime, key: str, seq: str = "") -> str:
     dest, event_id, _ = split_key(key)
     r = rt.redis
     if r.exists(done_key(key)):
-        _finish(rt, key, seq, event_id)
+        rec_seq = r.hget(record_key(key), "seq")
+        _finish(rt, key, rec_seq.decode() if rec_seq is not None else seq, event_id)
+        _forget(rt, key)
         return "already_done"
     record = {k.decode(): v.decode() for k, v in r.hgetall(record_key(key)).items()}
     if not record:
         if seq:
             _advance(rt, seq, event_id)
+        _forget(rt, key)
         return "unknown"
     seq = record.get("seq", seq)
     if seq:
@@ -154,7 +178,10 @@ def attempt(rt: Runtime, key: str, seq: str = "") -> str:
         return "dead"
     now = rt.clock()
     if r.exists(paused_key(dest)):
-        r.rpush(parked_key(dest), json.dumps([key, seq]))
+        pipe = r.pipeline()
+        pipe.rpush(parked_key(dest), json.dumps([key, seq]))
+        pipe.zrem(INFLIGHT, key)  # the parked list holds it until `destinations resume`
+        pipe.execute()
         return "parked"
     gate = rt.breaker.gate(dest, now)
     if not gate.allowed:
@@ -170,16 +197,82 @@ def attempt(rt: Runtime, key: str, seq: str = "") -> str:
             enqueue(rt, key, seq, wait)
             return "rate_limited"
     lease = rt.config.delivery.lease
-    if not r.set(lock_key(key), "1", nx=True, px=int(lease * 1000)):
+    lock = _Lock(r, key, lease)
+    if not lock.acquire():
         return "locked"
     r.zadd(INFLIGHT, {key: rt.clock() + lease})
     try:
         return _run(rt, adapter, key, seq, event_id, record)
     finally:
-        pipe = r.pipeline()
-        pipe.zrem(INFLIGHT, key)
-        pipe.delete(lock_key(key))
-        pipe.execute()
+        lock.release()
+
+
+class _Lock:
+    """A delivery's execution lock: held (TTL 2 x lease) and renewed every lease/3 while the attempt runs.
+
+    An attempt may take longer than the lease (slow destination, several calls, a Redis outage while its
+    outcome is being stored): renewing keeps a second worker from running it at the same time, while a
+    SIGKILLed worker's lock still expires within 2 x lease so the reaper can re-run its delivery.
+    """
+
+    def __init__(self, r: redis.Redis, key: str, lease: float) -> None:
+        self.r = r
+        self.key = lock_key(key)
+        self.token = uuid.uuid4().hex
+        self.ttl_ms = max(1000, int(2 * lease * 1000))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock (False if someone holds it) and start renewing it."""
+        if not self.r.set(self.key, self.token, nx=True, px=self.ttl_ms):
+            return False
+        self._thread = threading.Thread(target=self._renew, name="delivery-lock", daemon=True)
+        self._thread.start()
+        return True
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl_ms / 6000.0):
+            try:
+                self.r.eval(_RENEW, 1, self.key, self.token, self.ttl_ms)
+            except redis.RedisError:
+                continue  # Redis is down: the TTL covers 5/3 lease of outage; try again next round
+
+    def release(self) -> None:
+        """Stop renewing and delete the lock if it is still ours (it expires on its own otherwise)."""
+        self._stop.set()
+        try:
+            self.r.eval(_UNLOCK, 1, self.key, self.token)
+        except redis.RedisError:
+            log.warning("could not release delivery lock %s; it expires on its own", self.key)
+
+
+def _forget(rt: Runtime, key: str) -> None:
+    """The delivery is finished (done, dead, unknown) or parked: no deadline, no job to watch."""
+    pipe = rt.redis.pipeline()
+    pipe.zrem(INFLIGHT, key)
+    pipe.hdel(JOBS, key)
+    pipe.execute()
+
+
+def _through_outage(rt: Runtime, write: Callable[[], object], what: str) -> None:
+    """Run `write` (building its own pipeline each time), retrying while Redis is unreachable.
+
+    Used for the done marker after a destination accepted a delivery: giving up would re-send it after
+    Redis comes back. Bounded by max(lease, 30 s); the lock outlives that much of an outage.
+    """
+    deadline = time.monotonic() + max(30.0, rt.config.delivery.lease)
+    delay = 0.05
+    while True:
+        try:
+            write()
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("Redis unavailable while storing %s (%s); retrying", what, type(exc).__name__)
+            time.sleep(delay)
+            delay = min(1.0, delay * 2)
 
 
 def _run(rt: Runtime, adapter: Any, key: str, seq: str, event_id: str, record: dict[str, str]) -> str:
@@ -210,15 +303,23 @@ def _run(rt: Runtime, adapter: Any, key: str, seq: str, event_id: str, record: d
                      "duration_ms": round((rt.clock() - started) * 1000, 1)})
     fields = _log_fields(dest, key, event, attempts)
     if outcome.ok:
-        pipe = r.pipeline()
-        pipe.set(done_key(key), json.dumps({"remote_id": outcome.remote_id, "at": attempts[-1]["at"]}), ex=retention)
-        pipe.delete(record_key(key))
-        stats.count_delivery(pipe, dest, "ok")
-        if not split_key(key)[2]:  # relay deliveries only: a follow-up fires days after its trigger arrived
-            stats.observe(pipe, "end_to_end", rt.clock() - event.received_at.timestamp())
-        pipe.execute()
+        done_at = rt.clock()
+
+        def store_done() -> None:
+            pipe = r.pipeline()
+            pipe.set(done_key(key), json.dumps({"remote_id": outcome.remote_id, "at": attempts[-1]["at"]}),
+                     ex=retention)
+            stats.count_delivery(pipe, dest, "ok")
+            if not split_key(key)[2]:  # relay deliveries only: a follow-up fires days after its trigger arrived
+                stats.observe(pipe, "end_to_end", done_at - event.received_at.timestamp())
+            pipe.execute()
+
+        _through_outage(rt, store_done, "a done marker")
         rt.breaker.success(dest)
+        # The record goes last: until then the reaper can still find the sequence to advance.
         _finish(rt, key, seq, event_id)
+        r.delete(record_key(key))
+        _forget(rt, key)
         log.info("delivered", extra={**fields, "outcome": "ok", "remote_id": outcome.remote_id})
         return "ok"
     if outcome.status == "permanent":
@@ -255,11 +356,10 @@ def _log_fields(dest: str, key: str, event: CanonicalEvent, attempts: list[dict[
 def _dead(rt: Runtime, key: str, seq: str, event_id: str, record: dict[str, str], reason: str,
           attempts: list[dict[str, Any]], outcome: str = "dead", fields: dict[str, Any] | None = None) -> None:
     dlq.add(rt.redis, key, record, reason, attempts, rt.clock())
-    pipe = rt.redis.pipeline()
-    pipe.delete(record_key(key))
-    stats.count_delivery(pipe, split_key(key)[0], outcome)
-    pipe.execute()
+    stats.count_delivery(rt.redis, split_key(key)[0], outcome)
     _finish(rt, key, seq, event_id)
+    rt.redis.delete(record_key(key))  # last: until then the reaper can still find the sequence to advance
+    _forget(rt, key)
     if fields is None:
         fields = {"destination": split_key(key)[0], "event_id": event_id}
         piece = (json.loads(record["event"]).get("mailpiece") or {}) if record.get("event") else {}
@@ -282,20 +382,56 @@ def _advance(rt: Runtime, seq: str, event_id: str) -> None:
 
 
 def reap(rt: Runtime, limit: int = 500) -> int:
-    """Re-enqueue deliveries whose lease expired (their worker died); returns how many."""
+    """Re-enqueue deliveries past their deadline that nothing will run any more; returns how many.
+
+    Past its deadline a delivery is left alone while a live worker holds its lock or its RQ job is still
+    queued or scheduled; a non-head of a piece's sequence waits for the head (whose completion starts it);
+    a finished one (done marker or dead letter) whose worker died before starting the next of its piece
+    gets that done now.
+    """
+    r = rt.redis
     now = rt.clock()
-    expired = rt.redis.zrangebyscore(INFLIGHT, "-inf", now, start=0, num=limit)
+    lease = rt.config.delivery.lease
     count = 0
-    for raw in expired:
+    for raw in r.zrangebyscore(INFLIGHT, "-inf", now, start=0, num=limit):
         key = raw.decode()
-        rec_seq = rt.redis.hget(record_key(key), "seq")
-        rt.redis.zadd(INFLIGHT, {key: now + rt.config.delivery.lease})
-        if rt.redis.exists(done_key(key)) or rec_seq is None:
-            rt.redis.zrem(INFLIGHT, key)
+        event_id = split_key(key)[1]
+        rec_seq = r.hget(record_key(key), "seq")
+        seq = rec_seq.decode() if rec_seq is not None else ""
+        if r.exists(done_key(key)) or r.hexists(dlq.DLQ, key) or rec_seq is None:
+            if rec_seq is not None:
+                _finish(rt, key, seq, event_id)
+                r.delete(record_key(key))
+            _forget(rt, key)
             continue
-        enqueue(rt, key, rec_seq.decode())
+        if seq:
+            head = r.lindex(seq, 0)
+            if head is not None and head.decode() != event_id:
+                r.zrem(INFLIGHT, key)
+                continue
+        if r.exists(lock_key(key)) or _job_pending(rt, key):
+            r.zadd(INFLIGHT, {key: now + lease})
+            continue
+        enqueue(rt, key, seq)
         count += 1
     return count
+
+
+def _job_pending(rt: Runtime, key: str) -> bool:
+    """True while the delivery's RQ job waits in the queue or the scheduler (not taken by a worker).
+
+    A job a worker took off the queue (into RQ's intermediate list) is still `queued` until the worker
+    starts it; if that worker was killed in between, the job is not pending any more.
+    """
+    from rq.job import Job
+
+    job_id = rt.redis.hget(JOBS, key)
+    if job_id is None:
+        return False
+    status = rt.redis.hget(Job.key_for(job_id.decode()), "status")
+    if status not in PENDING_JOB_STATES:
+        return False
+    return status != b"queued" or rt.redis.lpos(rt.queue.intermediate_queue_key, job_id) is None
 
 
 def resume_parked(rt: Runtime, dest: str) -> int:

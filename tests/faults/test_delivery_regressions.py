@@ -1,0 +1,196 @@
+"""Regression tests, one per delivery window the fault tests found (each failed before its fix).
+
+- a job a worker took off the queue and died with before locking its delivery was never run again;
+- a worker that died between a delivery's done marker and starting the next update of the same piece left
+  that piece's later deliveries waiting forever;
+- an attempt that outlasted the lease could run a second time, concurrently, on another worker;
+- a 2xx answered while Redis was down (longer than redis-py's own retries) was sent again after recovery;
+- `postrelay worker` exited (with status 0) when Redis restarted under it;
+- a destination dripping its answer a byte at a time held a worker for as long as it liked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from adapters.base import DeliveryContext, Outcome
+from adapters.webhook import WebhookAdapter
+from postrelay import keys
+from postrelay.config import parse_config
+from tests.support.processes import WorkerProcess, wait_for, write_config
+from tests.support.redis_server import RedisServer
+from tests.support.sink import Behaviour, RecordingSink
+from tests.workers.conftest import FakeClock, dispatch, drain, event, push
+from workers import deliveries, runtime
+from workers.runtime import Runtime
+
+
+def _config(url: str, **delivery: Any) -> dict[str, Any]:
+    return {"delivery": {"base_delay": "1s", **delivery},
+            "destinations": {"hook": {"type": "webhook", "url": f"{url}/hook"}},
+            "routes": [{"events": ["*"], "to": ["hook"]}]}
+
+
+def test_job_taken_off_the_queue_by_a_worker_that_died_is_run_again(make_runtime, clock: FakeClock) -> None:
+    with RecordingSink() as sink:
+        rt = make_runtime(_config(sink.url, lease="5s"))
+        e = event("mailed")
+        push(rt, e)
+        dispatch(rt)
+        # a worker moves the job into RQ's intermediate list (BLMOVE) and is SIGKILLed before running it
+        assert rt.redis.lmove(rt.queue.key, rt.queue.intermediate_queue_key) is not None
+        assert deliveries.reap(rt) == 0  # not overdue yet
+        clock.advance(6)
+        assert deliveries.reap(rt) == 1
+        drain(rt)
+        assert sink.answered_2xx() == {e.id: 1}
+        clock.advance(60)
+        assert deliveries.reap(rt) == 0
+        assert rt.redis.zcard(deliveries.INFLIGHT) == 0
+
+
+def test_queued_job_is_not_duplicated_by_the_reaper(make_runtime, clock: FakeClock) -> None:
+    with RecordingSink() as sink:
+        rt = make_runtime(_config(sink.url, lease="5s"))
+        push(rt, event("mailed"))
+        dispatch(rt)
+        clock.advance(60)  # a long backlog: the job is still waiting in the queue
+        assert deliveries.reap(rt) == 0
+        assert rt.queue.count == 1
+
+
+def test_worker_dying_after_the_done_marker_still_starts_the_next_update(make_runtime, clock: FakeClock,
+                                                                          monkeypatch) -> None:
+    with RecordingSink() as sink:
+        rt = make_runtime(_config(sink.url, lease="5s"))
+        first, second = event("mailed", piece="ltr_9"), event("in_transit", piece="ltr_9")
+        push(rt, first, second)
+        dispatch(rt)
+        rt.queue.empty()  # both jobs were taken: the first by the worker that dies, the second saw "not my turn"
+        key = deliveries.delivery_key("hook", first.id)
+        seq = deliveries.seq_key("hook", first)
+
+        def killed(*args: Any) -> None:
+            raise SystemExit("SIGKILL")  # the process dies right after writing the done marker
+
+        monkeypatch.setattr(deliveries, "_finish", killed)
+        with contextlib.suppress(SystemExit):
+            deliveries.attempt(rt, key, seq)
+        monkeypatch.undo()
+        assert rt.redis.exists(deliveries.done_key(key))
+        clock.advance(6)
+        deliveries.reap(rt)
+        drain(rt)
+        assert sink.answered_2xx() == {first.id: 1, second.id: 1}
+        assert [r.webhook_id for r in sink.records] == [first.id, second.id]
+        assert not rt.redis.exists(deliveries.record_key(key))
+
+
+def test_attempt_longer_than_the_lease_is_never_run_twice(make_runtime, clock: FakeClock) -> None:
+    with RecordingSink(lambda wid, n: Behaviour(delay=2.5)) as sink:
+        rt = make_runtime(_config(sink.url, lease="1s", timeout="10s"))
+        e = event("mailed")
+        push(rt, e)
+        dispatch(rt)
+        rt.queue.empty()
+        key, seq = deliveries.delivery_key("hook", e.id), deliveries.seq_key("hook", e)
+        results: list[str] = []
+        first = threading.Thread(target=lambda: results.append(deliveries.attempt(rt, key, seq)))
+        first.start()
+        assert wait_for(lambda: sink.records, 5)
+        time.sleep(1.5)  # past the lease (Redis time) while the first attempt still waits for its answer
+        clock.advance(5)  # and past its deadline (worker time)
+        assert deliveries.reap(rt) == 0, "the reaper re-ran a delivery whose worker is alive"
+        assert deliveries.attempt(rt, key, seq) == "locked"
+        first.join(10)
+        assert results == ["ok"]
+        assert sink.answered_2xx() == {e.id: 1} and len(sink.records) == 1
+
+
+def test_success_answered_during_a_redis_outage_is_not_sent_again(tmp_path: Path) -> None:
+    server = RedisServer().start()
+    restarted = threading.Event()
+
+    def kill_redis_then_answer(wid: str, n: int) -> Behaviour:
+        if n == 0:
+            server.stop(kill=True)  # Redis dies while the destination processes the request
+
+            def restart() -> None:
+                time.sleep(6.0)  # longer than redis-py's own reconnect retries (~4 s)
+                server.start()
+                restarted.set()
+
+            threading.Thread(target=restart, daemon=True).start()
+        return Behaviour()
+
+    try:
+        with RecordingSink(kill_redis_then_answer) as sink:
+            cfg = parse_config({**_config(sink.url, lease="30s"), "server": {"redis_url": server.url}})
+            rt = runtime.install(Runtime(config=cfg, redis=redis.Redis(port=server.port)))
+            e = event("mailed")
+            push(rt, e)
+            dispatch(rt)
+            rt.queue.empty()
+            key, seq = deliveries.delivery_key("hook", e.id), deliveries.seq_key("hook", e)
+            assert deliveries.attempt(rt, key, seq) == "ok"
+            assert restarted.is_set()
+            assert rt.redis.exists(deliveries.done_key(key))
+            assert deliveries.attempt(rt, key, seq) == "already_done"
+            assert sink.answered_2xx() == {e.id: 1}
+            rt.close()
+    finally:
+        server.cleanup()
+
+
+def test_worker_process_survives_a_redis_restart(tmp_path: Path) -> None:
+    server = RedisServer().start()
+    try:
+        with RecordingSink(lambda wid, n: Behaviour(delay=1.0)) as sink:
+            config = write_config(tmp_path / "w.toml", {**_config(sink.url), "server": {"redis_url": server.url}})
+            worker = WorkerProcess(config, tmp_path / "worker.log").start()
+            try:
+                first, second = event("mailed", piece="a"), event("mailed", piece="b")
+                redis.Redis(port=server.port).xadd(keys.INGEST_STREAM, {"e": first.model_dump_json()})
+                assert wait_for(lambda: sink.records, 20), worker.log()[-3000:]
+                server.stop(kill=True)  # while the worker's job waits for the destination
+                time.sleep(12.0)  # longer than redis-py's reconnect retries, twice over
+                server.start()
+                time.sleep(1.0)
+                assert worker.alive, f"the worker exited during the outage:\n{worker.log()[-3000:]}"
+                redis.Redis(port=server.port).xadd(keys.INGEST_STREAM, {"e": second.model_dump_json()})
+                assert wait_for(lambda: sink.answered_2xx().get(second.id) == 1, 30), worker.log()[-3000:]
+                assert sink.answered_2xx()[first.id] == 1
+                assert worker.alive
+            finally:
+                worker.kill()
+    finally:
+        server.cleanup()
+
+
+def test_dripping_answer_is_cut_at_the_timeout() -> None:
+    with RecordingSink(lambda wid, n: Behaviour(kind="drip", drip_interval=0.3)) as sink, \
+            httpx.Client(timeout=1.0) as client:
+        adapter = WebhookAdapter("hook", WebhookAdapter.Settings(url=f"{sink.url}/hook"), client)
+        started = time.monotonic()
+        outcome = adapter.deliver(event("mailed"), DeliveryContext(destination="hook"))
+        took = time.monotonic() - started
+    assert outcome.status == "retry" and "timeout" in outcome.detail, outcome
+    assert took < 1.0 + 0.3 + 0.5, took  # the read timeout, plus at most one more dripped byte
+
+
+def test_huge_answer_is_not_read_into_memory() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=iter([b"x" * 65536] * 200))  # 12.5 MiB
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        adapter = WebhookAdapter("hook", WebhookAdapter.Settings(url="http://127.0.0.1:9/hook"), client)
+        response = adapter.call("POST", "http://127.0.0.1:9/hook", content=b"{}")
+    assert not isinstance(response, Outcome)
+    assert response.status_code == 200 and len(response.content) == 1 << 20
