@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -168,6 +169,13 @@ def classify(response: httpx.Response, remote_id: str | None = None) -> Outcome:
     if code in RETRYABLE_STATUS:
         return Outcome.retry(excerpt(response), retry_after=retry_after_seconds(response), http_status=code)
     return Outcome.permanent(excerpt(response), http_status=code)
+
+
+def path_segment(value: str, safe: str = "") -> str:
+    """`value` percent-encoded as one URL path segment. `.` and `..` are encoded too: httpx resolves dot
+    segments, so an event field equal to `..` would otherwise move the request to another endpoint."""
+    quoted = quote(value, safe=safe)
+    return quoted.replace(".", "%2E") if quoted in {".", ".."} else quoted
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

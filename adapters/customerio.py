@@ -9,10 +9,9 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import quote
 
 from adapters._payload import BaseURL, Token, action_data, dedupe_key, default_name, event_time, scrub, ulid_for
-from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify
+from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify, path_segment
 from postrelay.events import CanonicalEvent
 
 
@@ -62,7 +61,7 @@ class CustomerIOAdapter(Adapter):
             "timestamp": int(when.timestamp()),
             "data": action_data(event, ctx),
         }
-        url = f"{s.base_url.rstrip('/')}/api/v1/customers/{quote(person, safe='')}/events"
+        url = f"{s.base_url.rstrip('/')}/api/v1/customers/{path_segment(person, safe='')}/events"
         response = self.call("POST", url, json=body, auth=(s.site_id, s.api_key))
         if isinstance(response, Outcome):
             return scrub(response, list(self.secrets()))

@@ -11,13 +11,12 @@
 from __future__ import annotations
 
 from typing import Any, Literal
-from urllib.parse import quote
 
 import httpx
 from pydantic import Field, field_validator
 
 from adapters import _crm
-from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify
+from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify, path_segment
 from postrelay.events import CanonicalEvent
 
 DEFAULT_PROPERTIES = {
@@ -73,9 +72,9 @@ class HubSpotAdapter(Adapter):
         known_id = event.metadata.get(self.settings.contact_id_field)
         email = event.recipient.email
         if known_id:
-            key, params, who = quote(str(known_id), safe=""), {}, f"id {known_id}"
+            key, params, who = path_segment(str(known_id), safe=""), {}, f"id {known_id}"
         elif email:
-            key, params, who = quote(email, safe="@"), {"idProperty": "email"}, f"email {email}"
+            key, params, who = path_segment(email, safe="@"), {"idProperty": "email"}, f"email {email}"
         else:
             return Outcome.permanent(f"event has no recipient email and no metadata.{self.settings.contact_id_field}:"
                                      " cannot find the HubSpot contact")

@@ -12,7 +12,6 @@ Salesforce answers limits with 403 `REQUEST_LIMIT_EXCEEDED` (no 429) and ambiguo
 from __future__ import annotations
 
 from typing import Any, Literal
-from urllib.parse import quote
 
 import httpx
 from pydantic import Field, field_validator, model_validator
@@ -25,6 +24,7 @@ from adapters.base import (
     Outcome,
     classify,
     excerpt,
+    path_segment,
     retry_after_seconds,
 )
 from postrelay.events import CanonicalEvent, EventType
@@ -101,7 +101,7 @@ class SalesforceAdapter(Adapter):
         field, key = self.settings.external_id_field, self.settings.external_id_metadata_key
         external_id = event.metadata.get(key) if key else None
         if field and external_id:
-            path = f"/sobjects/{obj}/{field}/{quote(str(external_id), safe='')}"
+            path = f"/sobjects/{obj}/{field}/{path_segment(str(external_id), safe='')}"
             response = self._request("PATCH", path, json=fields)
             if isinstance(response, Outcome):
                 return response
@@ -111,7 +111,7 @@ class SalesforceAdapter(Adapter):
         record_id = self._find_by_email(event)
         if isinstance(record_id, Outcome) or not fields:
             return record_id
-        response = self._request("PATCH", f"/sobjects/{obj}/{quote(record_id, safe='')}", json=fields)
+        response = self._request("PATCH", f"/sobjects/{obj}/{path_segment(record_id, safe='')}", json=fields)
         if isinstance(response, Outcome):
             return response
         return record_id if response.is_success else self._classify(response)

@@ -34,6 +34,7 @@ from receiver.errors import (
 )
 from receiver.ingest import IngestQueue
 from receiver.metrics import CONTENT_TYPE, ReceiverMetrics, read_redis_state, redis_down_families, redis_families
+from receiver.openapi import openapi_json
 from receiver.providers import generic, lob, postalytics, postgrid
 from receiver.providers.base import Normalized
 from receiver.requestlog import RequestLogMiddleware, request_info
@@ -213,6 +214,7 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
         Route("/healthz", receiver.healthz, methods=["GET"]),
         Route("/readyz", receiver.readyz, methods=["GET"]),
         Route("/metrics", receiver.metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

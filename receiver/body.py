@@ -18,9 +18,9 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """The raw body, or 413 past `limit` bytes, or 408 when it takes longer than `timeout` seconds."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):  # "²".isdigit() is True, int("²") raises
             raise HTTPError(400, "invalid_content_length", "Content-Length is not a number")
-        if int(declared) > limit:
+        if len(declared) > 18 or int(declared) > limit:  # int() refuses over 4300 digits
             raise too_large(limit)
 
     async def collect() -> bytes:

@@ -40,7 +40,25 @@ def parse_json(body: bytes) -> Any:
         raise bad_request("invalid_json", "the body is not acceptable JSON (too deeply nested or a huge number)") from None
     if _SURROGATE_ESCAPE.search(text):
         ensure_encodable(value)
+    ensure_shallow(value)
     return value
+
+
+MAX_DEPTH = 64
+"""Deepest JSON nesting accepted. A canonical event nests a provider's `metadata` two levels down, and the
+worker must parse it back from the stream (pydantic's JSON parser stops at 200 levels, its serializer
+fails earlier): deeper bodies were answered 200 and then never reached a timeline, or answered 500."""
+
+
+def ensure_shallow(value: Any, limit: int = MAX_DEPTH) -> None:
+    """400 if `value` nests objects/arrays more than `limit` levels deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                raise bad_request("invalid_json", f"the body nests more than {limit} levels deep")
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
 
 
 def ensure_encodable(value: Any) -> None:

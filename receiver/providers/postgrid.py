@@ -25,6 +25,7 @@ from receiver.providers.base import (
     country_code,
     dict_or_empty,
     ensure_encodable,
+    ensure_shallow,
     event_items,
     opt_str,
     parse_json,
@@ -104,6 +105,7 @@ def _decode_jwt(token: bytes, settings: PostGridSource, now: float) -> Any:
         raise unauthorized("invalid_signature", "JWT signature does not match any configured secret")
     _check_time_claims(claims, now, settings.tolerance)
     ensure_encodable(claims)
+    ensure_shallow(claims)
     if "type" not in claims and isinstance(claims.get("event"), dict):
         return claims["event"]
     return claims
