@@ -1,9 +1,12 @@
 """Experiments behind the performance proposals in bench/RESULTS.md; not part of `python -m bench`.
 
-`python -m bench.proposals receiver` — the stock receiver against the *same* app whose `IngestQueue` is
-replaced by a group-committing one (the events of all requests waiting while a script call is in flight go
-out together in the next call: one Redis round trip for many requests, same atomic dedupe+XADD script
-semantics per event). Saturation (interleaved rounds, median) and fixed rates, same drivers as the bench.
+`python -m bench.proposals receiver` — the stock receiver against the *same* app with proposed changes
+patched in (bench-only, nothing in receiver/ is edited): `group_commit` replaces its `IngestQueue` by a
+group-committing one (the events of all requests waiting while a script call is in flight go out together
+in the next call: one Redis round trip for many requests, same atomic dedupe+XADD script semantics per
+event); `no_requestlog` drops the request-log middleware; `timeout_cm` reads the body under
+`asyncio.timeout()` instead of `asyncio.wait_for()`. Saturation (interleaved rounds) and fixed rates, same
+drivers as the bench.
 
 `python -m bench.proposals worker` — Redis round trips per delivery, attributed to the code that made them
 (RQ's worker loop vs postrelay's delivery job vs the dispatcher), by counting `send_packed_command` calls
@@ -107,21 +110,60 @@ class GroupCommitQueue:
             self._busy = False
 
 
-def make_group_commit_app() -> Any:
-    """ASGI factory: the stock app (config from $POSTRELAY_CONFIG) with its queue swapped."""
-    from postrelay.config import load_runtime_config
-    from receiver.app import create_app
+async def read_body_timeout_cm(request: Any, limit: int, timeout: float) -> bytes:
+    """receiver.body.read_body with `asyncio.timeout()` instead of `asyncio.wait_for()` (no task per request)."""
+    from receiver.body import HTTPError, too_large
 
-    app = create_app(load_runtime_config())
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise HTTPError(400, "invalid_content_length", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPError(408, "body_timeout", f"the body was not received within {timeout:g} s") from None
+    return b"".join(chunks)
+
+
+VARIANTS = ("group_commit", "no_requestlog", "timeout_cm")
+
+
+def make_variant_app() -> Any:
+    """ASGI factory: the stock app (config from $POSTRELAY_CONFIG) with the changes named in
+    $BENCH_VARIANT (comma-separated): group_commit (queue swapped), no_requestlog (RequestLogMiddleware
+    removed), timeout_cm (read_body without wait_for)."""
+    import receiver.app as receiver_app
+    from postrelay.config import load_runtime_config
+
+    variant = set(filter(None, os.environ.get("BENCH_VARIANT", "").split(",")))
+    unknown = variant - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown BENCH_VARIANT parts {sorted(unknown)}; known: {VARIANTS}")
+    if "timeout_cm" in variant:
+        receiver_app.read_body = read_body_timeout_cm  # type: ignore[assignment]
+    app = receiver_app.create_app(load_runtime_config())
     receiver = app.state.receiver
-    receiver.queue = GroupCommitQueue(receiver.redis, receiver.config.server.dedupe_window)
+    if "group_commit" in variant:
+        receiver.queue = GroupCommitQueue(receiver.redis, receiver.config.server.dedupe_window)
+    if "no_requestlog" in variant:
+        app.user_middleware = [m for m in app.user_middleware if m.cls.__name__ != "RequestLogMiddleware"]
     return app
 
 
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    uvicorn.run("bench.proposals:make_group_commit_app", factory=True, host="127.0.0.1", port=args.port,
+    os.environ["BENCH_VARIANT"] = args.variant
+    uvicorn.run("bench.proposals:make_variant_app", factory=True, host="127.0.0.1", port=args.port,
                 log_level="warning", access_log=False)
 
 
@@ -135,7 +177,9 @@ def receiver_experiment(rounds: int, seconds: float, rates: Sequence[int]) -> di
     try:
         env = {**ctx.env(), "POSTRELAY_CONFIG": str(CONFIG)}
         for name, argv in (("stock", ["-m", "postrelay.cli", "serve", "--config", str(CONFIG)]),
-                           ("group-commit", ["-m", "bench.proposals", "serve-group-commit"]),
+                           ("group-commit", ["-m", "bench.proposals", "serve-variant", "group_commit"]),
+                           ("group-commit+lean", ["-m", "bench.proposals", "serve-variant",
+                                                  "group_commit,no_requestlog,timeout_cm"]),
                            ("bare", ["-m", "bench.baselines", "bare"])):
             port = free_port()
             procs[name] = (Proc(f"{name}-{port}", python(*argv, "--port", str(port)), ctx.logs, env).start(), port)
@@ -239,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--rate", type=int, action="append", default=[])
     q = sub.add_parser("worker")
     q.add_argument("--events", type=int, default=1000)
-    q = sub.add_parser("serve-group-commit")
+    q = sub.add_parser("serve-variant")
+    q.add_argument("variant", help=f"comma-separated subset of {VARIANTS}")
     q.add_argument("--port", type=int, required=True)
     q = sub.add_parser("counted-worker")
     q.add_argument("--config", required=True)
@@ -249,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(receiver_experiment(args.rounds, args.seconds, args.rate or [2000, 5000]), indent=1))
     elif args.cmd == "worker":
         print(json.dumps(worker_experiment(args.events), indent=1))
-    elif args.cmd == "serve-group-commit":
+    elif args.cmd == "serve-variant":
         _serve(args)
     else:
         _counted_worker(args)

@@ -27,6 +27,7 @@ from bench.stats import summarize
 QUEUE = "rq:queue:postrelay"
 STREAM = "pr:{in}:stream"
 P50_TARGET_MS, P99_TARGET_MS = 50.0, 250.0
+TARGET_RATE = 500  # the issue's targets are stated at 500 events/s
 
 
 def canonical_json_bytes() -> int:
@@ -85,6 +86,8 @@ def measure(ctx: Context) -> dict[str, Any]:
         direct = drivers.fixed_rate(sink.port, wave1.path, 0, p.e2e_rate, p.e2e_warmup, p.e2e_duration, p.drain,
                                     path="/direct")
         out["direct"] = direct
+        out["direct_low"] = drivers.fixed_rate(sink.port, wave1.path, 0, p.e2e_low_rate, p.e2e_warmup, p.e2e_duration,
+                                               p.drain, path="/direct")
         sink.reset()
         wait_idle(ctx, 5)
         mem0 = ctx.redis.used_memory()
@@ -146,10 +149,10 @@ def _latency_rows(name: str, res: dict[str, Any], direct: dict[str, Any], rate: 
 def rows(ctx: Context, res: dict[str, Any]) -> list[Row]:
     """Table rows."""
     p = ctx.profile
-    out = _latency_rows(f"@{p.e2e_rate:,} events/s", res["high"], res["direct"], p.e2e_rate, True,
+    out = _latency_rows(f"@{p.e2e_rate:,} events/s", res["high"], res["direct"], p.e2e_rate, p.e2e_rate == TARGET_RATE,
                          p.e2e_drain)
-    out += _latency_rows(f"@{p.e2e_low_rate:,} events/s (reference)", res["low"], res["direct"], p.e2e_rate,
-                          False, p.e2e_drain)
+    out += _latency_rows(f"@{p.e2e_low_rate:,} events/s (reference)", res["low"], res["direct_low"],
+                         p.e2e_low_rate, False, p.e2e_drain)
     mem = res["memory"]
     sizes = ", ".join(f"{k} {v} B" for k, v in mem["key_sizes"].items())
     out.append(Row("memory", "Redis per mailpiece (1 event, all retained keys)", "B", mem["per_piece"],

@@ -10,7 +10,7 @@ batch of 500 trigger events, as the dispatcher's batches), with the rule of benc
 - firing: with those N pending, M more are scheduled due over a few seconds while a `postrelay worker`
   runs (its scheduler loop polls every second); delay = the fired marker's `fired_at` - `scheduled_for`.
   Baseline: RQ's own scheduler (`enqueue_at` + `worker --with-scheduler`), M no-op jobs due over the same
-  window, delay = job start - due time.
+  window (rounded up to whole seconds: RQ's schedule has 1 s resolution), delay = job start - due time.
 
 If the module or these interfaces are missing, the rows print "n/a" with the reason; no number is made up.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import time
@@ -163,7 +164,10 @@ def measure(ctx: Context) -> dict[str, Any]:
 def _rq_baseline(ctx: Context, m: int, window: float) -> dict[str, Any]:
     ctx.redis.reset()
     first = time.time() + RQ_START
-    schedule_noops(ctx.redis.url, "bench-scheduled", [first + i * window / max(1, m) for i in range(m)])
+    # RQ keeps scheduled times in whole seconds (a job due at x.7 runs from x.0 on): due times are rounded up
+    # to whole seconds so "late" means the same thing for both.
+    due = [float(math.ceil(first + i * window / max(1, m))) for i in range(m)]
+    schedule_noops(ctx.redis.url, "bench-scheduled", due)
     proc = subprocess.run(python("-m", "bench.rqloop", "--redis", ctx.redis.url, "--queue", "bench-scheduled",
                                  "--scheduled", str(m)), cwd=ROOT, capture_output=True, text=True,
                           timeout=FIRE_LEAD + window + 90)

@@ -37,8 +37,9 @@ def _check_accepted(result: dict[str, Any], accepted: int | None, answered: int,
     if accepted is not None and not result.get("wrapped"):
         result["accepted_in_stream"] = accepted
         result["answered_2xx"] = answered
-        missing = answered - accepted
-        result["lost_or_deduped"] = missing if missing > 0 or -missing > in_flight else 0
+        result["lost_or_deduped"] = max(0, answered - accepted)
+        result["accepted_unanswered"] = max(0, accepted - answered)
+        result["unexplained_extra"] = max(0, accepted - answered - in_flight)
 
 
 def _saturation_round(ctx: Context, servers: dict[tuple[str, int], Server]) -> dict[tuple[str, int], dict[str, Any]]:
@@ -62,7 +63,8 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     chosen = dict(ordered[len(ordered) // 2])
     chosen["rounds_rps"] = [round(r["rps"]) for r in runs]
     chosen["errors"] = sum(int(r["errors"]) for r in runs)
-    chosen["lost_or_deduped"] = sum(int(r.get("lost_or_deduped") or 0) for r in runs)
+    for key in ("lost_or_deduped", "unexplained_extra"):
+        chosen[key] = sum(int(r.get(key) or 0) for r in runs)
     return chosen
 
 
@@ -79,7 +81,8 @@ def measure(ctx: Context) -> dict[tuple[str, int], dict[str, Any]]:
                 ctx.redis.reset()
                 srv = servers[(kind, 1)]
                 run = drivers.fixed_rate(srv.port, ctx.ingest.path, 0, rate, p.rate_warmup, p.rate_duration, p.drain)
-                _check_accepted(run, _stream_len(ctx, kind), run["requests_sent"] - run["errors"], 0)
+                answered = sum(v for k, v in run["statuses"].items() if k.startswith("2"))
+                _check_accepted(run, _stream_len(ctx, kind), answered, run["timeouts"] + run["lost"])
                 res[(kind, 1)][f"rate_{rate}"] = run
         for key, srv in servers.items():
             res[key]["peak_rss_mb"] = srv.proc.peak_rss_mb()
@@ -88,7 +91,8 @@ def measure(ctx: Context) -> dict[tuple[str, int], dict[str, Any]]:
 
 
 def _errors(result: dict[str, Any]) -> int:
-    return int(result["errors"]) + int(result.get("lost_or_deduped", 0) or 0)
+    """Failed requests plus events answered 2xx that are not in the stream (or more in it than sent)."""
+    return int(result["errors"]) + int(result.get("lost_or_deduped") or 0) + int(result.get("unexplained_extra") or 0)
 
 
 def _sat_note(sat: dict[str, Any]) -> str:
@@ -141,7 +145,8 @@ def rows(ctx: Context, res: dict[tuple[str, int], dict[str, Any]]) -> list[Row]:
                        f"bare Starlette @{rate:,} p50", b["latency_ms"]["p50"], "", errors=_errors(p),
                        note=f"achieved {p['throughput']:,.0f} req/s (bare {b['throughput']:,.0f}); "
                             f"p90 {p['latency_ms']['p90']:.2f}, p99.9 {p['latency_ms']['p999']:.2f}, "
-                            f"max {p['latency_ms']['max']:.2f} ms; driver CPU {p['driver_cpu_s']} s"))
+                            f"max {p['latency_ms']['max']:.2f} ms; answers {p['statuses']}, {p['timeouts']} "
+                            f"timed out after the {ctx.profile.drain:g} s drain; driver CPU {p['driver_cpu_s']} s"))
         target = "no errors"
         if rate == P99_TARGET_RATE:
             target = f"≤ {P99_TARGET_MS:g} ms, no errors"
