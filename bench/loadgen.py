@@ -101,6 +101,7 @@ class _Driver:
         self.latencies: list[float] = []
         self.statuses: collections.Counter[int] = collections.Counter()
         self.lost_requests = 0
+        self.all_2xx = 0  # warm-up included
         self.connect_errors = 0
         self.first_measured: float | None = None
         self.last_measured_done = 0.0
@@ -136,6 +137,8 @@ class _Driver:
         """A response arrived for `item` on `conn`."""
         now = time.perf_counter()
         index, intended = item
+        if 200 <= status < 300:
+            self.all_2xx += 1
         if index >= self.measure_from:
             self.latencies.append(now - intended)
             self.statuses[status] += 1
@@ -253,6 +256,7 @@ def _result(driver: _Driver, timeouts: int, loaded: int) -> dict[str, Any]:
     bad = sum(n for status, n in driver.statuses.items() if not 200 <= status < 300)
     return {
         "ok": ok,
+        "all_2xx": driver.all_2xx,
         "non_2xx": bad,
         "statuses": {str(k): v for k, v in sorted(driver.statuses.items())},
         "timeouts": timeouts,
