@@ -114,7 +114,9 @@ class Receiver:
         except REDIS_ERRORS as exc:
             raise self._unavailable(exc) from None
         except redis.exceptions.ResponseError as exc:
-            if "OOM" in str(exc) or "MISCONF" in str(exc) or "NOSCRIPT" in str(exc):
+            # redis-py raises OutOfMemoryError for OOM (noeviction, full) with the "OOM" prefix stripped
+            if isinstance(exc, redis.exceptions.OutOfMemoryError) or any(
+                    code in str(exc) for code in ("OOM", "MISCONF", "NOSCRIPT")):
                 raise self._unavailable(exc) from None
             raise
         return normalized, accepted, duplicates

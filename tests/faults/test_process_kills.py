@@ -60,7 +60,7 @@ def test_receiver_and_workers_sigkilled_during_load(rig: Rig) -> None:
     seed = int(os.environ.get("POSTRELAY_FAULT_SEED", time.time()))
     counts = {"receiver_kills": 0, "worker_kills": 0, "seed": seed}
     stop = threading.Event()
-    chaos = threading.Thread(target=_chaos, args=(rig, stop, random.Random(seed), counts, 1.2), daemon=True)
+    chaos = threading.Thread(target=_chaos, args=(rig, stop, random.Random(seed), counts, 0.9), daemon=True)
     thread = sender.start(events)
     chaos.start()
     thread.join(soak(120, 600))
