@@ -321,6 +321,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"config file not found: {p}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{p}: invalid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {err.start})") from None
+    except OSError as err:  # a directory, no permission, ...
+        raise ConfigError(f"cannot read config file {p}: {err.strerror or type(err).__name__}") from None
     return parse_config(data)
 
 
