@@ -44,6 +44,15 @@ INFLIGHT = "pr:dlv:inflight"
 JOBS = "pr:dlv:jobs"
 PENDING_JOB_STATES = frozenset({b"queued", b"scheduled", b"deferred"})
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# KEYS: inflight zset, seq list. ARGV: delivery key, event id, destination, next deadline. Atomic, so a head
+# that advances concurrently is never mistaken for a waiting one. Returns 1 when the delivery still waits.
+_WAITING = """
+local head = redis.call('LINDEX', KEYS[2], 0)
+if (not head) or head == ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[1], 'NX', ARGV[4], ARGV[3] .. '|' .. head)
+return 1
+"""
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 JOB = "workers.deliveries.deliver"
 # Only for infrastructure errors inside the job (e.g. Redis failing over mid-attempt): adapter failures are
@@ -385,9 +394,9 @@ def reap(rt: Runtime, limit: int = 500) -> int:
     """Re-enqueue deliveries past their deadline that nothing will run any more; returns how many.
 
     Past its deadline a delivery is left alone while a live worker holds its lock or its RQ job is still
-    queued or scheduled; a non-head of a piece's sequence waits for the head (whose completion starts it);
-    a finished one (done marker or dead letter) whose worker died before starting the next of its piece
-    gets that done now.
+    queued or scheduled; a non-head of a piece's sequence waits for the head (whose completion starts it),
+    and makes sure that head has a deadline too, so a stuck head is always found; a finished one (done
+    marker or dead letter) whose worker died before starting the next of its piece gets that done now.
     """
     r = rt.redis
     now = rt.clock()
@@ -404,11 +413,8 @@ def reap(rt: Runtime, limit: int = 500) -> int:
                 r.delete(record_key(key))
             _forget(rt, key)
             continue
-        if seq:
-            head = r.lindex(seq, 0)
-            if head is not None and head.decode() != event_id:
-                r.zrem(INFLIGHT, key)
-                continue
+        if seq and r.eval(_WAITING, 2, INFLIGHT, seq, key, event_id, split_key(key)[0], now + lease):
+            continue  # not its turn: looked at again later, and its head is watched meanwhile
         if r.exists(lock_key(key)) or _job_pending(rt, key):
             r.zadd(INFLIGHT, {key: now + lease})
             continue

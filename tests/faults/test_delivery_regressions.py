@@ -2,7 +2,7 @@
 
 - a job a worker took off the queue and died with before locking its delivery was never run again;
 - a worker that died between a delivery's done marker and starting the next update of the same piece left
-  that piece's later deliveries waiting forever;
+  that piece's later deliveries waiting forever (and so did a head that lost its deadline);
 - an attempt that outlasted the lease could run a second time, concurrently, on another worker;
 - a 2xx answered while Redis was down (longer than redis-py's own retries) was sent again after recovery;
 - `postrelay worker` exited (with status 0) when Redis restarted under it;
@@ -91,6 +91,26 @@ def test_worker_dying_after_the_done_marker_still_starts_the_next_update(make_ru
         assert sink.answered_2xx() == {first.id: 1, second.id: 1}
         assert [r.webhook_id for r in sink.records] == [first.id, second.id]
         assert not rt.redis.exists(deliveries.record_key(key))
+
+
+def test_a_head_without_a_deadline_is_found_through_the_updates_waiting_behind_it(make_runtime,
+                                                                                  clock: FakeClock) -> None:
+    """Regression (soak: Redis restarted 4x under 3000 events): a piece's head had lost its deadline (the reaper
+    dropped a waiting delivery's deadline in a non-atomic check while the head advanced) and its job, so it and
+    everything behind it waited forever."""
+    with RecordingSink() as sink:
+        rt = make_runtime(_config(sink.url, lease="5s"))
+        first, second = event("mailed", piece="ltr_7"), event("in_transit", piece="ltr_7")
+        push(rt, first, second)
+        dispatch(rt)
+        rt.queue.empty()  # neither job will run
+        rt.redis.zrem(deliveries.INFLIGHT, deliveries.delivery_key("hook", first.id))  # nor is the head watched
+        for _ in range(3):
+            clock.advance(6)
+            deliveries.reap(rt)
+            drain(rt)
+        assert [r.webhook_id for r in sink.records] == [first.id, second.id]
+        assert sink.answered_2xx() == {first.id: 1, second.id: 1}
 
 
 def test_attempt_longer_than_the_lease_is_never_run_twice(make_runtime, clock: FakeClock) -> None:
