@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -41,6 +42,7 @@ def run(smoke: bool, only: list[str], keep: bool) -> tuple[list[Row], dict[str, 
     """Run the selected scenarios; a scenario that raises becomes an ERROR row (the others still run)."""
     profile = SMOKE if smoke else FULL
     started = time.monotonic()
+    load_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="postrelay-bench-"))
     redis = BenchRedis().start()
     rows: list[Row] = []
@@ -59,6 +61,7 @@ def run(smoke: bool, only: list[str], keep: bool) -> tuple[list[Row], dict[str, 
                 traceback.print_exc()
                 rows.append(failed_row(name, f"scenario {name}", exc))
         ctx.raw["redis_version"] = redis.version()
+        ctx.raw["loadavg"] = {"start": load_start, "end": os.getloadavg()}
         return rows, ctx.raw, time.monotonic() - started
     finally:
         redis.stop()
@@ -82,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     driver = ("wrk 4.1 (1 thread, saturation) + bench.loadgen (open loop, fixed rates)" if drivers.wrk_available()
               else "bench.loadgen (closed loop at saturation, open loop at fixed rates; wrk not installed)")
     machine = machine_info(str(raw.get("redis_version", "?")), driver)
+    load = raw.get("loadavg") or {}
+    if load:
+        machine["load average (1/5/15 min)"] = (f"start {' / '.join(f'{x:.2f}' for x in load['start'])}, "
+                                                f"end {' / '.join(f'{x:.2f}' for x in load['end'])} "
+                                                "(the machine is shared: other tenants' work shows here)")
     doc = render_document("postrelay benchmark", command, machine, rows, elapsed, "smoke" if args.smoke else "full")
     print(render_table(rows))
     args.out.mkdir(parents=True, exist_ok=True)

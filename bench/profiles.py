@@ -18,6 +18,7 @@ class Profile:
     rates: tuple[int, ...]  # fixed offered loads, req/s
     rate_warmup: float
     rate_duration: float
+    rate_rounds: int  # interleaved rounds per fixed rate (bare and postrelay); the median p99 is reported
     drain: float  # seconds a fixed-rate run waits for stragglers
     e2e_rate: int  # events/s of the end-to-end run
     e2e_low_rate: int  # a rate one worker sustains, for reference
@@ -34,7 +35,7 @@ class Profile:
 
 FULL = Profile(
     name="full", requests=100_000, sat_connections=32, sat_warmup=1.0, sat_duration=4.0, sat_rounds=3,
-    rates=(500, 2000, 5000), rate_warmup=1.0, rate_duration=5.0, drain=5.0,
+    rates=(500, 2000, 5000), rate_warmup=1.0, rate_duration=4.0, rate_rounds=3, drain=5.0,
     e2e_rate=500, e2e_low_rate=50, e2e_warmup=1.0, e2e_duration=6.0, e2e_drain=60.0, second_wave=1000,
     fanout_events=3000, fanout_timeout=90.0, followups=100_000, followups_fired=2000,
     followups_window=8.0,
@@ -42,7 +43,7 @@ FULL = Profile(
 
 SMOKE = Profile(
     name="smoke", requests=20_000, sat_connections=8, sat_warmup=0.0, sat_duration=1.0, sat_rounds=1,
-    rates=(200, 400), rate_warmup=0.1, rate_duration=0.5, drain=3.0,
+    rates=(200, 400), rate_warmup=0.1, rate_duration=0.5, rate_rounds=1, drain=3.0,
     e2e_rate=40, e2e_low_rate=20, e2e_warmup=0.2, e2e_duration=0.8, e2e_drain=15.0, second_wave=20,
     fanout_events=60, fanout_timeout=20.0, followups=1000, followups_fired=40,
     followups_window=1.0,

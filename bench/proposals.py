@@ -1,12 +1,12 @@
 """Experiments behind the performance proposals in bench/RESULTS.md; not part of `python -m bench`.
 
 `python -m bench.proposals receiver` — the stock receiver against the *same* app with proposed changes
-patched in (bench-only, nothing in receiver/ is edited): `group_commit` replaces its `IngestQueue` by a
-group-committing one (the events of all requests waiting while a script call is in flight go out together
-in the next call: one Redis round trip for many requests, same atomic dedupe+XADD script semantics per
-event); `no_requestlog` drops the request-log middleware; `timeout_cm` reads the body under
-`asyncio.timeout()` instead of `asyncio.wait_for()`. Saturation (interleaved rounds) and fixed rates, same
-drivers as the bench.
+patched in (bench-only, nothing in receiver/ is edited): `no_requestlog` drops the request-log middleware,
+`timeout_cm` reads the body under `asyncio.timeout()` instead of `asyncio.wait_for()` (no task per
+request), `orjson` parses bodies with orjson (when importable, e.g. `pip install --target DIR orjson` and
+`BENCH_EXTRA_PATH=DIR`). Saturation in interleaved rounds and a fixed rate, same drivers as the bench.
+(The first proposal measured here, coalescing concurrent requests' enqueues into one script call, has
+landed in receiver/ingest.py.)
 
 `python -m bench.proposals worker` — Redis round trips per delivery, attributed to the code that made them
 (RQ's worker loop vs postrelay's delivery job vs the dispatcher), by counting `send_packed_command` calls
@@ -35,80 +35,7 @@ from bench.payloads import write_requests
 from bench.procs import BenchRedis, Proc, free_port, python
 from bench.profiles import FULL
 
-_ENQUEUE_FLAGS = """
-local out = {}
-local ttl = ARGV[1]
-for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
-    redis.call('SET', KEYS[i], '1', 'EX', ttl)
-    out[i - 1] = 1
-  else
-    out[i - 1] = 0
-  end
-end
-return out
-"""
-
-
-class GroupCommitQueue:
-    """Drop-in for receiver.ingest.IngestQueue: at most one script call in flight; requests arriving
-    meanwhile are queued and sent together by the next call (per-event accepted/duplicate flags)."""
-
-    def __init__(self, redis: Any, dedupe_window: float, max_events: int = 256) -> None:
-        self.redis = redis
-        self.ttl = max(1, int(dedupe_window))
-        self.max_events = max_events
-        self._script = redis.register_script(_ENQUEUE_FLAGS)
-        self._pending: list[tuple[Sequence[Any], asyncio.Future[list[int]]]] = []
-        self._busy = False
-        self.batches = 0
-        self.events = 0
-
-    async def enqueue(self, events: Sequence[Any]) -> tuple[int, int]:
-        """(accepted, duplicates) for `events`, like IngestQueue.enqueue."""
-        if not events:
-            return 0, 0
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._pending.append((events, future))
-        if not self._busy:
-            self._busy = True
-            asyncio.get_running_loop().create_task(self._drain())
-        flags = await future
-        return sum(flags), len(flags) - sum(flags)
-
-    async def _drain(self) -> None:
-        from postrelay import keys
-
-        try:
-            while self._pending:
-                batch, count = [], 0
-                while self._pending and (not batch or count + len(self._pending[0][0]) <= self.max_events):
-                    item = self._pending.pop(0)
-                    batch.append(item)
-                    count += len(item[0])
-                script_keys = [keys.INGEST_STREAM]
-                args: list[Any] = [self.ttl]
-                for events, _ in batch:
-                    script_keys += [keys.seen(e.id) for e in events]
-                    args += [e.model_dump_json() for e in events]
-                try:
-                    flags = [int(f) for f in await self._script(keys=script_keys, args=args)]
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                self.batches += 1
-                self.events += count
-                at = 0
-                for events, future in batch:
-                    if not future.done():
-                        future.set_result(flags[at:at + len(events)])
-                    at += len(events)
-        finally:
-            self._busy = False
-
+EXTRA_PATH_ENV = "BENCH_EXTRA_PATH"
 
 async def read_body_timeout_cm(request: Any, limit: int, timeout: float) -> bytes:
     """receiver.body.read_body with `asyncio.timeout()` instead of `asyncio.wait_for()` (no task per request)."""
@@ -116,9 +43,9 @@ async def read_body_timeout_cm(request: Any, limit: int, timeout: float) -> byte
 
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise HTTPError(400, "invalid_content_length", "Content-Length is not a number")
-        if int(declared) > limit:
+        if len(declared) > 18 or int(declared) > limit:
             raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
@@ -134,15 +61,25 @@ async def read_body_timeout_cm(request: Any, limit: int, timeout: float) -> byte
     return b"".join(chunks)
 
 
-VARIANTS = ("group_commit", "no_requestlog", "timeout_cm")
+VARIANTS = ("no_requestlog", "timeout_cm", "orjson")
+
+
+def _orjson_json_module() -> Any:
+    """A stand-in for the `json` module as receiver.providers.base uses it, parsing with orjson."""
+    import json as std_json
+    import types
+
+    import orjson
+
+    return types.SimpleNamespace(loads=orjson.loads, JSONDecodeError=std_json.JSONDecodeError, dumps=std_json.dumps)
 
 
 def make_variant_app() -> Any:
     """ASGI factory: the stock app (config from $POSTRELAY_CONFIG) with the changes named in
-    $BENCH_VARIANT (comma-separated): group_commit (queue swapped), no_requestlog (RequestLogMiddleware
-    removed), timeout_cm (read_body without wait_for)."""
+    $BENCH_VARIANT (comma-separated, see VARIANTS)."""
     import receiver.app as receiver_app
     from postrelay.config import load_runtime_config
+    from receiver.providers import base
 
     variant = set(filter(None, os.environ.get("BENCH_VARIANT", "").split(",")))
     unknown = variant - set(VARIANTS)
@@ -150,10 +87,9 @@ def make_variant_app() -> Any:
         raise ValueError(f"unknown BENCH_VARIANT parts {sorted(unknown)}; known: {VARIANTS}")
     if "timeout_cm" in variant:
         receiver_app.read_body = read_body_timeout_cm  # type: ignore[assignment]
+    if "orjson" in variant:
+        base.json = _orjson_json_module()  # type: ignore[assignment]
     app = receiver_app.create_app(load_runtime_config())
-    receiver = app.state.receiver
-    if "group_commit" in variant:
-        receiver.queue = GroupCommitQueue(receiver.redis, receiver.config.server.dedupe_window)
     if "no_requestlog" in variant:
         app.user_middleware = [m for m in app.user_middleware if m.cls.__name__ != "RequestLogMiddleware"]
     return app
@@ -167,8 +103,16 @@ def _serve(args: argparse.Namespace) -> None:
                 log_level="warning", access_log=False)
 
 
+def _orjson_importable() -> bool:
+    try:
+        import orjson  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def receiver_experiment(rounds: int, seconds: float, rates: Sequence[int]) -> dict[str, Any]:
-    """Stock vs group-commit receiver (and bare Starlette), same machine, same drivers."""
+    """Stock vs patched receivers (and bare Starlette), same machine, same drivers."""
     work = Path(tempfile.mkdtemp(prefix="postrelay-proposals-"))
     redis = BenchRedis().start()
     ctx = Context(FULL, work, redis, write_requests(work / "ingest.txt", 100_000, "p"))
@@ -176,11 +120,15 @@ def receiver_experiment(rounds: int, seconds: float, rates: Sequence[int]) -> di
     procs: dict[str, tuple[Proc, int]] = {}
     try:
         env = {**ctx.env(), "POSTRELAY_CONFIG": str(CONFIG)}
-        for name, argv in (("stock", ["-m", "postrelay.cli", "serve", "--config", str(CONFIG)]),
-                           ("group-commit", ["-m", "bench.proposals", "serve-variant", "group_commit"]),
-                           ("group-commit+lean", ["-m", "bench.proposals", "serve-variant",
-                                                  "group_commit,no_requestlog,timeout_cm"]),
-                           ("bare", ["-m", "bench.baselines", "bare"])):
+        if os.environ.get(EXTRA_PATH_ENV):
+            env["PYTHONPATH"] = os.environ[EXTRA_PATH_ENV]
+        variants = [("stock", ["-m", "postrelay.cli", "serve", "--config", str(CONFIG)]),
+                    ("no_requestlog,timeout_cm", ["-m", "bench.proposals", "serve-variant", "no_requestlog,timeout_cm"])]
+        if _orjson_importable():
+            variants.append(("no_requestlog,timeout_cm,orjson",
+                             ["-m", "bench.proposals", "serve-variant", "no_requestlog,timeout_cm,orjson"]))
+        variants.append(("bare", ["-m", "bench.baselines", "bare"]))
+        for name, argv in variants:
             port = free_port()
             procs[name] = (Proc(f"{name}-{port}", python(*argv, "--port", str(port)), ctx.logs, env).start(), port)
         for proc, port in procs.values():
@@ -273,6 +221,12 @@ def worker_experiment(events: int) -> dict[str, Any]:
             "round_trips_per_delivery": round(sum(counts.values()) / max(1, delivered), 1), "by_caller": per}
 
 
+def _extend_path() -> None:
+    extra = os.environ.get(EXTRA_PATH_ENV)
+    if extra and extra not in sys.path:
+        sys.path.append(extra)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Subcommands: receiver, worker (and the internal serve-group-commit, counted-worker)."""
     p = argparse.ArgumentParser(prog="python -m bench.proposals")
@@ -290,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--config", required=True)
     q.add_argument("--dump", required=True)
     args = p.parse_args(argv)
+    _extend_path()
     if args.cmd == "receiver":
         print(json.dumps(receiver_experiment(args.rounds, args.seconds, args.rate or [2000, 5000]), indent=1))
     elif args.cmd == "worker":
