@@ -76,6 +76,8 @@ class DeliveryConfig(_Strict):
     max_delay: float = 3600.0
     timeout: float = 10.0
     lease: float = 60.0
+    concurrency: int = Field(default=32, ge=1, le=512)
+    per_destination_concurrency: int = Field(default=8, ge=1, le=512)
     circuit_threshold: int = 5
     circuit_cooldown: float = 30.0
     circuit_max_cooldown: float = 600.0

@@ -55,6 +55,7 @@ return 1
 """
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 JOB = "workers.deliveries.deliver"
+BATCH_JOB = "workers.deliveries.deliver_batch"
 # Only for infrastructure errors inside the job (e.g. Redis failing over mid-attempt): adapter failures are
 # handled by postrelay's own retry policy and never raise.
 JOB_RETRY = Retry(max=6, interval=[2, 10, 30, 120, 600, 1800])
@@ -117,12 +118,9 @@ def parked_key(dest: str) -> str:
     return f"pr:dest:{{{dest}}}:parked"
 
 
-def stage_delivery(pipe: Pipeline, rt: Runtime, dest: str, event: CanonicalEvent, *, tag: str = "",
-                   extra: dict[str, Any] | None = None, ordered: bool = True) -> Any:
-    """Add the commands that create a delivery to `pipe`; returns RQ enqueue data for the job.
-
-    Creating is idempotent: a delivery already recorded keeps its record; the job checks the done marker.
-    """
+def _stage_record(pipe: Pipeline, rt: Runtime, dest: str, event: CanonicalEvent, tag: str,
+                  extra: dict[str, Any] | None, ordered: bool, job_id: str) -> tuple[str, str]:
+    """Add the commands that record one delivery (idempotently) to `pipe`; returns (key, seq)."""
     key = delivery_key(dest, event.id, tag)
     seq = seq_key(dest, event) if ordered else ""
     rec = record_key(key)
@@ -133,17 +131,46 @@ def stage_delivery(pipe: Pipeline, rt: Runtime, dest: str, event: CanonicalEvent
         pipe.hsetnx(rec, "extra", json.dumps(extra))
     if seq:
         pipe.rpush(seq, event.id)
-    job_id = uuid.uuid4().hex
     pipe.hset(JOBS, key, job_id)
     pipe.zadd(INFLIGHT, {key: rt.clock() + rt.config.delivery.lease})
-    return rt.queue.prepare_data(JOB, args=(key, seq), timeout=int(rt.config.delivery.timeout * 4 + 30),
-                                 result_ttl=0, failure_ttl=86400, retry=JOB_RETRY, job_id=job_id)
+    return key, seq
+
+
+def _job_options(rt: Runtime) -> dict[str, Any]:
+    return {"timeout": int(rt.config.delivery.timeout * 4 + 30), "result_ttl": 0, "failure_ttl": 86400,
+            "retry": JOB_RETRY}
+
+
+def stage_delivery(pipe: Pipeline, rt: Runtime, dest: str, event: CanonicalEvent, *, tag: str = "",
+                   extra: dict[str, Any] | None = None, ordered: bool = True) -> Any:
+    """Add the commands that create a delivery to `pipe`; returns RQ enqueue data for its job.
+
+    Creating is idempotent: a delivery already recorded keeps its record; the job checks the done marker.
+    """
+    job_id = uuid.uuid4().hex
+    key, seq = _stage_record(pipe, rt, dest, event, tag, extra, ordered, job_id)
+    return rt.queue.prepare_data(JOB, args=(key, seq), job_id=job_id, **_job_options(rt))
+
+
+def stage_batch(pipe: Pipeline, rt: Runtime, items: list[tuple[str, CanonicalEvent]], chunk: int = 100) -> list[Any]:
+    """Create ordered relay deliveries for (destination, event) pairs; one RQ job per `chunk` of them.
+
+    One job per delivery would cap a worker at RQ's own job rate (~220/s here); a batch job hands all its
+    attempts to the worker's executor at once.
+    """
+    jobs = []
+    for start in range(0, len(items), chunk):
+        job_id = uuid.uuid4().hex
+        batch = [list(_stage_record(pipe, rt, dest, event, "", None, True, job_id))
+                 for dest, event in items[start:start + chunk]]
+        jobs.append(rt.queue.prepare_data(BATCH_JOB, args=(batch,), job_id=job_id, **_job_options(rt)))
+    return jobs
 
 
 def enqueue(rt: Runtime, key: str, seq: str, delay: float = 0.0) -> None:
     """Queue an attempt now or after `delay` seconds (RQ's scheduler enqueues it when due)."""
-    kwargs = {"job_timeout": int(rt.config.delivery.timeout * 4 + 30), "result_ttl": 0, "failure_ttl": 86400,
-              "retry": JOB_RETRY}
+    opts = _job_options(rt)
+    kwargs = {"job_timeout": opts.pop("timeout"), **opts}
     if delay > 0.05:
         when = datetime.fromtimestamp(rt.clock() + delay, UTC)
         job = rt.queue.enqueue_at(when, JOB, key, seq, **kwargs)
@@ -156,8 +183,26 @@ def enqueue(rt: Runtime, key: str, seq: str, delay: float = 0.0) -> None:
 
 
 def deliver(key: str, seq: str = "") -> str:
-    """RQ job: one delivery attempt. Returns what happened (for logs and tests)."""
-    return attempt(runtime.current(), key, seq)
+    """RQ job: one delivery attempt (handed to the worker's executor when it has one)."""
+    return run_or_submit(runtime.current(), key, seq)
+
+
+def deliver_batch(items: list[list[str]]) -> int:
+    """RQ job: attempts for a batch of (key, seq) deliveries; returns how many were started or run."""
+    rt = runtime.current()
+    for key, seq in items:
+        run_or_submit(rt, key, seq)
+    return len(items)
+
+
+def run_or_submit(rt: Runtime, key: str, seq: str) -> str:
+    """Run the attempt now (no executor: tests, burst mode) or hand it to the executor."""
+    if rt.executor is None:
+        return attempt(rt, key, seq)
+    if rt.executor.submit(split_key(key)[0], key, seq):
+        return "submitted"
+    enqueue(rt, key, seq, 1.0)  # its destination already has its cap of attempts in flight
+    return "busy"
 
 
 def attempt(rt: Runtime, key: str, seq: str = "") -> str:
@@ -421,6 +466,13 @@ def reap(rt: Runtime, limit: int = 500) -> int:
         enqueue(rt, key, seq)
         count += 1
     return count
+
+
+def keep_alive(rt: Runtime, keys: list[str]) -> None:
+    """Push the deadlines of deliveries this process holds (waiting in its executor) past the next reap."""
+    if keys:
+        deadline = rt.clock() + rt.config.delivery.lease
+        rt.redis.zadd(INFLIGHT, dict.fromkeys(keys, deadline), xx=True)
 
 
 def _job_pending(rt: Runtime, key: str) -> bool:

@@ -22,7 +22,7 @@ from redis.client import Pipeline
 from postrelay import keys, stats
 from postrelay.events import CanonicalEvent
 from postrelay.timeline import TimelineWriter
-from workers.deliveries import stage_delivery
+from workers.deliveries import stage_batch
 from workers.routing import destinations_for
 from workers.runtime import Runtime
 
@@ -45,12 +45,9 @@ class RelayHandler:
         self.rt = rt
 
     def stage(self, pipe: Pipeline, events: Sequence[CanonicalEvent]) -> list[Any]:
-        """Stage deliveries for every destination whose routes match."""
-        jobs = []
-        for event in events:
-            for dest in destinations_for(event, self.rt.config.routes):
-                jobs.append(stage_delivery(pipe, self.rt, dest, event))
-        return jobs
+        """Stage deliveries for every destination whose routes match (batched into few RQ jobs)."""
+        items = [(dest, event) for event in events for dest in destinations_for(event, self.rt.config.routes)]
+        return stage_batch(pipe, self.rt, items) if items else []
 
 
 def ensure_group(r: redis.Redis) -> None:

@@ -20,6 +20,7 @@ from adapters.base import Adapter
 from postrelay import keys
 from postrelay.config import Config
 from workers.circuit import CircuitBreaker
+from workers.executor import DeliveryExecutor
 from workers.ratelimit import RateLimiter, parse_rate
 
 QUEUE_NAME = keys.RQ_QUEUE_NAME
@@ -58,6 +59,7 @@ class Runtime:
     client: httpx.Client | None = None
     adapters: dict[str, Adapter] = field(default_factory=dict)
     rates: dict[str, float] = field(default_factory=dict)
+    executor: DeliveryExecutor | None = None  # set by the worker process; None runs attempts inline
 
     def __post_init__(self) -> None:
         if self.client is None:

@@ -25,6 +25,7 @@ from postrelay import keys
 from postrelay.config import Config
 from workers import deliveries, runtime
 from workers.dispatcher import Dispatcher, EventHandler, RelayHandler
+from workers.executor import DeliveryExecutor
 from workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.worker")
@@ -80,6 +81,8 @@ def start_background(rt: Runtime, stop: threading.Event, claim_idle: float = 30.
 
     def housekeeping() -> None:
         heartbeat(rt, name)
+        if rt.executor is not None:
+            deliveries.keep_alive(rt, rt.executor.held())
         deliveries.reap(rt)
 
     threads = [
@@ -102,11 +105,16 @@ def run_worker(config: Config, burst: bool = False) -> None:
 
     followups.register()
     rt = runtime.install(runtime.from_config(config))
+    if not burst:
+        rt.executor = DeliveryExecutor(lambda key, seq: deliveries.attempt(rt, key, seq),
+                                       config.delivery.concurrency, config.delivery.per_destination_concurrency)
     stop = threading.Event()
     threads = start_background(rt, stop, claim_idle=float(os.environ.get("POSTRELAY_CLAIM_IDLE", "30")))
     try:
         _work(rt, burst)
     finally:
+        if rt.executor is not None:
+            rt.executor.shutdown(timeout=config.delivery.lease)
         stop.set()
         for t in threads:
             t.join(timeout=5)
