@@ -58,7 +58,7 @@ def document() -> dict[str, Any]:
         "info": {"title": "postrelay receiver", "version": "0.1.0",
                  "description": "Mail-event webhooks in (PostGrid, Lob, Postalytics, Standard Webhooks), a mailpiece "
                                 "read API out. Every error is `{\"error\": code, \"detail\": text}`; a webhook "
-                                "answered 200 is stored and will be processed (see docs/guarantees.md)."},
+                                "answered 200 is stored and will be processed (see README.md (Guarantees))."},
         "paths": {
             "/webhooks/postgrid": _webhook(
                 "PostGrid webhook",
