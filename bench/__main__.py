@@ -13,6 +13,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -71,8 +72,13 @@ def run(smoke: bool, only: list[str], keep: bool) -> tuple[list[Row], dict[str, 
             shutil.rmtree(work, ignore_errors=True)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds the context managers, which stop every child process
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, print and save the table; exit 1 if a scenario failed."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny loads, same rows (CI)")
     p.add_argument("--only", action="append", choices=sorted(SCENARIOS), default=[],
