@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -35,7 +36,9 @@ from rq import Retry
 from adapters.base import DeliveryContext, Outcome, redact
 from postrelay import stats
 from postrelay.events import CanonicalEvent
+from postrelay.keys import circuit as circuit_key
 from workers import dlq, runtime
+from workers.circuit import _probe_key as circuit_probe_key
 from workers.policy import next_attempt
 from workers.runtime import Runtime
 
@@ -54,6 +57,64 @@ redis.call('ZADD', KEYS[1], 'NX', ARGV[4], ARGV[3] .. '|' .. head)
 return 1
 """
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+# Two scripts make the common attempt two round trips (plus the HTTP call). Their keys span several slots
+# (a delivery's `{K}` keys, its sequence, its destination's pause flag and breaker, the shared zsets): fine,
+# Redis Cluster is not supported (docs/operations.md).
+# KEYS: done, record, memo, lock, inflight, seq (or the record key when unordered), paused, breaker.
+# ARGV: event id, seq, lock token, lock ttl ms, deadline, delivery key, may lock ('1'/'0').
+# Returns {'done', seq} | {'unknown'} | {'seq', seq} (the record names another sequence: call again with it)
+# | {'waiting'} | {'slow', record} (paused, breaker not closed, rate limited, no adapter: the Python path
+# decides) | {'locked'} | {'run', record, memo} (the lock is taken and the deadline set).
+_PREPARE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'done', redis.call('HGET', KEYS[2], 'seq') or ARGV[2]} end
+local rec = redis.call('HGETALL', KEYS[2])
+if #rec == 0 then return {'unknown'} end
+local rseq = redis.call('HGET', KEYS[2], 'seq')
+if rseq and rseq ~= ARGV[2] then return {'seq', rseq} end
+if ARGV[2] ~= '' and redis.call('LINDEX', KEYS[6], 0) ~= ARGV[1] then return {'waiting'} end
+if ARGV[7] ~= '1' or redis.call('EXISTS', KEYS[7]) == 1 then return {'slow', rec} end
+local state = redis.call('HGET', KEYS[8], 'state')
+if state and state ~= 'closed' then return {'slow', rec} end
+if not redis.call('SET', KEYS[4], ARGV[3], 'NX', 'PX', ARGV[4]) then return {'locked'} end
+redis.call('ZADD', KEYS[5], ARGV[5], ARGV[6])
+return {'run', rec, redis.call('HGETALL', KEYS[3])}
+"""
+# A success, atomically: done marker, stats, breaker closed, sequence advanced (the next head gets a
+# deadline), record deleted, delivery forgotten, lock released if still ours. Returns the next head or ''.
+# KEYS: done, record, lock, inflight, jobs, breaker, probe, seq (or the record key), then one per stats op.
+# ARGV: done json, retention, key, token, cooldown, event id, seq, destination, next deadline, stats ops
+# count, then (command, field, amount) per stats op.
+_COMPLETE_OK = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local n = tonumber(ARGV[10])
+for i = 1, n do
+  local a = 10 + (i - 1) * 3
+  redis.call(ARGV[a + 1], KEYS[8 + i], ARGV[a + 2], ARGV[a + 3])
+end
+local cb = redis.call('HMGET', KEYS[6], 'state', 'failures', 'cooldown')
+if cb[1] and not (cb[1] == 'closed' and cb[2] == '0' and cb[3] == ARGV[5]) then
+  redis.call('HSET', KEYS[6], 'state', 'closed', 'failures', 0, 'cooldown', ARGV[5])
+end
+redis.call('DEL', KEYS[7])
+local head = ''
+if ARGV[7] ~= '' then
+  local h = redis.call('LINDEX', KEYS[8], 0)
+  if h == ARGV[6] then
+    redis.call('LPOP', KEYS[8])
+    while redis.call('LINDEX', KEYS[8], 0) == ARGV[6] do redis.call('LPOP', KEYS[8]) end
+    h = redis.call('LINDEX', KEYS[8], 0)
+  end
+  if h then
+    head = h
+    redis.call('ZADD', KEYS[4], ARGV[9], ARGV[8] .. '|' .. h)
+  end
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[4], ARGV[3])
+redis.call('HDEL', KEYS[5], ARGV[3])
+if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
+return head
+"""
 JOB = "workers.deliveries.deliver"
 BATCH_JOB = "workers.deliveries.deliver_batch"
 # Only for infrastructure errors inside the job (e.g. Redis failing over mid-attempt): adapter failures are
@@ -205,27 +266,51 @@ def run_or_submit(rt: Runtime, key: str, seq: str) -> str:
     return "busy"
 
 
+def _decode_pairs(flat: list[bytes]) -> dict[str, str]:
+    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+
 def attempt(rt: Runtime, key: str, seq: str = "") -> str:
     """Run one attempt of delivery `key` with the given runtime."""
     dest, event_id, _ = split_key(key)
     r = rt.redis
-    if r.exists(done_key(key)):
-        rec_seq = r.hget(record_key(key), "seq")
-        _finish(rt, key, rec_seq.decode() if rec_seq is not None else seq, event_id)
+    adapter = rt.adapters.get(dest)
+    lease = rt.config.delivery.lease
+    lock = _Lock(r, key, lease)
+    may_lock = "1" if adapter is not None and not rt.rates.get(dest) else "0"
+    prepare = r.register_script(_PREPARE)
+    rec_key = record_key(key)
+    for _ in range(2):
+        res = prepare(keys=[done_key(key), rec_key, memo_key(key), lock.key, INFLIGHT, seq or rec_key,
+                            paused_key(dest), circuit_key(dest)],
+                      args=[event_id, seq, lock.token, lock.ttl_ms, rt.clock() + lease, key, may_lock])
+        if res[0] != b"seq":
+            break
+        seq = res[1].decode()  # the record's own sequence wins over the job's argument
+    else:
+        return "waiting_for_turn"  # the record changed its sequence twice meanwhile: the reaper looks again
+    status = res[0].decode()
+    if status == "done":
+        _finish(rt, key, res[1].decode(), event_id)
         _forget(rt, key)
         return "already_done"
-    record = {k.decode(): v.decode() for k, v in r.hgetall(record_key(key)).items()}
-    if not record:
+    if status == "unknown":
         if seq:
             _advance(rt, seq, event_id)
         _forget(rt, key)
         return "unknown"
-    seq = record.get("seq", seq)
-    if seq:
-        head = r.lindex(seq, 0)
-        if head is None or head.decode() != event_id:
-            return "waiting_for_turn"  # the delivery ahead of it will start this one when it finishes
-    adapter = rt.adapters.get(dest)
+    if status == "waiting":
+        return "waiting_for_turn"  # the delivery ahead of it will start this one when it finishes
+    if status == "locked":
+        return "locked"
+    record = _decode_pairs(res[1])
+    if status == "run":
+        lock.adopt()
+        try:
+            return _run(rt, adapter, key, seq, event_id, record, lock, _decode_pairs(res[2]))
+        finally:
+            lock.release()
+    # The uncommon path (no adapter, paused, breaker not closed, rate limited): one check at a time.
     if adapter is None:
         _dead(rt, key, seq, event_id, record, f"destination {dest!r} is not configured on this worker", [],
               "permanent")
@@ -250,15 +335,61 @@ def attempt(rt: Runtime, key: str, seq: str = "") -> str:
         if wait > 1.0:
             enqueue(rt, key, seq, wait)
             return "rate_limited"
-    lease = rt.config.delivery.lease
-    lock = _Lock(r, key, lease)
     if not lock.acquire():
         return "locked"
     r.zadd(INFLIGHT, {key: rt.clock() + lease})
     try:
-        return _run(rt, adapter, key, seq, event_id, record)
+        memo = {k.decode(): v.decode() for k, v in r.hgetall(memo_key(key)).items()}
+        return _run(rt, adapter, key, seq, event_id, record, lock, memo)
     finally:
         lock.release()
+
+
+class _Renewer:
+    """One daemon thread per process renewing every held delivery lock every ttl/6 (a thread per attempt
+    would cost more than the attempt's Redis work)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held: dict[int, tuple[redis.Redis, str, str, int, float]] = {}  # id(lock) -> (r, key, token, ttl, due)
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def add(self, lock: _Lock) -> None:
+        with self._cond:
+            self._held[id(lock)] = (lock.r, lock.key, lock.token, lock.ttl_ms, time.monotonic() + lock.ttl_ms / 6000.0)
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._loop, name="delivery-locks", daemon=True)
+                self._thread.start()
+
+    def remove(self, lock: _Lock) -> None:
+        with self._cond:
+            self._held.pop(id(lock), None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [(k, v) for k, v in self._held.items() if v[4] <= now]
+                for k, (r, key, token, ttl, _) in due:
+                    self._held[k] = (r, key, token, ttl, now + ttl / 6000.0)
+                nxt = min((v[4] for v in self._held.values()), default=now + 1.0)
+            by_client: dict[int, list[tuple[redis.Redis, str, str, int]]] = {}
+            for _, (r, key, token, ttl, _) in due:
+                by_client.setdefault(id(r), []).append((r, key, token, ttl))
+            for group in by_client.values():
+                try:
+                    pipe = group[0][0].pipeline(transaction=False)
+                    for _, key, token, ttl in group:
+                        pipe.eval(_RENEW, 1, key, token, ttl)
+                    pipe.execute()
+                except redis.RedisError:
+                    continue  # Redis is down: the TTL covers 5/3 lease of outage; try again next round
+            time.sleep(max(0.01, min(0.1, nxt - time.monotonic())))
+
+
+_RENEWER = _Renewer()
 
 
 class _Lock:
@@ -274,27 +405,30 @@ class _Lock:
         self.key = lock_key(key)
         self.token = uuid.uuid4().hex
         self.ttl_ms = max(1000, int(2 * lease * 1000))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.held = False
 
     def acquire(self) -> bool:
         """Take the lock (False if someone holds it) and start renewing it."""
         if not self.r.set(self.key, self.token, nx=True, px=self.ttl_ms):
             return False
-        self._thread = threading.Thread(target=self._renew, name="delivery-lock", daemon=True)
-        self._thread.start()
+        self.adopt()
         return True
 
-    def _renew(self) -> None:
-        while not self._stop.wait(self.ttl_ms / 6000.0):
-            try:
-                self.r.eval(_RENEW, 1, self.key, self.token, self.ttl_ms)
-            except redis.RedisError:
-                continue  # Redis is down: the TTL covers 5/3 lease of outage; try again next round
+    def adopt(self) -> None:
+        """The lock was taken with this token (by a script): renew it from now on."""
+        self.held = True
+        _RENEWER.add(self)
+
+    def released(self) -> None:
+        """A script deleted the lock (if still ours): stop renewing."""
+        self.held = False
+        _RENEWER.remove(self)
 
     def release(self) -> None:
         """Stop renewing and delete the lock if it is still ours (it expires on its own otherwise)."""
-        self._stop.set()
+        if not self.held:
+            return
+        self.released()
         try:
             self.r.eval(_UNLOCK, 1, self.key, self.token)
         except redis.RedisError:
@@ -329,12 +463,28 @@ def _through_outage(rt: Runtime, write: Callable[[], object], what: str) -> None
             delay = min(1.0, delay * 2)
 
 
-def _run(rt: Runtime, adapter: Any, key: str, seq: str, event_id: str, record: dict[str, str]) -> str:
+class _StatsOps:
+    """Collects what `stats.count_delivery` / `stats.observe` write, to run them inside a script."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.args: list[Any] = []
+
+    def hincrby(self, key: str, field: str, amount: int) -> None:
+        self.keys.append(key)
+        self.args += ["HINCRBY", field, amount]
+
+    def hincrbyfloat(self, key: str, field: str, amount: float) -> None:
+        self.keys.append(key)
+        self.args += ["HINCRBYFLOAT", field, repr(float(amount))]
+
+
+def _run(rt: Runtime, adapter: Any, key: str, seq: str, event_id: str, record: dict[str, str], lock: _Lock,
+         memo: dict[str, str]) -> str:
     dest = adapter.name
     r = rt.redis
     event = CanonicalEvent.model_validate_json(record["event"])
     attempts: list[dict[str, Any]] = json.loads(record.get("attempts", "[]"))
-    memo = {k.decode(): v.decode() for k, v in r.hgetall(memo_key(key)).items()}
     retention = int(rt.config.delivery.done_retention)
 
     def save(step: str, remote_id: str) -> None:
@@ -359,21 +509,26 @@ def _run(rt: Runtime, adapter: Any, key: str, seq: str, event_id: str, record: d
     if outcome.ok:
         done_at = rt.clock()
 
+        ops = _StatsOps()
+        stats.count_delivery(ops, dest, "ok")
+        if not split_key(key)[2]:  # relay deliveries only: a follow-up fires days after its trigger arrived
+            stats.observe(ops, "end_to_end", done_at - event.received_at.timestamp())
+        done = json.dumps({"remote_id": outcome.remote_id, "at": attempts[-1]["at"]})
+        complete = r.register_script(_COMPLETE_OK)
+        head: list[Any] = []
+
         def store_done() -> None:
-            pipe = r.pipeline()
-            pipe.set(done_key(key), json.dumps({"remote_id": outcome.remote_id, "at": attempts[-1]["at"]}),
-                     ex=retention)
-            stats.count_delivery(pipe, dest, "ok")
-            if not split_key(key)[2]:  # relay deliveries only: a follow-up fires days after its trigger arrived
-                stats.observe(pipe, "end_to_end", done_at - event.received_at.timestamp())
-            pipe.execute()
+            head[:] = [complete(
+                keys=[done_key(key), record_key(key), lock.key, INFLIGHT, JOBS, circuit_key(dest),
+                      circuit_probe_key(dest), seq or record_key(key), *ops.keys],
+                args=[done, retention, key, lock.token, rt.config.delivery.circuit_cooldown, event_id, seq,
+                      _seq_dest(seq), rt.clock() + rt.config.delivery.lease, len(ops.keys), *ops.args])]
 
         _through_outage(rt, store_done, "a done marker")
-        rt.breaker.success(dest)
-        # The record goes last: until then the reaper can still find the sequence to advance.
-        _finish(rt, key, seq, event_id)
-        r.delete(record_key(key))
-        _forget(rt, key)
+        lock.released()
+        nxt = head[0].decode() if isinstance(head[0], bytes) else head[0]
+        if nxt:
+            _start(rt, seq, nxt)
         log.info("delivered", extra={**fields, "outcome": "ok", "remote_id": outcome.remote_id})
         return "ok"
     if outcome.status == "permanent":
@@ -431,8 +586,16 @@ def _advance(rt: Runtime, seq: str, event_id: str) -> None:
     head = rt.redis.register_script(_ADVANCE)(keys=[seq], args=[event_id])
     head = head.decode() if isinstance(head, bytes) else head
     if head:
-        dest = seq[len("pr:seq:{"):].split(":", 1)[0]
-        enqueue(rt, delivery_key(dest, head), seq)
+        _start(rt, seq, head)
+
+
+def _start(rt: Runtime, seq: str, head: str) -> None:
+    """Queue the delivery of `head`, the new head of sequence `seq`."""
+    enqueue(rt, delivery_key(_seq_dest(seq), head), seq)
+
+
+def _seq_dest(seq: str) -> str:
+    return seq[len("pr:seq:{"):].split(":", 1)[0]
 
 
 def reap(rt: Runtime, limit: int = 500) -> int:
