@@ -78,9 +78,9 @@ def test_worker_dying_after_the_done_marker_still_starts_the_next_update(make_ru
         seq = deliveries.seq_key("hook", first)
 
         def killed(*args: Any) -> None:
-            raise SystemExit("SIGKILL")  # the process dies right after writing the done marker
+            raise SystemExit("SIGKILL")  # the process dies after the done marker, before queueing the next update
 
-        monkeypatch.setattr(deliveries, "_finish", killed)
+        monkeypatch.setattr(deliveries, "_start", killed)
         with contextlib.suppress(SystemExit):
             deliveries.attempt(rt, key, seq)
         monkeypatch.undo()
