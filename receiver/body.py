@@ -34,6 +34,7 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
         return b"".join(chunks)
 
     try:
-        return await asyncio.wait_for(collect(), timeout)
+        async with asyncio.timeout(timeout):  # no extra task per request, unlike asyncio.wait_for
+            return await collect()
     except TimeoutError:
         raise HTTPError(408, "body_timeout", f"the body was not received within {timeout:g} s") from None
