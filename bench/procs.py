@@ -82,6 +82,12 @@ class Proc:
                 out[pid] = round(hwm / 1024, 1)
         return out
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds used so far by the child and its live descendants."""
+        if not self.alive():
+            return 0.0
+        return sum(_cpu_seconds(pid) for pid in [self.pid, *descendants(self.pid)])
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the child's process group, SIGKILL it after `timeout`."""
         if self.proc is None:
@@ -100,6 +106,15 @@ class Proc:
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rfind(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def _status_kb(pid: int, field: str) -> int | None:

@@ -59,12 +59,17 @@ def main(argv: list[str] | None = None) -> None:
         json.dump({"jobs": len(baselines.LATE), "late_ms": summarize(baselines.LATE, 1000.0)}, sys.stdout)
         sys.stdout.write("\n")
         return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime
     worker.work(burst=True, logging_level="WARNING")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu_before
     ran = baselines.RAN_AT
     seconds = ran[-1] - ran[0] if len(ran) > 1 else 0.0
     json.dump({"jobs": len(ran), "seconds": round(seconds, 3),
                "rate": round((len(ran) - 1) / seconds, 1) if seconds > 0 else 0.0,
-               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}, sys.stdout)
+               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+               "cpu_ms_per_job": round(cpu / max(1, len(ran)) * 1000, 2)}, sys.stdout)
     sys.stdout.write("\n")
 
 

@@ -56,7 +56,9 @@ def measure_postrelay(ctx: Context) -> dict[str, Any]:
         prefill(ctx, n)
         ctx.redis.r.config_resetstat()
         with ctx.worker(sink.url) as worker:
+            cpu = worker.cpu_seconds()  # start-up (imports, connections) excluded
             delivered = sink.wait_for(n, p.fanout_timeout)
+            cpu = worker.cpu_seconds() - cpu
             rss = worker.peak_rss_mb()
         times = sorted(a[1] for a in sink.stats()["arrivals"])
     total, top = commands_per(ctx, max(1, delivered))
@@ -64,6 +66,7 @@ def measure_postrelay(ctx: Context) -> dict[str, Any]:
     ctx.redis.reset()
     return {"delivered": delivered, "expected": n, "seconds": seconds,
             "rate": (len(times) - 1) / seconds if seconds > 0 else 0.0, "peak_rss_mb": rss,
+            "cpu_ms_per_delivery": round(cpu / max(1, delivered) * 1000, 2),
             "redis_commands_per_delivery": round(total, 1), "top_commands": [(k, round(v, 1)) for k, v in top]}
 
 
@@ -91,7 +94,8 @@ def rows(ctx: Context, pr: dict[str, Any], rq: dict[str, Any]) -> list[Row]:
             note=f"{pr['delivered']:,}/{pr['expected']:,} delivered in {pr['seconds']:.1f} s; Redis commands per "
                  f"delivery {pr['redis_commands_per_delivery']} (top: "
                  + ", ".join(f"{k} {v}" for k, v in pr["top_commands"])
-                 + f") vs {rq['redis_commands_per_job']} per no-op RQ job")
+                 + f") vs {rq['redis_commands_per_job']} per no-op RQ job; worker CPU {pr['cpu_ms_per_delivery']} ms "
+                 f"per delivery vs {rq['cpu_ms_per_job']} ms per no-op RQ job")
     r.met = at_least(r.ratio, 0.5) and missing == 0
     rss = pr["peak_rss_mb"]
     main_rss = next(iter(rss.values()), None)

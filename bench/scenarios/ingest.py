@@ -47,8 +47,11 @@ def _saturation_round(ctx: Context, servers: dict[tuple[str, int], Server]) -> d
     out = {}
     for (kind, workers), srv in servers.items():
         ctx.redis.reset()
+        cpu = srv.proc.cpu_seconds()
         sat = drivers.saturate(srv.port, ctx.ingest.path, ctx.ingest.count, 0, p.sat_connections, p.sat_warmup,
                                p.sat_duration)
+        served = sat["warmup_requests"] + sat["requests"]
+        sat["server_cpu_us_per_request"] = round((srv.proc.cpu_seconds() - cpu) / max(1, served) * 1e6, 1)
         if kind != "postrelay":
             sat["wrapped"] = False  # only postrelay dedupes; a baseline sees repeated ids as new requests
         answered = sat["warmup_requests"] + sat["requests"] - sat["errors"]
@@ -62,6 +65,7 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ordered = sorted(runs, key=lambda r: r["rps"])
     chosen = dict(ordered[len(ordered) // 2])
     chosen["rounds_rps"] = [round(r["rps"]) for r in runs]
+    chosen["cpu_us"] = sorted(r["server_cpu_us_per_request"] for r in runs)[len(runs) // 2]
     chosen["errors"] = sum(int(r["errors"]) for r in runs)
     for key in ("lost_or_deduped", "unexplained_extra"):
         chosen[key] = sum(int(r.get(key) or 0) for r in runs)
@@ -118,7 +122,8 @@ def _errors(result: dict[str, Any]) -> int:
 def _sat_note(sat: dict[str, Any]) -> str:
     lat = sat["latency_ms"]
     note = (f"median of rounds {sat['rounds_rps']} req/s ({sat['driver']}, {sat['requests']:,} requests in the "
-            f"median window); latency p50 {lat['p50']:.2f} / p99 {lat['p99']:.2f} ms")
+            f"median window); latency p50 {lat['p50']:.2f} / p99 {lat['p99']:.2f} ms; server CPU "
+            f"{sat['cpu_us']:.0f} µs per request (median round)")
     if "accepted_in_stream" in sat:
         note += f"; stream holds {sat['accepted_in_stream']:,} of {sat['answered_2xx']:,} answered"
     if sat.get("wrapped"):
