@@ -37,6 +37,7 @@ from bench.profiles import FULL
 
 EXTRA_PATH_ENV = "BENCH_EXTRA_PATH"
 
+
 async def read_body_timeout_cm(request: Any, limit: int, timeout: float) -> bytes:
     """receiver.body.read_body with `asyncio.timeout()` instead of `asyncio.wait_for()` (no task per request)."""
     from receiver.body import HTTPError, too_large
