@@ -85,7 +85,8 @@ class SalesforceAdapter(Adapter):
         return _crm.redacted(self._deliver(event, ctx), self.secrets())
 
     def _deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
-        wants_task = event.type in self.settings.task_events
+        # a follow-up rule that names this destination (`do = "salesforce"`) is a task for a rep, whatever its trigger
+        wants_task = event.type in self.settings.task_events or bool(ctx.extra.get("followup"))
         done = ctx.recall("task") if wants_task else None
         if done is not None:
             return Outcome.success(remote_id=done)

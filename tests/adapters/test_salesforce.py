@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from adapters import adapter_class
+from adapters.base import DeliveryContext
 from adapters.salesforce import DEFAULT_FIELDS, SalesforceAdapter, soql_string
 from tests.support.http_server import LocalHTTPServer, Recorded, Reply
 
@@ -158,6 +159,14 @@ def test_task_event_creates_one_task(server, salesforce, client, ctx, make_event
     assert task["ActivityDate"] == "2024-05-06"
     assert (task["Status"], task["Priority"]) == ("Not Started", "Normal")
     assert "Tracking number: 9400111" in task["Description"]
+
+
+def test_followup_action_creates_a_task_whatever_its_trigger(server, salesforce, client, make_event) -> None:
+    ctx = DeliveryContext(destination="sf-task", extra={"followup": "call-on-arrival", "estimated": False})
+    outcome = make(server.url, client).deliver(make_event("processed_for_delivery"), ctx)
+    assert outcome.ok, outcome.detail
+    (task,) = salesforce.tasks
+    assert task["WhoId"] == ADA and ctx.recall("task") == outcome.remote_id
 
 
 def test_engagement_task_keeps_the_stage(server, salesforce, client, ctx, make_event) -> None:
