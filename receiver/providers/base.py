@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -79,6 +80,21 @@ def event_items(payload: Any, what: str) -> list[Any]:
             raise bad_request("invalid_payload", f"empty list of {what}s")
         return payload
     return [payload]
+
+
+def normalize_each(payload: Any, what: str, received_at: datetime,
+                   one: Callable[[dict[str, Any], datetime], CanonicalEvent | list[CanonicalEvent] | None]) -> Normalized:
+    """Apply a provider's one-event normalizer to one event object or a list; events that yield none are ignored."""
+    out = Normalized()
+    for item in event_items(payload, what):
+        result = one(require_object(item, what), received_at)
+        if not result:
+            out.ignored += 1
+        elif isinstance(result, list):
+            out.events.extend(result)
+        else:
+            out.events.append(result)
+    return out
 
 
 def require_object(value: Any, what: str) -> dict[str, Any]:

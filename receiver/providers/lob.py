@@ -21,11 +21,10 @@ from receiver.providers.base import (
     Normalized,
     country_code,
     dict_or_empty,
-    event_items,
+    normalize_each,
     opt_str,
     parse_json,
     parse_time,
-    require_object,
 )
 from receiver.signatures import any_hex_signature_matches, check_tolerance, timestamp_seconds
 
@@ -72,15 +71,7 @@ def verify(body: bytes, headers: Headers, settings: SignedSource, now: float) ->
 
 def normalize(payload: Any, received_at: datetime) -> Normalized:
     """Canonical event for one Lob event object (or a list of them)."""
-    items = event_items(payload, "Lob event")
-    out = Normalized()
-    for item in items:
-        event = _normalize_one(require_object(item, "Lob event"), received_at)
-        if event is None:
-            out.ignored += 1
-        else:
-            out.events.append(event)
-    return out
+    return normalize_each(payload, "Lob event", received_at, _normalize_one)
 
 
 def _event_type_id(event: dict[str, Any]) -> str:

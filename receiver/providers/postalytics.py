@@ -17,11 +17,10 @@ from receiver.errors import bad_request, unauthorized
 from receiver.providers.base import (
     Normalized,
     country_code,
-    event_items,
+    normalize_each,
     opt_str,
     parse_json,
     parse_time,
-    require_object,
 )
 
 NAME = "postalytics"
@@ -118,15 +117,7 @@ def meta_fields(meta: Any) -> dict[str, Any]:
 
 def normalize(payload: Any, received_at: datetime) -> Normalized:
     """Canonical events for one Postalytics event (or a list of them)."""
-    items = event_items(payload, "Postalytics event")
-    out = Normalized()
-    for item in items:
-        event = _normalize_one(require_object(item, "Postalytics event"), received_at)
-        if event is None:
-            out.ignored += 1
-        else:
-            out.events.append(event)
-    return out
+    return normalize_each(payload, "Postalytics event", received_at, _normalize_one)
 
 
 def _normalize_one(body: dict[str, Any], received_at: datetime) -> CanonicalEvent | None:

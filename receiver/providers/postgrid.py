@@ -26,7 +26,7 @@ from receiver.providers.base import (
     dict_or_empty,
     ensure_encodable,
     ensure_shallow,
-    event_items,
+    normalize_each,
     opt_str,
     parse_json,
     parse_time,
@@ -136,15 +136,7 @@ def _check_time_claims(claims: dict[str, Any], now: float, tolerance: float) -> 
 
 def normalize(payload: Any, received_at: datetime) -> Normalized:
     """Canonical events for one PostGrid event object (or a list of them)."""
-    items = event_items(payload, "PostGrid event")
-    out = Normalized()
-    for item in items:
-        events = _normalize_one(require_object(item, "PostGrid event"), received_at)
-        if events:
-            out.events.extend(events)
-        else:
-            out.ignored += 1
-    return out
+    return normalize_each(payload, "PostGrid event", received_at, _normalize_one)
 
 
 def _normalize_one(event: dict[str, Any], received_at: datetime) -> list[CanonicalEvent]:
