@@ -41,7 +41,7 @@ def sentinel_url(redis_url: str, redis_server: RedisServer, tmp_path: Path) -> I
             except redis.RedisError:
                 pass
             if time.monotonic() > deadline:
-                pytest.skip("redis-sentinel did not start")
+                pytest.fail("redis-server --sentinel did not start")
             time.sleep(0.05)
         client.close()
         yield f"redis+sentinel://127.0.0.1:{port}/pr-master/0"
