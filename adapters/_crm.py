@@ -131,23 +131,6 @@ def redacted(outcome: Outcome, secrets: Iterable[str]) -> Outcome:
     return outcome
 
 
-def check_url(value: str) -> str:
-    """Settings validator: an http(s) base URL, without its trailing slash."""
-    if not value.startswith(("https://", "http://")):
-        raise ValueError("must be an http:// or https:// URL")
-    return value.rstrip("/")
-
-
-def check_token(value: str) -> str:
-    """Settings validator: a credential sent in a header; surrounding whitespace (a stray newline) is dropped."""
-    token = value.strip()
-    if not token:
-        raise ValueError("is empty (is its ${ENV_VAR} set?)")
-    if not token.isascii() or any(char.isspace() or not char.isprintable() for char in token):
-        raise ValueError("must be printable ASCII without spaces")
-    return token
-
-
 def check_mapping(value: dict[str, str]) -> dict[str, str]:
     """Settings validator: canonical field -> CRM field name, both known and well-formed."""
     unknown = sorted(set(value) - set(FIELDS))

@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime
-from typing import Annotated, Any
-
-from pydantic import AfterValidator
+from typing import Any
 
 from adapters.base import DeliveryContext, Outcome, redact
 from postrelay.events import CanonicalEvent
@@ -17,24 +15,6 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)\}")
 
 
-def _token(value: str) -> str:
-    token = value.strip()
-    if not token:
-        raise ValueError("is empty (is its ${ENV_VAR} set?)")
-    if not token.isascii() or any(c.isspace() or not c.isprintable() for c in token):
-        raise ValueError("must be printable ASCII without spaces")
-    return token
-
-
-def _url(value: str) -> str:
-    if not value.startswith(("https://", "http://")):
-        raise ValueError("must be an http:// or https:// URL")
-    return value.rstrip("/")
-
-
-Token = Annotated[str, AfterValidator(_token)]
-"""A credential setting: surrounding whitespace (a stray newline) dropped; spaces/non-ASCII rejected."""
-BaseURL = Annotated[str, AfterValidator(_url)]
 """A vendor base URL setting (http/https), stored without its trailing slash."""
 
 

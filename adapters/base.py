@@ -12,11 +12,11 @@ import email.utils
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from postrelay.events import CanonicalEvent
 
@@ -184,3 +184,35 @@ def redact(text: str, secrets: Iterable[str]) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     return text
+
+
+def check_url(value: str) -> str:
+    """Settings validator: an http(s) base URL, without its trailing slash."""
+    if not value.startswith(("https://", "http://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def check_token(value: str) -> str:
+    """Settings validator: a credential sent in a header; surrounding whitespace (a stray newline) is dropped."""
+    token = value.strip()
+    if not token:
+        raise ValueError("is empty (is its ${ENV_VAR} set?)")
+    if not token.isascii() or any(char.isspace() or not char.isprintable() for char in token):
+        raise ValueError("must be printable ASCII without spaces")
+    return token
+
+
+Token = Annotated[str, AfterValidator(check_token)]
+"""A credential setting (validated by `check_token`)."""
+BaseURL = Annotated[str, AfterValidator(check_url)]
+"""A base-URL setting (validated by `check_url`)."""
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The response body as a JSON object; {} when it is not one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -10,8 +10,8 @@ import base64
 from collections.abc import Iterable
 from typing import Any
 
-from adapters._payload import BaseURL, Token, action_data, dedupe_key, default_name, event_time, scrub, ulid_for
-from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify, path_segment
+from adapters._payload import action_data, dedupe_key, default_name, event_time, scrub, ulid_for
+from adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify, path_segment
 from postrelay.events import CanonicalEvent
 
 

@@ -16,7 +16,7 @@ import httpx
 from pydantic import Field, field_validator
 
 from adapters import _crm
-from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify, path_segment
+from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, check_token, check_url, classify, path_segment
 from postrelay.events import CanonicalEvent
 
 DEFAULT_PROPERTIES = {
@@ -47,8 +47,8 @@ class HubSpotAdapter(Adapter):
         activity: Literal["note", "postal_mail", "none"] = "note"
         contact_id_field: str = "hubspot_contact_id"
 
-        _token = field_validator("token")(_crm.check_token)
-        _url = field_validator("base_url")(_crm.check_url)
+        _token = field_validator("token")(check_token)
+        _url = field_validator("base_url")(check_url)
         _mapping = field_validator("properties")(_crm.check_mapping)
 
     settings: Settings

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import Field
 
-from adapters._payload import BaseURL, Token, action_data, dedupe_key, default_name, e164, event_time, scrub
-from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify
+from adapters._payload import action_data, dedupe_key, default_name, e164, event_time, scrub
+from adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify
 from postrelay.events import CanonicalEvent
 
 JSONAPI = "application/vnd.api+json"

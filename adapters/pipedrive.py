@@ -16,7 +16,7 @@ import httpx
 from pydantic import Field, field_validator
 
 from adapters import _crm
-from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify
+from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, check_token, check_url, classify
 from postrelay.events import CanonicalEvent
 
 
@@ -34,8 +34,8 @@ class PipedriveAdapter(Adapter):
         activity_type: str = Field(default="task", min_length=1)
         person_id_field: str = "pipedrive_person_id"
 
-        _token = field_validator("token")(_crm.check_token)
-        _url = field_validator("base_url")(_crm.check_url)
+        _token = field_validator("token")(check_token)
+        _url = field_validator("base_url")(check_url)
 
     settings: Settings
 

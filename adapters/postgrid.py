@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import httpx
 from pydantic import model_validator
 
-from adapters._payload import BaseURL, Token, dedupe_key, followup_fields, scrub, split_name
-from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify, excerpt
+from adapters._payload import dedupe_key, followup_fields, scrub, split_name
+from adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify, excerpt, json_object
 from postrelay.events import CanonicalEvent
 
 STEP = "created"
@@ -151,7 +150,7 @@ class PostGridAdapter(Adapter):
         if isinstance(response, Outcome):
             return scrub(response, list(self.secrets()))
         if response.is_success:
-            order_id = str(_json(response).get("id") or "")
+            order_id = str(json_object(response).get("id") or "")
             if not order_id:
                 return scrub(Outcome.permanent(f"created but no order id in the answer: {excerpt(response)}",
                                                http_status=response.status_code), list(self.secrets()))
@@ -174,16 +173,10 @@ class PostGridAdapter(Adapter):
                 outcome.detail = f"order lookup failed: {outcome.detail}"
                 return outcome
             return None
-        for order in _json(response).get("data") or []:
+        for order in json_object(response).get("data") or []:
             metadata = order.get("metadata") if isinstance(order, dict) else None
             if isinstance(metadata, dict) and metadata.get("postrelay_dedupe") == key and order.get("id"):
                 return str(order["id"])
         return None
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}

@@ -22,6 +22,8 @@ from adapters.base import (
     AdapterSettings,
     DeliveryContext,
     Outcome,
+    check_token,
+    check_url,
     classify,
     excerpt,
     path_segment,
@@ -67,8 +69,8 @@ class SalesforceAdapter(Adapter):
         task_status: str = "Not Started"
         task_priority: str = "Normal"
 
-        _token = field_validator("access_token")(_crm.check_token)
-        _url = field_validator("instance_url")(_crm.check_url)
+        _token = field_validator("access_token")(check_token)
+        _url = field_validator("instance_url")(check_url)
         _mapping = field_validator("fields")(_crm.check_mapping)
         _name = field_validator("external_id_field")(_crm.check_name)
 

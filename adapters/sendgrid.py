@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 from pydantic import field_validator
 
-from adapters._payload import BaseURL, Token, action_data, scrub
-from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify
+from adapters._payload import action_data, scrub
+from adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify
 from postrelay.events import CanonicalEvent
 
 STEP = "sent"

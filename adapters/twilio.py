@@ -10,13 +10,22 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable
-from typing import Any
 
 import httpx
 from pydantic import field_validator, model_validator
 
-from adapters._payload import BaseURL, Token, action_data, e164, render, scrub
-from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify, retry_after_seconds
+from adapters._payload import action_data, e164, render, scrub
+from adapters.base import (
+    Adapter,
+    AdapterSettings,
+    BaseURL,
+    DeliveryContext,
+    Outcome,
+    Token,
+    classify,
+    json_object,
+    retry_after_seconds,
+)
 from postrelay.events import CanonicalEvent
 
 STEP = "sent"
@@ -96,23 +105,15 @@ class TwilioAdapter(Adapter):
         if isinstance(response, Outcome):
             return scrub(response, list(self.secrets()))
         if response.is_success:
-            sid = str(_json(response).get("sid") or f"accepted:{event.id}")
+            sid = str(json_object(response).get("sid") or f"accepted:{event.id}")
             ctx.remember(STEP, sid)
             return Outcome.success(remote_id=sid, http_status=response.status_code)
         return scrub(_classify(response), list(self.secrets()))
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
 def _classify(response: httpx.Response) -> Outcome:
     """HTTP classification refined by Twilio's error `code`."""
-    body = _json(response)
+    body = json_object(response)
     code = body.get("code")
     outcome = classify(response)
     if isinstance(code, int):

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 from standardwebhooks.webhooks import Webhook
 
 from adapters import _crm
-from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, classify, excerpt
+from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, check_url, classify, excerpt
 from postrelay.events import CanonicalEvent
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -38,7 +38,7 @@ class WebhookAdapter(Adapter):
         headers: dict[str, str] = Field(default_factory=dict)
         timeout: float | None = Field(default=None, gt=0)
 
-        _url = field_validator("url")(_crm.check_url)
+        _url = field_validator("url")(check_url)
 
         @field_validator("secret")
         @classmethod
