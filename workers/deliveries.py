@@ -180,19 +180,24 @@ def parked_key(dest: str) -> str:
 
 
 def _stage_record(pipe: Pipeline, rt: Runtime, dest: str, event: CanonicalEvent, tag: str,
-                  extra: dict[str, Any] | None, ordered: bool, job_id: str) -> tuple[str, str]:
-    """Add the commands that record one delivery (idempotently) to `pipe`; returns (key, seq)."""
+                  extra: dict[str, Any] | None, ordered: bool, job_id: str, event_json: str | None = None
+                  ) -> tuple[str, str]:
+    """Add the commands that record one delivery (idempotently) to `pipe`; returns (key, seq).
+
+    `job_id` names the RQ job that will run it; '' when the worker's own executor runs it.
+    """
     key = delivery_key(dest, event.id, tag)
     seq = seq_key(dest, event) if ordered else ""
     rec = record_key(key)
-    pipe.hsetnx(rec, "event", event.model_dump_json())
+    pipe.hsetnx(rec, "event", event_json or event.model_dump_json())
     pipe.hsetnx(rec, "created", rt.clock())
     pipe.hsetnx(rec, "seq", seq)
     if extra:
         pipe.hsetnx(rec, "extra", json.dumps(extra))
     if seq:
         pipe.rpush(seq, event.id)
-    pipe.hset(JOBS, key, job_id)
+    if job_id:
+        pipe.hset(JOBS, key, job_id)
     pipe.zadd(INFLIGHT, {key: rt.clock() + rt.config.delivery.lease})
     return key, seq
 
@@ -226,6 +231,21 @@ def stage_batch(pipe: Pipeline, rt: Runtime, items: list[tuple[str, CanonicalEve
                  for dest, event in items[start:start + chunk]]
         jobs.append(rt.queue.prepare_data(BATCH_JOB, args=(batch,), job_id=job_id, **_job_options(rt)))
     return jobs
+
+
+def stage_local(pipe: Pipeline, rt: Runtime, items: list[tuple[str, CanonicalEvent]]) -> list[tuple[str, str]]:
+    """Record ordered relay deliveries for (destination, event) pairs that this process's executor will run.
+
+    No RQ job: once the transaction commits, the caller hands each (key, seq) to `run_or_submit`. Should the
+    process die first, the deliveries' deadlines in `pr:dlv:inflight` bring them back through the reaper.
+    """
+    dumped: dict[str, str] = {}
+    out = []
+    for dest, event in items:
+        if event.id not in dumped:
+            dumped[event.id] = event.model_dump_json()
+        out.append(_stage_record(pipe, rt, dest, event, "", None, True, "", dumped[event.id]))
+    return out
 
 
 def enqueue(rt: Runtime, key: str, seq: str, delay: float = 0.0) -> None:

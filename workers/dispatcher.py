@@ -22,7 +22,7 @@ from redis.client import Pipeline
 from postrelay import keys, stats
 from postrelay.events import CanonicalEvent
 from postrelay.timeline import TimelineWriter
-from workers.deliveries import stage_batch
+from workers.deliveries import run_or_submit, stage_batch, stage_local
 from workers.routing import destinations_for
 from workers.runtime import Runtime
 
@@ -31,7 +31,11 @@ POISON = "pr:{in}:poison"
 
 
 class EventHandler(Protocol):
-    """Something that reacts to applied events by staging durable effects into the ack transaction."""
+    """Something that reacts to applied events by staging durable effects into the ack transaction.
+
+    A handler may also define `committed()`, called once the transaction has been executed (e.g. to start
+    work that needed the staged records to exist).
+    """
 
     def stage(self, pipe: Pipeline, events: Sequence[CanonicalEvent]) -> list[Any]:
         """Add commands to `pipe`; return RQ enqueue data for jobs to create in the same transaction."""
@@ -39,15 +43,36 @@ class EventHandler(Protocol):
 
 
 class RelayHandler:
-    """Creates one delivery per (matching route destination, event)."""
+    """Creates one delivery per (matching route destination, event).
+
+    In a worker process (which has an executor) the deliveries start right after the commit in that same
+    process; elsewhere (burst mode, tests) they are batched into a few RQ jobs.
+    """
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self._local: list[tuple[str, str]] = []
 
     def stage(self, pipe: Pipeline, events: Sequence[CanonicalEvent]) -> list[Any]:
-        """Stage deliveries for every destination whose routes match (batched into few RQ jobs)."""
+        """Stage deliveries for every destination whose routes match."""
+        self._local = []
         items = [(dest, event) for event in events for dest in destinations_for(event, self.rt.config.routes)]
-        return stage_batch(pipe, self.rt, items) if items else []
+        if not items:
+            return []
+        if self.rt.executor is not None:
+            self._local = stage_local(pipe, self.rt, items)
+            return []
+        return stage_batch(pipe, self.rt, items)
+
+    def rollback(self) -> None:
+        """The transaction failed: nothing was stored, start nothing."""
+        self._local = []
+
+    def committed(self) -> None:
+        """Start the deliveries staged for this process's executor."""
+        started, self._local = self._local, []
+        for key, seq in started:
+            run_or_submit(self.rt, key, seq)
 
 
 def ensure_group(r: redis.Redis) -> None:
@@ -82,9 +107,19 @@ class Dispatcher:
         return self.process(entries)
 
     def run_once(self, block_ms: int | None = None) -> int:
-        """Read one batch of new entries (waiting up to `block_ms`) and process it; returns entries handled."""
+        """Read one batch of new entries (waiting up to `block_ms`) and process it; returns entries handled.
+
+        With an executor, reads no more than it has room for: a backlog stays in the stream, where any
+        worker can take it, instead of piling up in this process.
+        """
+        count = self.batch
+        if self.rt.executor is not None:
+            count = self.rt.executor.room(self.batch)
+            if count == 0:
+                self.rt.executor.wait_for_room(0.05)
+                return 0
         resp = self.rt.redis.xreadgroup(keys.INGEST_GROUP, self.consumer, {keys.INGEST_STREAM: ">"},
-                                        count=self.batch, block=self.block_ms if block_ms is None else block_ms)
+                                        count=count, block=self.block_ms if block_ms is None else block_ms)
         if not resp:
             return 0
         return self.process(resp[0][1])
@@ -115,7 +150,16 @@ class Dispatcher:
         ids = [eid for eid, _ in entries]
         pipe.xack(keys.INGEST_STREAM, keys.INGEST_GROUP, *ids)
         pipe.xdel(keys.INGEST_STREAM, *ids)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except BaseException:
+            for handler in self.handlers:  # nothing was stored: forget what the handlers meant to start
+                getattr(handler, "rollback", lambda: None)()
+            raise
+        for handler in self.handlers:
+            committed = getattr(handler, "committed", None)
+            if committed is not None:
+                committed()
         if poison:
             log.error("moved %d unparseable stream entries to %s", len(poison), POISON)
         return len(entries)

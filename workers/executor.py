@@ -1,9 +1,9 @@
 """Concurrent delivery attempts inside one worker process.
 
 RQ's SimpleWorker runs one job at a time and costs a few milliseconds of Redis bookkeeping per job (about
-220 no-op jobs/s here). To relay hundreds of events per second per worker, the dispatcher puts each batch's
-deliveries into ONE RQ job (`deliver_batch`), and that job hands every attempt to this executor: a bounded
-thread pool (HTTP calls and Redis round trips wait on I/O, not on the GIL).
+220 no-op jobs/s here). To relay hundreds of events per second per worker, the dispatcher hands the relay
+deliveries it has just committed straight to this executor of its own process (retries and follow-ups come
+through RQ jobs): a bounded thread pool (HTTP calls and Redis round trips wait on I/O, not on the GIL).
 
 - `max_in_flight` bounds all attempts at once; a job blocks while the pool is full (backpressure: the RQ
   worker takes no new job it cannot run).
@@ -11,15 +11,20 @@ thread pool (HTTP calls and Redis round trips wait on I/O, not on the GIL).
   threads (until its circuit opens) and the others keep flowing; attempts over the cap wait in a bounded
   per-destination line in memory and run as soon as one of its attempts finishes (the worker keeps their
   deadlines fresh meanwhile, see `held`); past `max_waiting` the caller reschedules them.
-- The RQ job returns once its attempts are submitted. Nothing is lost if the process dies meanwhile: every
-  delivery has a deadline in `pr:dlv:inflight` and a lock only while it runs, and the reaper of any live
-  worker re-queues deliveries whose deadline passed without a running attempt.
+- Backpressure: the dispatcher reads only `room()` stream entries, so a backlog waits in the stream (where
+  any worker can take it) instead of in memory or in RQ. A destination whose line is full holds the
+  dispatcher back only while its line moves (its oldest waiting attempt started waiting less than `hold`
+  seconds ago); a slow destination's line does not stop the others, its excess attempts are rescheduled.
+- Nothing is lost if the process dies: every delivery has a deadline in `pr:dlv:inflight` and a lock only
+  while it runs, and the reaper of any live worker re-queues deliveries whose deadline passed without a
+  running attempt.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,12 +36,14 @@ class DeliveryExecutor:
     """A bounded pool with a per-destination cap."""
 
     def __init__(self, run: Callable[[str, str], object], max_in_flight: int = 32, per_destination: int = 8,
-                 max_waiting: int = 1000) -> None:
+                 max_waiting: int = 200, hold: float = 1.0) -> None:
         self.run = run
         self.max_in_flight = max_in_flight
         self.per_destination = min(per_destination, max_in_flight)
         self.max_waiting = max_waiting
-        self._waiting: dict[str, deque[tuple[str, str]]] = defaultdict(deque)
+        self.hold = hold
+        self._waiting: dict[str, deque[tuple[str, str, float]]] = defaultdict(deque)
+        self._pending: dict[str, int] = defaultdict(int)  # running + waiting, per destination
         self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="delivery")
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._dest_slots: dict[str, threading.BoundedSemaphore] = defaultdict(
@@ -53,11 +60,13 @@ class DeliveryExecutor:
                 line = self._waiting[dest]
                 if len(line) >= self.max_waiting:
                     return False
-                line.append((key, seq))
+                line.append((key, seq, time.monotonic()))
+                self._pending[dest] += 1
                 return True
         self._slots.acquire()
         with self._lock:
             self._running += 1
+            self._pending[dest] += 1
         try:
             self._pool.submit(self._attempt, dest, dest_slot, key, seq)
         except RuntimeError:  # shutting down
@@ -73,19 +82,43 @@ class DeliveryExecutor:
                 except Exception:  # the deadline in pr:dlv:inflight brings the delivery back
                     log.exception("delivery attempt %s failed", key)
                 with self._lock:  # keep the slots and run the destination's next waiting attempt
+                    self._pending[dest] -= 1
                     line = self._waiting.get(dest)
                     if not line:
                         dest_slot.release()  # under the lock: a submit now either gets the slot or sees us gone
                         dest_slot = None
                         break
-                    key, seq = line.popleft()
+                    key, seq, _ = line.popleft()
+                    self._idle.notify_all()  # the line moved: a dispatcher waiting for room looks again
         finally:
             self._done(dest_slot)
 
     def held(self) -> list[str]:
         """Keys of attempts waiting in a destination's line (their deadlines must stay fresh)."""
         with self._lock:
-            return [key for line in self._waiting.values() for key, _ in line]
+            return [key for line in self._waiting.values() for key, _, _ in line]
+
+    def room(self, wanted: int) -> int:
+        """How many new attempts (up to `wanted`) one destination could take now without overflowing its line.
+
+        A destination takes `per_destination` running attempts plus `max_waiting` in its line; the busiest
+        one bounds the room (0 while its line is full and moving). A line whose oldest attempt has waited
+        `hold` seconds or more belongs to a slow destination and does not hold the others back.
+        """
+        now = time.monotonic()
+        limit = self.per_destination + self.max_waiting
+        wanted = min(wanted, limit)
+        with self._lock:
+            for dest, pending in self._pending.items():
+                line = self._waiting.get(dest)
+                if pending and not (line and now - line[0][2] >= self.hold):
+                    wanted = min(wanted, limit - pending)
+            return max(0, wanted)
+
+    def wait_for_room(self, timeout: float) -> None:
+        """Block until an attempt finishes or `timeout` passes."""
+        with self._idle:
+            self._idle.wait(timeout)
 
     def _done(self, dest_slot: threading.BoundedSemaphore | None) -> None:
         if dest_slot is not None:
@@ -93,8 +126,7 @@ class DeliveryExecutor:
         self._slots.release()
         with self._lock:
             self._running -= 1
-            if self._running == 0:
-                self._idle.notify_all()
+            self._idle.notify_all()
 
     @property
     def in_flight(self) -> int:

@@ -17,6 +17,7 @@ from rq import Queue
 
 from adapters import adapter_class
 from adapters.base import Adapter
+from adapters.transport import StdlibTransport
 from postrelay import keys
 from postrelay.config import Config
 from workers.circuit import CircuitBreaker
@@ -63,7 +64,8 @@ class Runtime:
 
     def __post_init__(self) -> None:
         if self.client is None:
-            self.client = httpx.Client(timeout=self.config.delivery.timeout, follow_redirects=False)
+            self.client = httpx.Client(timeout=self.config.delivery.timeout, follow_redirects=False,
+                                       transport=StdlibTransport())
         if not self.adapters:
             self.adapters = build_adapters(self.config, self.client)
         self.rates = {n: parse_rate(d.rate_limit) for n, d in self.config.destinations.items() if d.rate_limit}

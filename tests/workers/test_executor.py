@@ -54,3 +54,40 @@ def test_an_attempt_that_raises_frees_its_slots():
         assert ex.in_flight == 0
     finally:
         ex.shutdown(1)
+
+
+def test_room_shrinks_while_a_moving_line_fills_and_ignores_a_stalled_one():
+    release = threading.Event()
+    ex = DeliveryExecutor(lambda key, seq: release.wait(5), max_in_flight=8, per_destination=2, max_waiting=5,
+                          hold=0.3)
+    try:
+        assert ex.room(100) == 7  # what one destination can take: 2 running + 5 waiting
+        for i in range(5):  # 2 run, 3 wait
+            assert ex.submit("a", f"a|{i}", "")
+        assert ex.room(100) == 2  # the line holds 3 of 5: take no more than fits
+        assert all(ex.submit("a", f"a|{i}", "") for i in (5, 6))
+        assert ex.room(100) == 0  # full and (as far as we know) moving: the dispatcher waits
+        time.sleep(0.35)  # nothing left the line for `hold` seconds: a slow destination
+        assert ex.room(100) == 7  # ... which must not hold back every other destination
+        assert ex.submit("a", "a|7", "") is False  # its own excess is refused (the caller reschedules it)
+    finally:
+        release.set()
+        assert ex.wait_idle(5)
+        ex.shutdown(1)
+
+
+def test_wait_for_room_wakes_when_the_line_moves():
+    gate = threading.Semaphore(0)
+    ex = DeliveryExecutor(lambda key, seq: gate.acquire(timeout=5), max_in_flight=2, per_destination=1,
+                          max_waiting=1)
+    try:
+        assert ex.submit("a", "a|0", "") and ex.submit("a", "a|1", "")
+        assert ex.room(10) == 0
+        gate.release()  # a|0 finishes, a|1 leaves the line
+        started = time.monotonic()
+        ex.wait_for_room(2.0)
+        assert time.monotonic() - started < 1.0 and ex.room(10) == 1  # a|1 runs, the line has room for one
+    finally:
+        for _ in range(3):
+            gate.release()
+        ex.shutdown(1)
