@@ -125,7 +125,7 @@ def test_queue_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
     assert "queue-secret-pw" in config_secrets(config)  # redacted from logs like redis_url's password
 
     monkeypatch.setenv("POSTRELAY_QUEUE_URL", "redis+cluster://c3:7000/")
-    with pytest.raises(ConfigError, match="server.queue_url: must be a single Redis"):
+    with pytest.raises(ConfigError, match=re.escape("server.queue_url: must be a single Redis")):
         load_runtime_config(cfg)
 
     cfg.write_text('[server]\nredis_url = "redis+cluster://c1:7000/"\n', encoding="utf-8")
