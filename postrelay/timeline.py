@@ -103,7 +103,6 @@ class TimelineWriter:
             out.append(event.model_copy(update={"stage": EventType(stage_s) if stage_s else None}))
         return out
 
-
     def _apply_cluster(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """One cluster pipeline of EVALSHA calls (each on one piece's slot); loads the script where missing.
 
