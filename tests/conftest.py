@@ -36,10 +36,13 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisCluster]:
     """A real 3-master Redis Cluster for the session (fails, never skips, when it cannot start)."""
-    try:
-        cluster = RedisCluster().start()
-    except RuntimeError as exc:
-        pytest.fail(f"Redis Cluster did not start: {exc}")
+    for attempt in range(2):  # a second try on fresh ports: another process may take a port in between
+        try:
+            cluster = RedisCluster().start()
+            break
+        except RuntimeError as exc:
+            if attempt:
+                pytest.fail(f"Redis Cluster did not start: {exc}")
     yield cluster
     cluster.stop()
 
