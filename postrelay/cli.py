@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    except redis.ConnectionError as exc:
+    except (redis.ConnectionError, redis.exceptions.RedisClusterException) as exc:
         print(f"cannot reach Redis: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:

@@ -40,6 +40,9 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     redis_url: str | None = None
+    # Single-shard Redis for the ingest stream, RQ, deliveries, follow-ups, DLQ, stats and heartbeats; default
+    # redis_url. Required (and not a cluster) when redis_url is a Redis Cluster, which then holds only mailpieces.
+    queue_url: str | None = None
     api_token: str | None = None
     data_dir: str = ".postrelay"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -58,6 +61,16 @@ class ServerConfig(_Strict):
 
     _dur = field_validator("body_timeout", "dedupe_window", "timeline_retention", "redis_timeout",
                            "worker_stale_after", mode="before")(_duration)
+
+    @property
+    def queue_redis_url(self) -> str | None:
+        """The queue Redis: `queue_url`, else `redis_url`."""
+        return self.queue_url or self.redis_url
+
+    @property
+    def split_stores(self) -> bool:
+        """True when mailpieces (`redis_url`) live on another Redis than the queue (`queue_url`)."""
+        return bool(self.queue_url) and self.queue_url != self.redis_url
 
     @field_validator("api_token")
     @classmethod
@@ -258,6 +271,7 @@ class Config(BaseModel):
 
     @model_validator(mode="after")
     def _references(self) -> Config:
+        check_redis_urls(self.server)
         for name in self.destinations:
             if not _NAME.match(name):
                 raise ValueError(f"destinations.{name}: names may use letters, digits, '_' and '-' only")
@@ -274,6 +288,28 @@ class Config(BaseModel):
             if not _NAME.match(rule.name):
                 raise ValueError(f"followups[{i}].name: use letters, digits, '_' and '-' only")
         return self
+
+
+def check_redis_urls(server: ServerConfig) -> None:
+    """A cluster `redis_url` needs a single-shard `queue_url`; ValueError names the key.
+
+    RQ does not support Redis Cluster, and the dispatcher's ack transaction and the ingest script must stay on
+    one shard: only the mailpiece store (`redis_url`) may be a cluster.
+    """
+    from postrelay.redis_url import is_cluster_url, parse_cluster_url
+
+    if is_cluster_url(server.queue_url):
+        raise ValueError("server.queue_url: must be a single Redis (redis://, rediss://, unix:// or "
+                         "redis+sentinel://), not a Redis Cluster: RQ and the dispatcher's transaction need one shard")
+    if is_cluster_url(server.redis_url):
+        try:
+            parse_cluster_url(server.redis_url or "")
+        except ValueError as exc:
+            raise ValueError(f"server.redis_url: {exc}") from None
+        if not server.queue_url:
+            raise ValueError("server.queue_url: required when server.redis_url is a Redis Cluster "
+                             "(the cluster holds mailpieces; the ingest stream, RQ and deliveries need a single "
+                             "Redis: set queue_url = \"redis://…\" or POSTRELAY_QUEUE_URL)")
 
 
 def interpolate(value: Any, path: str = "") -> Any:
@@ -331,11 +367,19 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
 
 REDIS_URL_ENV = "POSTRELAY_REDIS_URL"
+QUEUE_URL_ENV = "POSTRELAY_QUEUE_URL"
 
 
 def load_runtime_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """`load_config`, then `POSTRELAY_REDIS_URL` (set by `postrelay run` for its embedded Redis) wins."""
+    """`load_config`, then `POSTRELAY_REDIS_URL` (set by `postrelay run` for its embedded Redis) and
+    `POSTRELAY_QUEUE_URL` win over `[server] redis_url` and `queue_url`; the pair is checked again."""
     config = load_config(path)
     if os.environ.get(REDIS_URL_ENV):
         config.server.redis_url = os.environ[REDIS_URL_ENV]
+    if os.environ.get(QUEUE_URL_ENV):
+        config.server.queue_url = os.environ[QUEUE_URL_ENV]
+    try:
+        check_redis_urls(config.server)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return config

@@ -1,7 +1,9 @@
 """Every Redis key postrelay uses, in one place.
 
 Keys carry hash tags so Redis Cluster keeps what one script touches in one slot: the ingest stream and
-its dedupe markers share `{in}`; a mailpiece's hash, timeline and events share `{<source>:<id>}`.
+its dedupe markers share `{in}`; a mailpiece's hash, timeline, events and types share `{<source>:<id>}`.
+The `pr:piece:` keys live on the mailpiece store (`[server] redis_url`, which may be a Redis Cluster); every
+other key lives on the queue Redis (`[server] queue_url`, default the same Redis), which is never a cluster.
 """
 
 from __future__ import annotations

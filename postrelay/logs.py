@@ -43,10 +43,10 @@ def config_secrets(config: Config) -> list[str]:
     if sources.postalytics is not None:
         found.extend(sources.postalytics.all_tokens)
     found.append(config.server.api_token or "")
-    url = config.server.redis_url or ""
-    m = _URL_PASSWORD.match(url)
-    if m:
-        found.append(m.group(1))
+    for url in (config.server.redis_url or "", config.server.queue_url or ""):
+        m = _URL_PASSWORD.match(url)
+        if m:
+            found.append(m.group(1))
     for dest in config.destinations.values():
         found.extend(_secret_values(dest.settings))
     return _clean(found)

@@ -59,7 +59,8 @@ async def _backfill(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"backfill: {exc}", file=sys.stderr)
         return 2
-    redis = async_client(config.server.redis_url, max(5.0, config.server.redis_timeout))
+    # the ingest script's keys (stream, dedupe markers) live on the queue Redis
+    redis = async_client(config.server.queue_redis_url or config.server.redis_url, max(5.0, config.server.redis_timeout))
     progress = Progress(f"backfill {args.source}", enabled=not args.no_progress)
     try:
         counts = await backfill(args.source, settings, IngestQueue(redis, config.server.dedupe_window), since, until,

@@ -3,7 +3,9 @@
 Ingest stream length and entries read but not yet acknowledged, delivery queue (ready and scheduled jobs),
 workers alive (heartbeat younger than `[server] worker_stale_after`), each destination's circuit and backlog,
 the dead-letter store, pending follow-ups and the next one due, and events processed in the last hour by
-type (from the dispatcher's per-minute counters, `postrelay.stats`).
+type (from the dispatcher's per-minute counters, `postrelay.stats`). When the mailpieces live on another
+Redis (`[server] queue_url` set beside `redis_url`), it is shown too: for a Redis Cluster, each primary with
+its key count.
 """
 
 from __future__ import annotations
@@ -35,6 +37,25 @@ def _ago(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} d"
+
+
+def _mask(url: str | None) -> str:
+    return _URL_PASSWORD.sub(r"\1***@", url or "")
+
+
+def pieces_store(rt: Runtime) -> dict[str, Any] | None:
+    """The mailpiece store when it is not the queue Redis: its URL and, for a cluster, each primary's keys."""
+    from postrelay.redis_url import is_cluster
+
+    if rt.pieces is rt.redis or rt.pieces is None:
+        return None
+    out: dict[str, Any] = {"redis": _mask(rt.config.server.redis_url), "cluster": is_cluster(rt.pieces)}
+    if out["cluster"]:
+        out["nodes"] = [{"node": node.name, "keys": int(rt.pieces.dbsize(target_nodes=node))}
+                        for node in sorted(rt.pieces.get_primaries(), key=lambda n: n.name)]
+    else:
+        out["keys"] = int(rt.pieces.dbsize())
+    return out
 
 
 def gather(rt: Runtime) -> dict[str, Any]:
@@ -75,7 +96,8 @@ def gather(rt: Runtime) -> dict[str, Any]:
                     "in_seconds": round(score - now, 1)}
     return {
         "at": _iso(now),
-        "redis": _URL_PASSWORD.sub(r"\1***@", rt.config.server.redis_url or ""),
+        "redis": _mask(rt.config.server.queue_redis_url),
+        "pieces": pieces_store(rt),
         "ingest": {"stream": int(stream), "pending": pending},
         "deliveries": {"queued": int(rt.queue.count), "scheduled": int(rt.queue.scheduled_job_registry.count)},
         "queue_depth": int(stream) + int(rt.queue.count),
@@ -120,6 +142,8 @@ def render(s: dict[str, Any]) -> str:
         f"  events, last hour  {ev['total']}: {by_type}",
         "",
     ]
+    if s.get("pieces"):
+        lines[-1:-1] = [f"  mailpieces         {_pieces_line(s['pieces'])}"]
     if s["destinations"]:
         lines.append(f"  {'destination':<18}{'type':<12}{'circuit':<11}{'paused':<8}{'backlog':>8}{'dead':>6}  last error")
         for row in s["destinations"]:
@@ -128,3 +152,13 @@ def render(s: dict[str, Any]) -> str:
     else:
         lines.append("  no destinations configured")
     return "\n".join(lines)
+
+
+def _pieces_line(p: dict[str, Any]) -> str:
+    """`redis+cluster://… (Redis Cluster): 3 primaries, 120 keys (127.0.0.1:7000 40, …)`."""
+    if not p["cluster"]:
+        return f"{p['redis']}: {p['keys']} keys"
+    nodes = p["nodes"]
+    per_node = ", ".join(f"{n['node']} {n['keys']}" for n in nodes)
+    return (f"{p['redis']} (Redis Cluster): {len(nodes)} primaries, {sum(n['keys'] for n in nodes)} keys "
+            f"({per_node})")

@@ -3,6 +3,10 @@
 The worker applies events with one atomic script per event: idempotent (an event id already in the
 timeline changes nothing), monotonic (the stage only moves forward by lifecycle rank) and sticky for
 terminal stages. The stored event JSON carries the stage the piece reached with it.
+
+Every key a script call touches belongs to one mailpiece (one hash tag, one Redis Cluster slot), so the
+store may be a Redis Cluster (`[server] redis_url = "redis+cluster://…"`): a batch is then one cluster
+pipeline, which sends each node its pieces' calls in order, in parallel.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ from typing import Any
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from postrelay import keys
 from postrelay.events import RANK, TERMINAL, CanonicalEvent, EventType
+from postrelay.redis_url import is_cluster
 
 # KEYS: piece hash, timeline zset, events hash, types set
 # ARGV: event id, occurred_at epoch, type, rank, terminal(0/1), json head, json tail, kind, country,
@@ -71,28 +79,60 @@ def _apply_args(event: CanonicalEvent, retention: float) -> tuple[list[str], lis
 class TimelineWriter:
     """Applies canonical events to mailpiece state (sync; used by the worker)."""
 
-    def __init__(self, redis: Redis, retention: float) -> None:
+    def __init__(self, redis: Redis | RedisCluster, retention: float) -> None:
         self.redis = redis
         self.retention = retention
         self._script = redis.register_script(_APPLY)
+        self.cluster = is_cluster(redis)
 
     def apply_many(self, events: Sequence[CanonicalEvent]) -> list[CanonicalEvent]:
         """Apply events in order in one pipeline; returns them with `stage` set to the piece's stage after each."""
         if not events:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for event in events:
-            k, a = _apply_args(event, self.retention)
-            self._script(keys=k, args=a, client=pipe)
-        results = pipe.execute()
+        calls = [_apply_args(event, self.retention) for event in events]
+        if self.cluster:
+            results = self._apply_cluster(calls)
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for k, a in calls:
+                self._script(keys=k, args=a, client=pipe)
+            results = pipe.execute()
         out = []
         for event, (_, stage) in zip(events, results, strict=True):
             stage_s = stage.decode() if isinstance(stage, bytes) else stage
             out.append(event.model_copy(update={"stage": EventType(stage_s) if stage_s else None}))
         return out
 
+    def _apply_cluster(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """One cluster pipeline of EVALSHA calls (each on one piece's slot); loads the script where missing.
 
-async def read_piece(redis: AsyncRedis, source: str, piece_id: str) -> dict[str, Any] | None:
+        A node without the script (new node, failover, restart) answers NOSCRIPT without running anything:
+        the script is loaded on every primary and just those calls run again, in their order.
+        """
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(3):
+            pipe = self.redis.pipeline()
+            for i in todo:
+                k, a = calls[i]
+                pipe.execute_command("EVALSHA", self._script.sha, len(k), *k, *a)
+            answers = pipe.execute(raise_on_error=False)
+            missing = []
+            for i, answer in zip(todo, answers, strict=True):
+                if isinstance(answer, NoScriptError) and attempt < 2:
+                    missing.append(i)
+                elif isinstance(answer, Exception):
+                    raise answer
+                else:
+                    results[i] = answer
+            if not missing:
+                return results
+            self.redis.script_load(_APPLY)  # on every primary
+            todo = missing
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def read_piece(redis: AsyncRedis | AsyncRedisCluster, source: str, piece_id: str) -> dict[str, Any] | None:
     """The public view of a mailpiece: state plus events ordered by occurrence; None if unknown."""
     pipe = redis.pipeline(transaction=False)
     pipe.hgetall(keys.piece(source, piece_id))

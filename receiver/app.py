@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from postrelay import keys
 from postrelay.config import KNOWN_SOURCES, Config
-from postrelay.redis_url import async_client
+from postrelay.redis_url import AsyncClient, async_client
 from postrelay.stats import heartbeat_ages
 from postrelay.timeline import read_piece
 from receiver.body import read_body
@@ -44,12 +44,23 @@ REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                 redis.exceptions.ReadOnlyError, OSError)
 
 
-class Receiver:
-    """Request handlers bound to one config, one Redis client and a clock."""
+# The mailpiece store may be a Redis Cluster, whose client raises RedisClusterException (not a RedisError)
+# when no node answers.
+PIECE_ERRORS = (*REDIS_ERRORS, redis.exceptions.RedisClusterException)
 
-    def __init__(self, config: Config, redis: Redis, clock: Callable[[], float] = time.time) -> None:
+
+class Receiver:
+    """Request handlers bound to one config, the queue Redis, the mailpiece store and a clock.
+
+    `redis` is the queue Redis (ingest, readiness, metrics); `pieces` the mailpiece store (`[server] redis_url`,
+    possibly a Redis Cluster; the same client unless `[server] queue_url` names another Redis).
+    """
+
+    def __init__(self, config: Config, redis: Redis, clock: Callable[[], float] = time.time,
+                 pieces: AsyncClient | None = None) -> None:
         self.config = config
         self.redis = redis
+        self.pieces = redis if pieces is None else pieces
         self.clock = clock
         self.queue = IngestQueue(redis, config.server.dedupe_window)
         self.prom = ReceiverMetrics(config)
@@ -137,8 +148,8 @@ class Receiver:
         self._check_token(request)
         source, piece_id = request.path_params["source"], request.path_params["mailpiece_id"]
         try:
-            piece = await read_piece(self.redis, source, piece_id)
-        except REDIS_ERRORS as exc:
+            piece = await read_piece(self.pieces, source, piece_id)
+        except PIECE_ERRORS as exc:
             raise self._unavailable(exc) from None
         if piece is None:
             raise HTTPError(404, "mailpiece_not_found", f"no events for mailpiece {piece_id!r} from {source!r}")
@@ -154,6 +165,8 @@ class Receiver:
         No worker ever registered: ready (the `worker` check is skipped) unless `[server] require_worker`.
         A 503 body names the failed check(s) in `failed`. `?check=redis` checks only what ingest needs (Redis):
         load balancers use it, so receivers keep accepting (and queueing) events while workers are down.
+        A separate mailpiece store (a Redis Cluster `redis_url` beside `queue_url`) is pinged too (`pieces`),
+        except with `?check=redis`: ingest does not need it.
         """
         server = self.config.server
         unavailable = {"Retry-After": str(server.retry_after)}
@@ -171,6 +184,13 @@ class Receiver:
         body: dict[str, Any] = {"status": "ready", "redis": "ok"}
         if check == "redis":
             return JSONResponse(body)
+        if self.pieces is not self.redis:
+            try:
+                await self.pieces.ping()
+            except (*PIECE_ERRORS, redis.exceptions.RedisError) as exc:
+                body.update(status="unavailable", pieces=f"unreachable ({type(exc).__name__})", failed=["pieces"])
+                return JSONResponse(body, status_code=503, headers=unavailable)
+            body["pieces"] = "ok"
         ages = heartbeat_ages(beats, self.clock())
         if not ages:
             if server.require_worker:
@@ -196,18 +216,25 @@ class Receiver:
         return Response(self.prom.render(families), media_type=CONTENT_TYPE)
 
 
-def create_app(config: Config, redis_client: Redis | None = None, clock: Callable[[], float] = time.time) -> Starlette:
-    """Build the ASGI app; without `redis_client` one is made from `[server] redis_url`."""
+def create_app(config: Config, redis_client: Redis | None = None, clock: Callable[[], float] = time.time,
+               pieces_client: AsyncClient | None = None) -> Starlette:
+    """Build the ASGI app; without `redis_client` one is made from `[server] queue_url` (else `redis_url`), and
+    without `pieces_client` the mailpiece store's from `redis_url` when `queue_url` names another Redis."""
+    server = config.server
     if redis_client is None:
-        if not config.server.redis_url:
+        if not server.queue_redis_url or not server.redis_url:
             raise ValueError("server.redis_url is required (postrelay run starts an embedded Redis)")
-        redis_client = async_client(config.server.redis_url, config.server.redis_timeout)
-    receiver = Receiver(config, redis_client, clock)
+        redis_client = async_client(server.queue_redis_url, server.redis_timeout)
+    if pieces_client is None and server.split_stores and server.redis_url:
+        pieces_client = async_client(server.redis_url, server.redis_timeout)
+    receiver = Receiver(config, redis_client, clock, pieces_client)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await receiver.redis.aclose()
+        if receiver.pieces is not receiver.redis:
+            await receiver.pieces.aclose()
 
     routes = [
         Route("/webhooks/postalytics/{token}", receiver.webhook, methods=["POST"]),

@@ -1,6 +1,7 @@
 """ASGI entry point for uvicorn with several worker processes: `uvicorn --factory receiver.asgi:make_app`.
 
-The config path comes from `POSTRELAY_CONFIG`; `POSTRELAY_REDIS_URL` overrides `[server] redis_url`.
+The config path comes from `POSTRELAY_CONFIG`; `POSTRELAY_REDIS_URL` and `POSTRELAY_QUEUE_URL` override
+`[server] redis_url` and `queue_url`.
 """
 
 from __future__ import annotations

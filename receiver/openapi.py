@@ -137,6 +137,8 @@ def document() -> dict[str, Any]:
                 "Readiness": {"type": "object", "required": ["status"],
                               "properties": {"status": {"enum": ["ready", "unavailable"]},
                                              "redis": {"type": "string"}, "worker": {"type": "string"},
+                                             "pieces": {"type": "string", "description": "the mailpiece store, "
+                                                        "when `queue_url` names another Redis (a Redis Cluster)"},
                                              "failed": {"type": "array", "items": {"type": "string"}}}},
                 "Mailpiece": {
                     "type": "object", "required": ["source", "id", "stage", "events"],

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
 
@@ -30,3 +31,24 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A real 3-master Redis Cluster for the session (fails, never skips, when it cannot start)."""
+    for attempt in range(2):  # a second try on fresh ports: another process may take a port in between
+        try:
+            cluster = RedisCluster().start()
+            break
+        except RuntimeError as exc:
+            if attempt:
+                pytest.fail(f"Redis Cluster did not start: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    """The cluster's `redis+cluster://` URL, every node flushed."""
+    redis_cluster.flushall()
+    return redis_cluster.url

@@ -6,6 +6,8 @@ duplicate or repeated trigger never schedules twice — and lives in Redis (it s
 - `pr:fu:{id}` — its record (rule, trigger event, due time, estimated flag);
 - `pr:fu:piece:{source:piece}` — the piece's pending ids (cancellation and `followups list --mailpiece`);
 - `pr:fu:fired:{id}` — set once it fired: it never fires or schedules again.
+The piece's event types (`unless` checks) are read from the mailpiece store (`rt.pieces`); when that is another
+Redis (a cluster) they are read before the schedule script and passed to it, and checked again when firing.
 Firing creates an ordinary (unordered) delivery to the rule's `do` destination, tagged with the rule name,
 so failures reuse the relay's retries and dead-letter store. A follow-up due while everything was down
 fires at the next poll after start-up, marked `late`.
@@ -37,12 +39,15 @@ ESTIMABLE = frozenset({EventType.IN_TRANSIT, EventType.IN_LOCAL_AREA, EventType.
                        EventType.DELIVERED})
 
 # KEYS: record, due zset, piece set, fired marker, piece types set
-# ARGV: id, due, record json fields..., estimated flag, unless types (json list)
+# ARGV: id, due, estimated flag, unless types (json list), record json, types already seen (json list; read from
+#       the mailpiece store when it is another Redis)
 _SCHEDULE = """
 if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
 local unless = cjson.decode(ARGV[4])
+local seen = {}
+for _, t in ipairs(cjson.decode(ARGV[6])) do seen[t] = true end
 for _, t in ipairs(unless) do
-  if redis.call('SISMEMBER', KEYS[5], t) == 1 then return 0 end
+  if seen[t] or redis.call('SISMEMBER', KEYS[5], t) == 1 then return 0 end
 end
 local existing = redis.call('HGET', KEYS[1], 'estimated')
 if existing and not (existing == '1' and ARGV[3] == '0') then return 0 end
@@ -121,6 +126,7 @@ class FollowupHandler:
 
     def stage(self, pipe: Pipeline, events: Sequence[CanonicalEvent]) -> list[Any]:
         """Add cancellations and schedules for `events` to the ack transaction."""
+        planned: list[tuple[FollowupConfig, CanonicalEvent, str, datetime, bool]] = []
         for event in events:
             for rule in self.rules:
                 fid = followup_id(rule.name, event.source, event.mailpiece.id)
@@ -130,8 +136,22 @@ class FollowupHandler:
                 trigger = self._trigger(rule, event)
                 if trigger is not None:
                     start, estimated = trigger
-                    self._stage_schedule(pipe, rule, event, fid, due_time(rule, event, start), estimated)
+                    planned.append((rule, event, fid, due_time(rule, event, start), estimated))
+        seen = self._seen_types([event for rule, event, *_ in planned if rule.unless])
+        for rule, event, fid, due, estimated in planned:
+            self._stage_schedule(pipe, rule, event, fid, due, estimated, seen.get(event.piece_key, []))
         return []
+
+    def _seen_types(self, events: Sequence[CanonicalEvent]) -> dict[tuple[str, str], list[str]]:
+        """Each piece's event types, read from the mailpiece store when it is not the queue Redis (else {}:
+        the schedule script reads them itself)."""
+        pieces = sorted({e.piece_key for e in events})
+        if not pieces or self.rt.pieces is self.rt.redis:
+            return {}
+        read = self.rt.pieces.pipeline()  # a cluster pipeline sends each node its pieces' reads
+        for src, pid in pieces:
+            read.smembers(keys.piece_types(src, pid))
+        return {piece: sorted(t.decode() for t in types) for piece, types in zip(pieces, read.execute(), strict=True)}
 
     def _trigger(self, rule: FollowupConfig, event: CanonicalEvent) -> tuple[datetime, bool] | None:
         """(trigger time, estimated) when `event` triggers `rule`, else None."""
@@ -146,12 +166,13 @@ class FollowupHandler:
         return None
 
     def _stage_schedule(self, pipe: Pipeline, rule: FollowupConfig, event: CanonicalEvent, fid: str,
-                        due: datetime, estimated: bool) -> None:
+                        due: datetime, estimated: bool, seen: list[str]) -> None:
         data = json.dumps({"rule": rule.name, "do": rule.do, "event": event.model_dump(mode="json"),
                            "estimated": estimated, "scheduled_for": due.isoformat()})
         src, pid = event.source, event.mailpiece.id
         self._schedule(keys=[record_key(fid), DUE, piece_key(src, pid), fired_key(fid), keys.piece_types(src, pid)],
-                       args=[fid, due.timestamp(), int(estimated), json.dumps(rule.unless), data], client=pipe)
+                       args=[fid, due.timestamp(), int(estimated), json.dumps(rule.unless), data, json.dumps(seen)],
+                       client=pipe)
 
 
 def cancel_in(pipe: Pipeline, fid: str, source: str, piece_id: str) -> None:
@@ -220,7 +241,7 @@ class Scheduler:
         data = json.loads(raw)
         rule = next((r for r in rt.config.followups if r.name == data["rule"]), None)
         event = CanonicalEvent.model_validate(data["event"])
-        seen = {t.decode() for t in rt.redis.smembers(keys.piece_types(source, piece_id))}
+        seen = {t.decode() for t in rt.pieces.smembers(keys.piece_types(source, piece_id))}
         pipe = rt.redis.pipeline(transaction=True)
         cancel_in(pipe, fid, source, piece_id)
         if rule is None or seen & set(rule.unless):

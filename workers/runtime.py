@@ -1,5 +1,9 @@
 """The worker process's shared objects: config, Redis, RQ queue, adapters, breaker, limiter, clock.
 
+Two Redis clients: `redis` is the queue Redis (`[server] queue_url`, else `redis_url`: the ingest stream, RQ,
+deliveries, follow-ups, DLQ, stats, heartbeats) and `pieces` the mailpiece store (`[server] redis_url`, which
+may be a Redis Cluster). Without a separate `queue_url` they are the same object.
+
 RQ job functions take only plain ids; they find everything else here. Tests build a Runtime directly
 with a controllable clock.
 """
@@ -13,6 +17,7 @@ from typing import Any
 
 import httpx
 from redis import Redis
+from redis.cluster import RedisCluster
 from rq import Queue
 
 from adapters import adapter_class
@@ -61,8 +66,11 @@ class Runtime:
     adapters: dict[str, Adapter] = field(default_factory=dict)
     rates: dict[str, float] = field(default_factory=dict)
     executor: DeliveryExecutor | None = None  # set by the worker process; None runs attempts inline
+    pieces: Redis | RedisCluster | None = None  # the mailpiece store; None: the same as `redis`
 
     def __post_init__(self) -> None:
+        if self.pieces is None:
+            self.pieces = self.redis
         if self.client is None:
             self.client = httpx.Client(timeout=self.config.delivery.timeout, follow_redirects=False,
                                        transport=StdlibTransport())
@@ -74,9 +82,11 @@ class Runtime:
         self.limiter = RateLimiter(self.redis)
 
     def close(self) -> None:
-        """Close the HTTP client."""
+        """Close the HTTP client, and the mailpiece store's client when it is a separate one."""
         if self.client is not None:
             self.client.close()
+        if self.pieces is not None and self.pieces is not self.redis:
+            self.pieces.close()
 
 
 _current: Runtime | None = None
@@ -96,8 +106,23 @@ def current() -> Runtime:
     return _current
 
 
+def connect_pieces(config: Config, queue: Redis) -> Redis | RedisCluster:
+    """The mailpiece store's client: `queue` itself unless `[server] queue_url` names another Redis.
+
+    It never blocks on a command, so it has a read timeout (`[server] redis_timeout`, at least 5 s).
+    """
+    from postrelay.redis_url import sync_client
+
+    server = config.server
+    if not server.split_stores or not server.redis_url:
+        return queue
+    return sync_client(server.redis_url, max(5.0, server.redis_timeout))
+
+
 def from_config(config: Config, **kwargs: Any) -> Runtime:
-    """Build a runtime for `config` with a Redis connection from `[server] redis_url`."""
-    if not config.server.redis_url:
+    """Build a runtime for `config`: the queue Redis (`queue_url`, else `redis_url`) and the mailpiece store."""
+    url = config.server.queue_redis_url
+    if not url or not config.server.redis_url:
         raise ValueError("server.redis_url is required")
-    return Runtime(config=config, redis=connect_redis(config.server.redis_url), **kwargs)
+    queue = connect_redis(url)
+    return Runtime(config=config, redis=queue, pieces=connect_pieces(config, queue), **kwargs)
