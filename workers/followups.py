@@ -229,6 +229,21 @@ class Scheduler:
             fired += self._fire(fid, due, now)
         return fired
 
+    def tick(self, longest: float = 1.0) -> float:
+        """Fire what is due, then return how long to sleep: until the next follow-up is due, at most `longest`.
+
+        Sleeping until the earliest due time instead of polling every second fires follow-ups within
+        milliseconds of their due time (one ZRANGE per tick; a follow-up scheduled meanwhile by another
+        process waits at most `longest`).
+        """
+        fired = self.run_once()
+        if fired >= self.batch:
+            return 0.0
+        head = self.rt.redis.zrange(DUE, 0, 0, withscores=True)
+        if not head:
+            return longest
+        return min(longest, max(0.005, head[0][1] - self.rt.clock()))
+
     def _fire(self, fid: str, due: float, now: float) -> int:
         rt = self.rt
         raw = rt.redis.hget(record_key(fid), "data")
@@ -266,7 +281,7 @@ def _handler_factory(rt: Runtime) -> FollowupHandler:
 
 
 def _scheduler_loop(rt: Runtime):  # type: ignore[no-untyped-def]
-    return Scheduler(rt).run_once
+    return Scheduler(rt).tick
 
 
 def register() -> None:

@@ -39,12 +39,16 @@ HANDLERS: list[Callable[[Runtime], EventHandler]] = []
 
 
 def _periodic(stop: threading.Event, name: str, fn: Callable[[], object], interval: float) -> None:
+    """Run `fn` every `interval` seconds; a loop whose `fn` returns a float sleeps that long instead."""
     while not stop.is_set():
+        wait = interval
         try:
-            fn()
+            result = fn()
+            if isinstance(result, float):
+                wait = min(interval, result)
         except Exception:
             log.exception("%s loop failed; retrying in %.0f s", name, interval)
-        stop.wait(interval)
+        stop.wait(wait)
 
 
 def _dispatch_loop(stop: threading.Event, dispatcher: Dispatcher, reclaim_every: float) -> None:

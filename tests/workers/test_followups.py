@@ -188,3 +188,19 @@ def test_due_time_uses_rule_calendar(make_runtime):
     e = event("processed_for_delivery", occurred="2026-10-09T10:00:00+00:00")  # Fri before CA Thanksgiving
     due = followups.due_time(rt.config.followups[0], e, e.occurred_at)
     assert due == datetime(2026, 10, 14, 10, tzinfo=UTC)  # Mon 12 Oct is a holiday in Canada only
+
+
+def test_the_scheduler_sleeps_until_the_next_follow_up_is_due(make_runtime, clock):
+    with LocalHTTPServer(lambda r: Reply(202)) as sg:
+        rt = make_runtime(config(sg.url, ARRIVAL))
+        sched = Scheduler(rt)
+        assert sched.tick() == 1.0  # nothing pending: poll again in a second
+        clock.now = _ts("2026-11-25T15:00:00+00:00")
+        push(rt, event("processed_for_delivery", occurred="2026-11-25T14:00:00+00:00"))
+        dispatch(rt, handlers=[FollowupHandler(rt)])
+        clock.now = _ts("2026-11-30T13:59:59.75+00:00")
+        assert 0.2 < sched.tick() <= 0.25  # due at 14:00:00: wake up right then, not up to 1 s later
+        clock.now = _ts("2026-11-30T14:00:00.01+00:00")
+        assert sched.tick() == 1.0  # fired; nothing else pending
+        drain(rt)
+        assert len(sg.requests) == 1
