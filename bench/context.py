@@ -51,13 +51,17 @@ class Context:
         return env
 
     def _spawn(self, kind: str, workers: int, sink_url: str) -> Server:
+        """Start `postrelay serve` ("postrelay"; "postrelay-info" at the default log level) or a baseline."""
         port = free_port()
-        if kind == "postrelay":
+        env = self.env(sink_url)
+        if kind.startswith("postrelay"):
             argv = python("-m", "postrelay.cli", "serve", "--config", str(CONFIG), "--host", "127.0.0.1",
                           "--port", str(port), "--workers", str(workers))
+            if kind == "postrelay-info":
+                env["POSTRELAY_LOG_LEVEL"] = "INFO"  # its log lines go to its log file, as under systemd
         else:
             argv = python("-m", "bench.baselines", kind, "--port", str(port), "--workers", str(workers))
-        return Server(Proc(f"{kind}-w{workers}-{port}", argv, self.logs, self.env(sink_url)).start(), port)
+        return Server(Proc(f"{kind}-w{workers}-{port}", argv, self.logs, env).start(), port)
 
     @contextmanager
     def servers(self, specs: list[tuple[str, int]], sink_url: str = "") -> Iterator[dict[tuple[str, int], Server]]:
@@ -83,10 +87,11 @@ class Context:
             yield started[(kind, workers)]
 
     @contextmanager
-    def worker(self, sink_url: str) -> Iterator[Proc]:
+    def worker(self, sink_url: str, log_level: str = "WARNING") -> Iterator[Proc]:
         """`postrelay worker`, stopped on exit; waits for its first heartbeat."""
+        env = {**self.env(sink_url), "POSTRELAY_LOG_LEVEL": log_level}
         proc = Proc(f"worker-{int(time.time() * 1000)}", python("-m", "postrelay.cli", "worker", "--config",
-                                                                  str(CONFIG)), self.logs, self.env(sink_url)).start()
+                                                                  str(CONFIG)), self.logs, env).start()
         try:
             deadline = time.monotonic() + 30
             while not self.redis.r.hlen("pr:workers"):

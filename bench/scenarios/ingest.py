@@ -15,16 +15,18 @@ from bench import drivers
 from bench.context import Context, Server
 from bench.report import Row, at_least, at_most
 
-SATURATION_TARGETS = (("bare", 1), ("xadd", 1), ("naive", 1), ("postrelay", 1), ("bare", 2), ("postrelay", 2))
+SATURATION_TARGETS = (("bare", 1), ("xadd", 1), ("naive", 1), ("postrelay", 1), ("postrelay-info", 1), ("bare", 2),
+                      ("postrelay", 2))
 RATE_TARGETS = ("bare", "naive", "postrelay")
 P99_TARGET_RATE = 2000
 P99_TARGET_MS = 15.0
-LABEL = {"bare": "bare Starlette", "xadd": "bare + 1 async XADD", "naive": "naive rq.enqueue", "postrelay": "postrelay"}
+LABEL = {"bare": "bare Starlette", "xadd": "bare + 1 async XADD", "naive": "naive rq.enqueue", "postrelay": "postrelay",
+         "postrelay-info": "postrelay at INFO"}
 STREAM = "pr:{in}:stream"
 
 
 def _stream_len(ctx: Context, kind: str) -> int | None:
-    return int(ctx.redis.r.xlen(STREAM)) if kind == "postrelay" else None
+    return int(ctx.redis.r.xlen(STREAM)) if kind.startswith("postrelay") else None
 
 
 def _check_accepted(result: dict[str, Any], accepted: int | None, answered: int, in_flight: int) -> None:
@@ -52,7 +54,7 @@ def _saturation_round(ctx: Context, servers: dict[tuple[str, int], Server]) -> d
                                p.sat_duration)
         served = sat["warmup_requests"] + sat["requests"]
         sat["server_cpu_us_per_request"] = round((srv.proc.cpu_seconds() - cpu) / max(1, served) * 1e6, 1)
-        if kind != "postrelay":
+        if not kind.startswith("postrelay"):
             sat["wrapped"] = False  # only postrelay dedupes; a baseline sees repeated ids as new requests
         answered = sat["warmup_requests"] + sat["requests"] - sat["errors"]
         _check_accepted(sat, _stream_len(ctx, kind), answered, 2 * p.sat_connections)
@@ -150,6 +152,11 @@ def rows(ctx: Context, res: dict[tuple[str, int], dict[str, Any]]) -> list[Row]:
     out.append(Row(s, "saturation, bare + 1 async XADD, 1 worker (reference)", "req/s", xadd["saturation"]["rps"],
                    "bare Starlette, 1 worker", bare_rps, "", errors=_errors(xadd["saturation"]),
                    note="bare: " + _sat_note(bare["saturation"])))
+    info = res[("postrelay-info", 1)]["saturation"]
+    out.append(Row(s, "saturation, postrelay at INFO (the default: a JSON log line per request), 1 worker", "req/s",
+                   info["rps"], "bare Starlette, 1 worker", bare_rps, "", errors=_errors(info),
+                   note=_sat_note(info) + f"; the rows above run at WARNING ({pr1['saturation']['cpu_us']:.0f} µs "
+                        "per request)"))
     for q in ("p50", "p99"):
         out.append(Row(s, f"saturation latency {q}, postrelay, 1 worker", "ms", pr1["saturation"]["latency_ms"][q],
                        "bare Starlette, 1 worker", bare["saturation"]["latency_ms"][q], "",
