@@ -25,11 +25,13 @@ EXPECTED_ROWS = (  # (section, start of the measurement's name, how many such ro
     ("ingest", "saturation, postrelay, 1 worker", 2),
     ("ingest", "saturation, postrelay, 2 workers", 2),
     ("ingest", "saturation, bare + 1 async XADD", 1),
+    ("ingest", "saturation, postrelay at INFO", 1),
     ("ingest", "saturation latency p", 2),
     ("ingest", "saturation, bare Starlette, 2 workers", 1),
     ("ingest", "@", 3 * len(SMOKE.rates)),  # p50 + p99 of postrelay and p99 of naive at each fixed rate
     ("end-to-end", "@", 4),
-    ("fan-out", "deliveries/s", 1),
+    ("fan-out", "deliveries/s, 1 postrelay worker →", 1),
+    ("fan-out", "deliveries/s, 1 postrelay worker at INFO", 1),
     ("follow-ups", "", 4),  # time to schedule, memory per pending, due → fired p50 and p99
     ("memory", "peak RSS, receiver", 1),
     ("memory", "peak RSS, worker", 1),
