@@ -176,6 +176,8 @@ class StdlibTransport(httpx.BaseTransport):
 def _readable(sock: socket.socket) -> bool:
     """True when an idle keep-alive socket has something to read: the peer closed it (EOF) or misbehaved."""
     try:
-        return bool(select.select([sock], [], [], 0)[0])
+        poller = select.poll()  # not select(): that fails for descriptors above FD_SETSIZE (1024)
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
