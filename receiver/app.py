@@ -26,7 +26,7 @@ from postrelay.config import KNOWN_SOURCES, Config
 from postrelay.redis_url import async_client
 from postrelay.stats import heartbeat_ages
 from postrelay.timeline import read_piece
-from receiver.body import receive_body
+from receiver.body import Deadlines, receive_body
 from receiver.errors import (
     HTTPError,
     http_error_handler,
@@ -55,6 +55,7 @@ class Receiver:
         self.redis = redis
         self.clock = clock
         self.queue = IngestQueue(redis, config.server.dedupe_window)
+        self.body_deadlines = Deadlines(config.server.body_timeout)
         self.prom = ReceiverMetrics(config)
 
     def _source_settings(self, source: str) -> Any:
@@ -109,7 +110,7 @@ class Receiver:
                       receive: Receive) -> tuple[Normalized, int, int]:
         settings = self._source_settings(source)
         server = self.config.server
-        body = await receive_body(receive, headers.get("content-length"), server.max_body_bytes, server.body_timeout)
+        body = await receive_body(receive, headers.get("content-length"), server.max_body_bytes, self.body_deadlines)
         now = self.clock()
         received_at = datetime.fromtimestamp(now, UTC)
         normalized: Normalized
