@@ -92,10 +92,16 @@ class Redactor:
             variants.add(json.dumps(s, ensure_ascii=False)[1:-1])
         ordered = sorted((v for v in variants if v), key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
+        self._needles = tuple(ordered)
 
     def __call__(self, text: str) -> str:
         """`text` with every secret replaced."""
-        return self._pattern.sub(REDACTED, text) if self._pattern else text
+        if self._pattern is None:
+            return text
+        for needle in self._needles:  # substring tests are far cheaper than the regex on a line with no secret
+            if needle in text:
+                return self._pattern.sub(REDACTED, text)
+        return text
 
     @property
     def active(self) -> bool:
@@ -155,6 +161,7 @@ class JsonFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
         self.timestamp = _Timestamps()
+        self._heads: dict[tuple[int, str, str], str] = {}
 
     def format(self, record: logging.LogRecord) -> str:
         """One JSON object, no newlines inside."""
@@ -173,12 +180,18 @@ class JsonFormatter(logging.Formatter):
 
     def format_fields(self, levelno: int, name: str, msg: str, fields: dict[str, Any], created: float) -> str:
         """The line `format` makes for a record of `msg` with `extra=fields` (and no exception)."""
-        line: dict[str, Any] = {"ts": self.timestamp(created), "level": _level_name(levelno), "logger": name,
-                                "msg": msg}
-        for k, v in fields.items():
-            if k not in _JSON_KEYS:
-                line[k] = v
-        return dumps_line(line)
+        if not fields or not _JSON_KEYS.isdisjoint(fields):
+            line: dict[str, Any] = {"ts": self.timestamp(created), "level": _level_name(levelno), "logger": name,
+                                    "msg": msg}
+            line.update((k, v) for k, v in fields.items() if k not in _JSON_KEYS)
+            return dumps_line(line)
+        head = self._heads.get((levelno, name, msg))
+        if head is None:
+            head = _ENCODE({"level": _level_name(levelno), "logger": name, "msg": msg})[1:-1]
+            if len(self._heads) < 256:  # (level, logger, message) of the hot lines: a handful
+                self._heads[(levelno, name, msg)] = head
+        # '{"ts": "…", "level": …, "msg": "…", ' + the fields' object without its opening brace
+        return f'{{"ts": "{self.timestamp(created)}", {head}, {dumps_line(fields)[1:]}'
 
 
 _LEVEL_NAMES: dict[int, str] = {}
