@@ -153,16 +153,22 @@ def require_object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+_NUMBER = (int, float)
+
+
 def opt_str(value: Any, limit: int = 1000) -> str | None:
     """A short string from a scalar (numbers are stringified); None for anything else or empty."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        value = str(value)
-    if isinstance(value, str):
-        value = value.strip()
-        return value[:limit] or None
-    return None
+    if type(value) is not str:  # (the common case, a str, skips every other test: it runs ~17 times per event)
+        if isinstance(value, bool) or value is None:
+            return None
+        if isinstance(value, _NUMBER):
+            value = str(value)
+        elif not isinstance(value, str):
+            return None
+    value = value.strip()
+    if len(value) > limit:
+        value = value[:limit]
+    return value or None
 
 
 def dict_or_empty(value: Any) -> dict[str, Any]:
