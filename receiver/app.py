@@ -13,18 +13,20 @@ from typing import Any
 import redis.exceptions
 from redis.asyncio import Redis
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive
 
 from postrelay import keys
 from postrelay.config import KNOWN_SOURCES, Config
 from postrelay.redis_url import AsyncClient, async_client
 from postrelay.stats import heartbeat_ages
 from postrelay.timeline import read_piece
-from receiver.body import read_body
+from receiver.body import Deadlines, receive_body
 from receiver.errors import (
     HTTPError,
     http_error_handler,
@@ -38,6 +40,7 @@ from receiver.openapi import openapi_json
 from receiver.providers import generic, lob, postalytics, postgrid
 from receiver.providers.base import Normalized
 from receiver.requestlog import RequestLogMiddleware, request_info
+from receiver.webhook import FastWebhooks, WebhookApp
 
 log = logging.getLogger("postrelay.receiver")
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
@@ -63,6 +66,7 @@ class Receiver:
         self.pieces = redis if pieces is None else pieces
         self.clock = clock
         self.queue = IngestQueue(redis, config.server.dedupe_window)
+        self.body_deadlines = Deadlines(config.server.body_timeout)
         self.prom = ReceiverMetrics(config)
 
     def _source_settings(self, source: str) -> Any:
@@ -80,14 +84,23 @@ class Receiver:
                          {"Retry-After": retry_after})
 
     async def webhook(self, request: Request) -> JSONResponse:
-        """POST /webhooks/{source} and /webhooks/postalytics/{token}: ingest, counted and timed in-process."""
-        source = request.path_params.get("source", "postalytics")
+        """POST /webhooks/{source} and /webhooks/postalytics/{token} through Starlette's routing. Requests for a
+        configured source normally take the lean ASGI path (`receiver.webhook`); both end in `ingest_request`."""
+        accepted, duplicates, ignored = await self.ingest_request(
+            request.path_params.get("source", "postalytics"), request.path_params.get("token"), request.headers,
+            request.receive, request_info(request))
+        return JSONResponse({"accepted": accepted, "duplicates": duplicates, "ignored": ignored})
+
+    async def ingest_request(self, source: str, token: str | None, headers: Headers, receive: Receive,
+                             info: dict[str, Any]) -> tuple[int, int, int]:
+        """Ingest one webhook request, counted and timed in-process; (accepted, duplicates, ignored).
+
+        Raises HTTPError for an answer other than 200; adds the request's log fields to `info`."""
         label = source if source in KNOWN_SOURCES else "unknown"
-        info = request_info(request)
         info["source"] = label
         started = time.perf_counter()
         try:
-            normalized, accepted, duplicates = await self._ingest(request, source)
+            normalized, accepted, duplicates = await self._ingest(source, token, headers, receive)
         except HTTPError as exc:
             info["error"] = exc.code
             self.prom.rejected_request(label, exc.code, exc.status)
@@ -102,23 +115,23 @@ class Receiver:
         if normalized.events:
             info["event_ids"] = [e.id for e in normalized.events[:50]]
             info["mailpiece_ids"] = sorted({e.mailpiece.id for e in normalized.events[:50]})
-        return JSONResponse({"accepted": accepted, "duplicates": duplicates, "ignored": normalized.ignored})
+        return accepted, duplicates, normalized.ignored
 
-    async def _ingest(self, request: Request, source: str) -> tuple[Normalized, int, int]:
+    async def _ingest(self, source: str, token: str | None, headers: Headers,
+                      receive: Receive) -> tuple[Normalized, int, int]:
         settings = self._source_settings(source)
         server = self.config.server
-        body = await read_body(request, server.max_body_bytes, server.body_timeout)
+        body = await receive_body(receive, headers.get("content-length"), server.max_body_bytes, self.body_deadlines)
         now = self.clock()
         received_at = datetime.fromtimestamp(now, UTC)
         normalized: Normalized
         if source == "postalytics":
-            token = request.path_params.get("token")
             if not token:
                 raise unauthorized("missing_token", "POST /webhooks/postalytics/{token}: the token is missing")
             normalized = postalytics.normalize(postalytics.verify(body, token, settings), received_at)
         else:
             provider = {"postgrid": postgrid, "lob": lob, "generic": generic}[source]
-            payload = provider.verify(body, request.headers, settings, now)
+            payload = provider.verify(body, headers, settings, now)
             normalized = provider.normalize(payload, received_at)
         try:
             accepted, duplicates = await self.queue.enqueue(normalized.events)
@@ -245,7 +258,7 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
         Route("/metrics", receiver.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
-    app = Starlette(
+    app = WebhookApp(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(RequestLogMiddleware, metrics=receiver.prom)],
@@ -256,4 +269,5 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
         },
     )
     app.state.receiver = receiver
+    app.webhooks = FastWebhooks(receiver)
     return app

@@ -75,15 +75,33 @@ class ReceiverMetrics:
                 for outcome in OUTCOMES:
                     self.events.labels(source, outcome)
                 self.signature_failures.labels(source)
+        # labelled children by label values: `.labels()` takes a lock and builds a tuple on every call
+        self._events: dict[tuple[str, str], Any] = {}
+        self._http: dict[tuple[str, int], Any] = {}
+
+    def _event_counter(self, source: str, outcome: str) -> Any:
+        child = self._events.get((source, outcome))
+        if child is None:
+            child = self._events[(source, outcome)] = self.events.labels(source, outcome)
+        return child
+
+    def http_request(self, path: str, status: int) -> None:
+        """Count one answered HTTP request (`path` is the route label)."""
+        child = self._http.get((path, status))
+        if child is None:
+            child = self.http.labels(path, str(status))
+            if len(self._http) < 1000:  # labels are route templates and status codes: a bounded set anyway
+                self._http[(path, status)] = child
+        child.inc()
 
     def accepted(self, source: str, accepted: int, duplicates: int, ignored: int) -> None:
         """Count one answered webhook."""
         if accepted:
-            self.events.labels(source, "accepted").inc(accepted)
+            self._event_counter(source, "accepted").inc(accepted)
         if duplicates:
-            self.events.labels(source, "duplicate").inc(duplicates)
+            self._event_counter(source, "duplicate").inc(duplicates)
         if ignored:
-            self.events.labels(source, "ignored").inc(ignored)
+            self._event_counter(source, "ignored").inc(ignored)
 
     def rejected_request(self, source: str, reason: str, status: int) -> None:
         """Count one refused webhook request (4xx or 5xx)."""

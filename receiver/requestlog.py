@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from postrelay.config import KNOWN_SOURCES
-from postrelay.logs import redact_path
+from postrelay.logs import log_fields, redact_path
 from receiver.metrics import ReceiverMetrics
 
 log = logging.getLogger("postrelay.http")
@@ -71,14 +71,19 @@ class RequestLogMiddleware:
             raise
         finally:
             label = route_label(scope)
-            self.metrics.http.labels(label, str(status)).inc()
-            if status >= 500:
-                level = logging.WARNING
-            elif label in QUIET:
-                level = logging.DEBUG
-            else:
-                level = logging.INFO
-            if log.isEnabledFor(level):
-                log.log(level, "request", extra={
-                    "method": scope.get("method"), "path": redact_path(scope.get("path", "")), "route": label,
-                    "status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2), **info})
+            self.metrics.http_request(label, status)
+            log_request(scope.get("method"), scope.get("path", ""), label, status, started, info)
+
+
+def log_request(method: str | None, path: str, label: str, status: int, started: float, info: dict[str, Any]) -> None:
+    """The request's log line: WARNING for 5xx, DEBUG for probes, INFO otherwise (see `postrelay.logs.log_fields`)."""
+    if status >= 500:
+        level = logging.WARNING
+    elif label in QUIET:
+        level = logging.DEBUG
+    else:
+        level = logging.INFO
+    if log.isEnabledFor(level):
+        log_fields(log, level, "request", {
+            "method": method, "path": redact_path(path), "route": label, "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2), **info})
