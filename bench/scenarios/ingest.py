@@ -50,8 +50,9 @@ def _saturation_round(ctx: Context, servers: dict[tuple[str, int], Server]) -> d
     for (kind, workers), srv in servers.items():
         ctx.redis.reset()
         cpu = srv.proc.cpu_seconds()
-        sat = drivers.saturate(srv.port, ctx.ingest.path, ctx.ingest.count, 0, p.sat_connections, p.sat_warmup,
-                               p.sat_duration)
+        # the same concurrency per server process: a 2-process server gets twice the connections
+        sat = drivers.saturate(srv.port, ctx.ingest.path, ctx.ingest.count, 0, p.sat_connections * workers,
+                               p.sat_warmup, p.sat_duration)
         served = sat["warmup_requests"] + sat["requests"]
         sat["server_cpu_us_per_request"] = round((srv.proc.cpu_seconds() - cpu) / max(1, served) * 1e6, 1)
         if not kind.startswith("postrelay"):
