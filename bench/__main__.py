@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
               else "bench.loadgen (closed loop at saturation, open loop at fixed rates; wrk not installed)")
     machine = machine_info(str(raw.get("redis_version", "?")), driver)
     machine["postrelay processes"] = ("POSTRELAY_LOG_LEVEL=WARNING (the default, INFO, writes one JSON line per request "
-                                      "and per delivery; see bench/RESULTS.md for its cost), bench/bench.toml")
+                                      "and per delivery; the \"at INFO\" rows measure it), bench/bench.toml")
     load = raw.get("loadavg") or {}
     if load:
         machine["load average (1/5/15 min)"] = (f"start {' / '.join(f'{x:.2f}' for x in load['start'])}, "
