@@ -37,6 +37,7 @@ from adapters.base import DeliveryContext, Outcome, redact
 from postrelay import stats
 from postrelay.events import CanonicalEvent
 from postrelay.keys import circuit as circuit_key
+from postrelay.logs import log_fields
 from workers import dlq, runtime
 from workers.circuit import _probe_key as circuit_probe_key
 from workers.policy import next_attempt
@@ -549,7 +550,7 @@ def _run(rt: Runtime, adapter: Any, key: str, seq: str, event_id: str, record: d
         nxt = head[0].decode() if isinstance(head[0], bytes) else head[0]
         if nxt:
             _start(rt, seq, nxt)
-        log.info("delivered", extra={**fields, "outcome": "ok", "remote_id": outcome.remote_id})
+        log_fields(log, logging.INFO, "delivered", {**fields, "outcome": "ok", "remote_id": outcome.remote_id})
         return "ok"
     if outcome.status == "permanent":
         _dead(rt, key, seq, event_id, record, detail, attempts, "permanent", fields)
@@ -565,8 +566,8 @@ def _run(rt: Runtime, adapter: Any, key: str, seq: str, event_id: str, record: d
     stats.count_delivery(pipe, dest, "retry")
     pipe.execute()
     enqueue(rt, key, seq, decision.delay)
-    log.info("delivery failed; will retry", extra={**fields, "outcome": "retry", "detail": detail,
-                                                    "retry_in_s": round(decision.delay, 1)})
+    log_fields(log, logging.INFO, "delivery failed; will retry",
+               {**fields, "outcome": "retry", "detail": detail, "retry_in_s": round(decision.delay, 1)})
     return "retry"
 
 
