@@ -22,7 +22,7 @@ from rq import Queue
 
 from adapters import adapter_class
 from adapters.base import Adapter
-from adapters.transport import StdlibTransport
+from adapters.client import relay_client
 from postrelay import keys
 from postrelay.config import Config
 from workers.circuit import CircuitBreaker
@@ -72,8 +72,7 @@ class Runtime:
         if self.pieces is None:
             self.pieces = self.redis
         if self.client is None:
-            self.client = httpx.Client(timeout=self.config.delivery.timeout, follow_redirects=False,
-                                       transport=StdlibTransport())
+            self.client = relay_client(self.config.delivery.timeout)
         if not self.adapters:
             self.adapters = build_adapters(self.config, self.client)
         self.rates = {n: parse_rate(d.rate_limit) for n, d in self.config.destinations.items() if d.rate_limit}

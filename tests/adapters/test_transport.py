@@ -220,3 +220,25 @@ def test_tls_verifies_the_certificate(server_factory):
 def test_unsupported_scheme_is_refused(client):
     with pytest.raises(httpx.UnsupportedProtocol):
         client.get("ftp://127.0.0.1/file")
+
+
+def test_the_relay_client_keeps_no_cookies_between_deliveries(server_factory):
+    from adapters.client import relay_client
+
+    seen: list[bytes] = []
+
+    def serve(conn: socket.socket) -> None:
+        while (req := read_request(conn)) is not None:
+            seen.append(req)
+            conn.sendall(ok(extra=b"Set-Cookie: sid=s3cr3t; Path=/\r\n"))
+
+    srv = server_factory(serve)
+    with relay_client(2.0) as c:
+        for _ in range(2):
+            assert c.post(f"http://127.0.0.1:{srv.port}/hook", content=b"x").status_code == 200
+        assert len(c.cookies) == 0
+    assert len(seen) == 2 and b"cookie:" not in seen[1].lower()
+    with httpx.Client(transport=StdlibTransport()) as plain:  # what httpx alone would have done
+        plain.post(f"http://127.0.0.1:{srv.port}/hook", content=b"x")
+        plain.post(f"http://127.0.0.1:{srv.port}/hook", content=b"x")
+    assert b"cookie: sid=s3cr3t" in seen[-1].lower()
