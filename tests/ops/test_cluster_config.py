@@ -151,3 +151,19 @@ def test_worker_runtime_and_status_use_both_stores(cluster_url, redis_url, redis
         assert rt.pieces is rt.redis and pieces_store(rt) is None  # one Redis: one client, nothing changes
     finally:
         rt.close()
+
+
+def test_the_receivers_asyncio_client_keeps_the_python_reply_parser():
+    """hiredis is installed for the worker; the asyncio path measured slower with it (bench/RESULTS.md)."""
+    import asyncio
+
+    from redis._parsers import _AsyncRESP2Parser, _AsyncRESP3Parser
+
+    from postrelay.redis_url import async_client
+
+    resp3 = async_client("redis://127.0.0.1:1/0", 0.5)
+    resp2 = async_client("redis://127.0.0.1:1/0?protocol=2", 0.5)
+    assert resp3.connection_pool.connection_kwargs["parser_class"] is _AsyncRESP3Parser
+    assert resp2.connection_pool.connection_kwargs["parser_class"] is _AsyncRESP2Parser
+    asyncio.run(resp3.aclose())
+    asyncio.run(resp2.aclose())
