@@ -34,7 +34,7 @@ class Profile:
 
 
 FULL = Profile(
-    name="full", requests=100_000, sat_connections=32, sat_warmup=1.0, sat_duration=4.0, sat_rounds=3,
+    name="full", requests=100_000, sat_connections=32, sat_warmup=1.0, sat_duration=4.0, sat_rounds=5,
     rates=(500, 2000, 5000), rate_warmup=1.0, rate_duration=4.0, rate_rounds=3, drain=5.0,
     e2e_rate=500, e2e_low_rate=50, e2e_warmup=1.0, e2e_duration=6.0, e2e_drain=60.0, second_wave=1000,
     fanout_events=3000, fanout_timeout=90.0, followups=100_000, followups_fired=2000,
