@@ -52,3 +52,20 @@ def cluster_url(redis_cluster: RedisCluster) -> str:
     """The cluster's `redis+cluster://` URL, every node flushed."""
     redis_cluster.flushall()
     return redis_cluster.url
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Undo `setup_logging` (root handlers and level) after a test."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+    for h in handlers:
+        if h not in root.handlers:
+            root.addHandler(h)
+    root.setLevel(level)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.receiver.harness import make_service
@@ -37,23 +35,6 @@ class Scrape:
     def has(self, name: str, **labels: str) -> bool:
         """Whether the sample exists."""
         return (name, frozenset(labels.items())) in self.samples
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """Undo `setup_logging` (root handlers and level) after a test."""
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-    for h in handlers:
-        if h not in root.handlers:
-            root.addHandler(h)
-    root.setLevel(level)
 
 
 def merge_config(*parts: dict[str, Any]) -> dict[str, Any]:

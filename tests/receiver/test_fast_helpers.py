@@ -170,21 +170,6 @@ FIELDS = {"method": "POST", "path": "/webhooks/postgrid", "route": "/webhooks/po
 
 
 @pytest.fixture
-def restore_logging() -> Any:
-    """Undo `setup_logging` (root handlers and level) after a test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-    for h in handlers:
-        if h not in root.handlers:
-            root.addHandler(h)
-    root.setLevel(level)
-
-
-@pytest.fixture
 def only_our_handler(restore_logging: Any) -> Any:
     """Root with postrelay's handler alone (pytest's capture handlers removed for the test)."""
     root = logging.getLogger()
