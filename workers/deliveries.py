@@ -57,6 +57,19 @@ redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
 redis.call('ZADD', KEYS[1], 'NX', ARGV[4], ARGV[3] .. '|' .. head)
 return 1
 """
+# Lua: pop `event_id` (and copies of it, a re-staged duplicate) off the head of sequence list `seq`; returns
+# the new head (false when the list is empty). The head moves only when it is this event.
+_POP_HEAD = """
+local function pop_head(seq, event_id)
+  local h = redis.call('LINDEX', seq, 0)
+  if h == event_id then
+    redis.call('LPOP', seq)
+    while redis.call('LINDEX', seq, 0) == event_id do redis.call('LPOP', seq) end
+    h = redis.call('LINDEX', seq, 0)
+  end
+  return h
+end
+"""
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 # Two scripts make the common attempt two round trips (plus the HTTP call). Their keys span several slots
 # (a delivery's `{K}` keys, its sequence, its destination's pause flag and breaker, the shared zsets): fine,
@@ -85,7 +98,7 @@ return {'run', rec, redis.call('HGETALL', KEYS[3])}
 # KEYS: done, record, lock, inflight, jobs, breaker, probe, seq (or the record key), then one per stats op.
 # ARGV: done json, retention, key, token, cooldown, event id, seq, destination, next deadline, stats ops
 # count, then (command, field, amount) per stats op.
-_COMPLETE_OK = """
+_COMPLETE_OK = _POP_HEAD + """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 local n = tonumber(ARGV[10])
 for i = 1, n do
@@ -99,12 +112,7 @@ end
 redis.call('DEL', KEYS[7])
 local head = ''
 if ARGV[7] ~= '' then
-  local h = redis.call('LINDEX', KEYS[8], 0)
-  if h == ARGV[6] then
-    redis.call('LPOP', KEYS[8])
-    while redis.call('LINDEX', KEYS[8], 0) == ARGV[6] do redis.call('LPOP', KEYS[8]) end
-    h = redis.call('LINDEX', KEYS[8], 0)
-  end
+  local h = pop_head(KEYS[8], ARGV[6])
   if h then
     head = h
     redis.call('ZADD', KEYS[4], ARGV[9], ARGV[8] .. '|' .. h)
@@ -123,14 +131,8 @@ BATCH_JOB = "workers.deliveries.deliver_batch"
 JOB_RETRY = Retry(max=6, interval=[2, 10, 30, 120, 600, 1800])
 
 # KEYS: seq list. ARGV: event id. Pops the head if it is this event, returns the new head (or '').
-_ADVANCE = """
-local head = redis.call('LINDEX', KEYS[1], 0)
-if head == ARGV[1] then
-  redis.call('LPOP', KEYS[1])
-  while redis.call('LINDEX', KEYS[1], 0) == ARGV[1] do redis.call('LPOP', KEYS[1]) end
-  head = redis.call('LINDEX', KEYS[1], 0)
-end
-return head or ''
+_ADVANCE = _POP_HEAD + """
+return pop_head(KEYS[1], ARGV[1]) or ''
 """
 
 
