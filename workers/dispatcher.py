@@ -64,10 +64,6 @@ class RelayHandler:
             return []
         return stage_batch(pipe, self.rt, items)
 
-    def rollback(self) -> None:
-        """The transaction failed: nothing was stored, start nothing."""
-        self._local = []
-
     def committed(self) -> None:
         """Start the deliveries staged for this process's executor."""
         started, self._local = self._local, []
@@ -150,12 +146,7 @@ class Dispatcher:
         ids = [eid for eid, _ in entries]
         pipe.xack(keys.INGEST_STREAM, keys.INGEST_GROUP, *ids)
         pipe.xdel(keys.INGEST_STREAM, *ids)
-        try:
-            pipe.execute()
-        except BaseException:
-            for handler in self.handlers:  # nothing was stored: forget what the handlers meant to start
-                getattr(handler, "rollback", lambda: None)()
-            raise
+        pipe.execute()  # if it fails, nothing starts: the next `stage` replaces what was staged
         for handler in self.handlers:
             committed = getattr(handler, "committed", None)
             if committed is not None:
