@@ -34,6 +34,15 @@ def _duration(value: Any) -> float:
     return parse_seconds(value)
 
 
+class NamedToken(_Strict):
+    """`[[server.tokens]]`: a named API token with a role: `read` (look) or `operate` (also replay, pause, cancel,
+    mint links, send mail). `[server] api_token` is an `operate` token named `api_token`."""
+
+    name: str = Field(min_length=1, max_length=64)
+    token: str = Field(min_length=16)
+    role: Literal["read", "operate"] = "read"
+
+
 class ServerConfig(_Strict):
     """`[server]`: where to listen, which Redis, the read-API token and ingest limits."""
 
@@ -44,6 +53,7 @@ class ServerConfig(_Strict):
     # redis_url. Required (and not a cluster) when redis_url is a Redis Cluster, which then holds only mailpieces.
     queue_url: str | None = None
     api_token: str | None = None
+    tokens: list[NamedToken] = Field(default_factory=list)
     data_dir: str = ".postrelay"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     body_timeout: float = 10.0

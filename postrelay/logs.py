@@ -52,6 +52,7 @@ def config_secrets(config: Config) -> list[str]:
     if sources.postalytics is not None:
         found.extend(sources.postalytics.all_tokens)
     found.append(config.server.api_token or "")
+    found.extend(t.token for t in config.server.tokens)
     for url in (config.server.redis_url or "", config.server.queue_url or ""):
         m = _URL_PASSWORD.match(url)
         if m:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +25,7 @@ from postrelay.config import KNOWN_SOURCES, Config
 from postrelay.redis_url import AsyncClient, async_client
 from postrelay.stats import heartbeat_ages
 from postrelay.timeline import read_piece
+from receiver.auth import Principal, Role, bearer
 from receiver.body import Deadlines, receive_body
 from receiver.errors import (
     HTTPError,
@@ -145,16 +145,8 @@ class Receiver:
             raise
         return normalized, accepted, duplicates
 
-    def _check_token(self, request: Request) -> None:
-        expected = self.config.server.api_token
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if not expected:
-            raise unauthorized("api_disabled", "the read API needs [server] api_token in the config")
-        if scheme.lower() != "bearer" or not token:
-            raise unauthorized("missing_token", "send Authorization: Bearer <api_token>")
-        if not hmac.compare_digest(expected.encode(), token.strip().encode()):
-            raise unauthorized("invalid_token", "the bearer token is not valid")
+    def _check_token(self, request: Request, role: Role = "read") -> Principal:
+        return bearer(self.config.server, request.headers, role)
 
     async def mailpiece(self, request: Request) -> JSONResponse:
         """GET /v1/mailpieces/{source}/{mailpiece_id}: the piece's stage and its timeline."""
