@@ -48,3 +48,28 @@ def piece_events(source: str, piece_id: str) -> str:
 def piece_types(source: str, piece_id: str) -> str:
     """Set of the canonical event types a mailpiece has had (follow-up `unless` checks)."""
     return f"{PREFIX}:piece:{{{source}:{piece_id}}}:types"
+
+
+def link(token: str) -> str:
+    """Hash with a tracking link's record (target, campaign, ref, expiry, revocation, binding)."""
+    return f"{PREFIX}:link:{{{token}}}"
+
+
+def link_held(token: str) -> str:
+    """Sorted set of a link's visits recorded before it was bound to a piece (event JSON by occurrence)."""
+    return f"{PREFIX}:link:{{{token}}}:held"
+
+
+def link_ref(ref: str) -> str:
+    """Set of the not-yet-bound link tokens minted with the user's key `ref`."""
+    return f"{PREFIX}:link:ref:{{{ref}}}"
+
+
+def link_visitor_key(period: int) -> str:
+    """The random key of one rotation period for hashing link visitors (expires two periods later)."""
+    return f"{PREFIX}:link:vkey:{period}"
+
+
+def link_collapse(token: str, kind: str, visitor: str) -> str:
+    """Ingest marker id collapsing one client's repeated visits to a link (passed to `seen`)."""
+    return f"lnk:{token}:{kind}:{visitor}"

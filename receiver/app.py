@@ -1,4 +1,4 @@
-"""The ASGI application: webhook ingest, the mailpiece read API, health, readiness and metrics."""
+"""The ASGI application: webhook ingest, the mailpiece read API, tracking links, health, readiness and metrics."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ from receiver.errors import (
     unhandled_error_handler,
 )
 from receiver.ingest import IngestQueue
+from receiver.links import LinkVisits
+from receiver.links_api import LinksAPI
 from receiver.metrics import CONTENT_TYPE, ReceiverMetrics, read_redis_state, redis_down_families, redis_families
 from receiver.openapi import openapi_json
 from receiver.providers import generic, lob, postalytics, postgrid
@@ -233,6 +235,7 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
     if pieces_client is None and server.split_stores and server.redis_url:
         pieces_client = async_client(server.redis_url, server.redis_timeout)
     receiver = Receiver(config, redis_client, clock, pieces_client)
+    links = LinksAPI(receiver)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -245,6 +248,12 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
         Route("/webhooks/postalytics/{token}", receiver.webhook, methods=["POST"]),
         Route("/webhooks/{source}", receiver.webhook, methods=["POST"]),
         Route("/v1/mailpieces/{source}/{mailpiece_id:path}", receiver.mailpiece, methods=["GET"]),
+        Route("/v1/links", links.mint, methods=["POST"]),
+        Route("/v1/links/batch", links.mint_batch, methods=["POST"]),
+        Route("/v1/links/{token}", links.show, methods=["GET"]),
+        Route("/v1/links/{token}", links.revoke, methods=["DELETE"]),
+        Route("/v1/links/{token}/goal", links.goal, methods=["POST"]),
+        Route("/v1/links/{token}/qr.{kind}", links.qr, methods=["GET"]),
         Route("/healthz", receiver.healthz, methods=["GET"]),
         Route("/readyz", receiver.readyz, methods=["GET"]),
         Route("/metrics", receiver.metrics, methods=["GET"]),
@@ -262,4 +271,5 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
     )
     app.state.receiver = receiver
     app.webhooks = FastWebhooks(receiver)
+    app.links = LinkVisits(receiver)
     return app

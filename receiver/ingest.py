@@ -21,13 +21,16 @@ from redis.asyncio import Redis
 from postrelay import keys
 from postrelay.events import CanonicalEvent
 
+# KEYS: the ingest stream, then one dedupe marker per event.
+# ARGV: the default marker TTL, one event JSON per marker, then (optional) one TTL per marker overriding it.
 _ENQUEUE = """
 local flags = {}
 local ttl = ARGV[1]
-for i = 2, #KEYS do
+local n = #KEYS
+for i = 2, n do
   if redis.call('EXISTS', KEYS[i]) == 0 then
     redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
-    redis.call('SET', KEYS[i], '1', 'EX', ttl)
+    redis.call('SET', KEYS[i], '1', 'EX', ARGV[n + i - 1] or ttl)
     flags[i - 1] = '1'
   else
     flags[i - 1] = '0'
@@ -37,7 +40,9 @@ return table.concat(flags)
 """
 MAX_BATCH_EVENTS = 500
 
-_Waiter = tuple[Sequence[CanonicalEvent], "asyncio.Future[tuple[int, int]]"]
+Marker = tuple[str, int]
+"""(marker id, TTL seconds): what makes an event a duplicate, when it is not its own id within the window."""
+_Waiter = tuple[Sequence[CanonicalEvent], Sequence[Marker] | None, "asyncio.Future[tuple[int, int]]"]
 
 
 class IngestQueue:
@@ -50,15 +55,18 @@ class IngestQueue:
         self._pending: list[_Waiter] = []
         self._flushing = False
 
-    async def enqueue(self, events: Sequence[CanonicalEvent]) -> tuple[int, int]:
+    async def enqueue(self, events: Sequence[CanonicalEvent],
+                      markers: Sequence[Marker] | None = None) -> tuple[int, int]:
         """Queue events not seen within the dedupe window; returns (accepted, duplicates).
 
+        `markers` (one per event) replace the dedupe marker (the event id, for the dedupe window) by another id
+        and TTL: tracking-link visits collapse one client's repeats within `[links] collapse_window` this way.
         Raises the Redis error when the store is unreachable: then nothing of this request was marked seen.
         """
         if not events:
             return 0, 0
         future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
-        self._pending.append((events, future))
+        self._pending.append((events, markers, future))
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._flush_all())
@@ -77,12 +85,18 @@ class IngestQueue:
             self._flushing = False
 
     async def _flush(self, batch: list[_Waiter]) -> None:
-        events = [e for evs, _ in batch for e in evs]
+        events = [e for evs, _, _ in batch for e in evs]
+        args: list[object] = [self.ttl, *(e.model_dump_json() for e in events)]
+        if any(markers for _, markers, _ in batch):
+            ids = [m for evs, markers, _ in batch for m in (markers or [(e.id, self.ttl) for e in evs])]
+            args.extend(ttl for _, ttl in ids)
+            marker_keys = [keys.seen(mid) for mid, _ in ids]
+        else:
+            marker_keys = [keys.seen(e.id) for e in events]
         try:
-            flags = await self._script(keys=[keys.INGEST_STREAM, *(keys.seen(e.id) for e in events)],
-                                       args=[self.ttl, *(e.model_dump_json() for e in events)])
+            flags = await self._script(keys=[keys.INGEST_STREAM, *marker_keys], args=args)
         except BaseException as exc:  # every waiter gets the error (503 to the provider, which retries)
-            for _, future in batch:
+            for _, _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
@@ -90,7 +104,7 @@ class IngestQueue:
             return
         flags = flags.decode() if isinstance(flags, bytes) else str(flags)
         pos = 0
-        for evs, future in batch:
+        for evs, _, future in batch:
             mine = flags[pos:pos + len(evs)]
             pos += len(evs)
             if not future.done():

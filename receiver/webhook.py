@@ -17,11 +17,14 @@ the same behaviour, and hands everything else to Starlette unchanged:
   Starlette's `ServerErrorMiddleware` with the app's handler (500, `Connection: close`) and re-raised, so
   uvicorn logs the traceback and closes the connection;
 - the request log line and `postrelay_http_requests_total{path,status}`, as `RequestLogMiddleware` does.
+
+`serve_lean` is that answering shell; tracking-link visits (`receiver.links`) go through it too.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -66,53 +69,75 @@ class FastWebhooks:
     async def handle(self, scope: Scope, receive: Receive, send: Send, source: str, token: str | None,
                      label: str) -> None:
         """Answer one webhook POST."""
-        started = time.perf_counter()
-        info: dict[str, Any] = {}
-        status = 500  # also what is counted and logged if the task is cancelled, as RequestLogMiddleware does
-        response_started = False
-        try:
-            try:
-                accepted, duplicates, ignored = await self.receiver.ingest_request(
-                    source, token, Headers(scope=scope), receive, info)
-            except HTTPError as exc:
-                status = exc.status
-                response_started = True
-                await error_response(exc.status, exc.code, exc.detail, exc.headers)(scope, receive, send)
-            else:
-                status = 200
-                body = b'{"accepted":%d,"duplicates":%d,"ignored":%d}' % (accepted, duplicates, ignored)
-                response_started = True
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [(b"content-length", b"%d" % len(body)), _JSON]})
-                await send({"type": "http.response.body", "body": body})
-        except Exception as exc:
-            status = 500
-            info.setdefault("error", "internal_error")
-            self._count_and_log(scope, label, status, started, info)
-            label = ""  # counted and logged
-            if not response_started:  # as ServerErrorMiddleware does with the app's 500 handler
-                await (await unhandled_error_handler(None, exc))(scope, receive, send)  # type: ignore[arg-type]
-            raise
-        finally:
-            if label:
-                self._count_and_log(scope, label, status, started, info)
+        async def work(info: dict[str, Any]) -> Answer:
+            accepted, duplicates, ignored = await self.receiver.ingest_request(
+                source, token, Headers(scope=scope), receive, info)
+            body = b'{"accepted":%d,"duplicates":%d,"ignored":%d}' % (accepted, duplicates, ignored)
+            return 200, [(b"content-length", b"%d" % len(body)), _JSON], body
 
-    def _count_and_log(self, scope: Scope, label: str, status: int, started: float, info: dict[str, Any]) -> None:
-        self.receiver.prom.http_request(label, status)
-        log_request(scope["method"], scope["path"], label, status, started, info)
+        await serve_lean(self.receiver.prom, scope, receive, send, label, work)
+
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""(status, headers, body) of a lean answer."""
+
+
+async def serve_lean(prom: Any, scope: Scope, receive: Receive, send: Send, label: str,
+                     work: Callable[[dict[str, Any]], Awaitable[Answer]]) -> None:
+    """Answer a request taken from Starlette with `work`'s (status, headers, body), as Starlette would.
+
+    `work` fills the log line's fields in the dict it gets and may raise `HTTPError` (answered as JSON, e.g.
+    503 with `Retry-After`); an unexpected exception is answered 500 (`Connection: close`) and re-raised. The
+    request is counted (`postrelay_http_requests_total{path=label}`) and logged like `RequestLogMiddleware`.
+    """
+    started = time.perf_counter()
+    info: dict[str, Any] = {}
+    status = 500  # also what is counted and logged if the task is cancelled, as RequestLogMiddleware does
+    response_started = False
+    try:
+        try:
+            status, headers, body = await work(info)
+        except HTTPError as exc:
+            status = exc.status
+            response_started = True
+            await error_response(exc.status, exc.code, exc.detail, exc.headers)(scope, receive, send)
+        else:
+            response_started = True
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+    except Exception as exc:
+        status = 500
+        info.setdefault("error", "internal_error")
+        _count_and_log(prom, scope, label, status, started, info)
+        label = ""  # counted and logged
+        if not response_started:  # as ServerErrorMiddleware does with the app's 500 handler
+            await (await unhandled_error_handler(None, exc))(scope, receive, send)  # type: ignore[arg-type]
+        raise
+    finally:
+        if label:
+            _count_and_log(prom, scope, label, status, started, info)
+
+
+def _count_and_log(prom: Any, scope: Scope, label: str, status: int, started: float, info: dict[str, Any]) -> None:
+    prom.http_request(label, status)
+    log_request(scope["method"], scope["path"], label, status, started, info)
 
 
 class WebhookApp(Starlette):
-    """The Starlette app, with webhook POSTs for configured sources answered by `FastWebhooks` first."""
+    """The Starlette app, with webhook POSTs for configured sources answered by `FastWebhooks` first, and
+    tracking-link visits (`GET`/`HEAD /t/…`) by `links` (`receiver.links.LinkVisits`)."""
 
     webhooks: FastWebhooks | None = None
+    links: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        webhooks = self.webhooks
-        if webhooks is not None and scope["type"] == "http" and scope["method"] == "POST":
-            route = webhooks.match(scope)
-            if route is not None:
-                scope["app"] = self
-                await webhooks.handle(scope, receive, send, *route)
-                return
+        if scope["type"] == "http":
+            method = scope["method"]
+            lean = self.webhooks if method == "POST" else self.links if method in ("GET", "HEAD") else None
+            if lean is not None:
+                route = lean.match(scope)
+                if route is not None:
+                    scope["app"] = self
+                    await lean.handle(scope, receive, send, *route)
+                    return
         await super().__call__(scope, receive, send)

@@ -169,7 +169,8 @@ def lock_key(key: str) -> str:
 
 def seq_key(dest: str, event: CanonicalEvent) -> str:
     """Per (destination, mailpiece) FIFO of event ids."""
-    return f"pr:seq:{{{dest}:{event.source}:{event.mailpiece.id}}}"
+    source, piece_id = event.piece_key
+    return f"pr:seq:{{{dest}:{source}:{piece_id}}}"
 
 
 def paused_key(dest: str) -> str:

@@ -1,6 +1,8 @@
 """The ingest-stream consumer: timeline first, then routing and follow-ups, then acknowledge.
 
-Entries are read with a consumer group. For a batch, the mailpiece timelines are updated (idempotent),
+Entries are read with a consumer group. For a batch, tracking links are resolved first (a piece event binds
+its links, a visit moves onto its link's piece: `postrelay.stores.link_binding`), then the mailpiece
+timelines are updated (idempotent),
 every handler stages its durable effects (delivery records and RQ jobs, follow-up schedules) into one
 MULTI/EXEC transaction together with XACK+XDEL, so an entry is acknowledged exactly when its effects are
 stored. Entries of a consumer that died are reclaimed with XAUTOCLAIM after `claim_idle` seconds.
@@ -21,6 +23,7 @@ from redis.client import Pipeline
 
 from postrelay import keys, stats
 from postrelay.events import CanonicalEvent
+from postrelay.stores.link_binding import LinkBinder, is_attached
 from postrelay.timeline import TimelineWriter
 from workers.deliveries import run_or_submit, stage_batch, stage_local
 from workers.routing import destinations_for
@@ -56,7 +59,8 @@ class RelayHandler:
     def stage(self, pipe: Pipeline, events: Sequence[CanonicalEvent]) -> list[Any]:
         """Stage deliveries for every destination whose routes match."""
         self._local = []
-        items = [(dest, event) for event in events for dest in destinations_for(event, self.rt.config.routes)]
+        items = [(dest, event) for event in events if not is_attached(event)
+                 for dest in destinations_for(event, self.rt.config.routes)]
         if not items:
             return []
         if self.rt.executor is not None:
@@ -92,6 +96,7 @@ class Dispatcher:
         self.block_ms = block_ms
         self.claim_idle_ms = int(claim_idle * 1000)
         self.timeline = TimelineWriter(rt.pieces, rt.config.server.timeline_retention)
+        self.links = LinkBinder(rt.redis)
         ensure_group(rt.redis)
 
     def reclaim(self) -> int:
@@ -133,7 +138,7 @@ class Dispatcher:
                 events.append(CanonicalEvent.model_validate_json(raw))
             except ValidationError:
                 poison.append((entry_id, raw))
-        applied = self.timeline.apply_many(events)
+        applied = self.timeline.apply_many(self.links.resolve(events))  # links bound, visits moved to pieces
         pipe = r.pipeline(transaction=True)
         jobs: list[Any] = []
         for handler in self.handlers:
@@ -142,7 +147,8 @@ class Dispatcher:
             self.rt.queue.enqueue_many(jobs, pipeline=pipe)
         for entry_id, raw in poison:
             pipe.rpush(POISON, json.dumps({"entry": entry_id.decode(), "raw": raw.decode(errors="replace")}))
-        stats.count_events(pipe, applied, self.rt.clock())  # per type: /metrics and `postrelay status`
+        # per type: /metrics and `postrelay status` (a held visit attached to its piece was counted when it came)
+        stats.count_events(pipe, [e for e in applied if not is_attached(e)], self.rt.clock())
         ids = [eid for eid, _ in entries]
         pipe.xack(keys.INGEST_STREAM, keys.INGEST_GROUP, *ids)
         pipe.xdel(keys.INGEST_STREAM, *ids)

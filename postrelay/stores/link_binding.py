@@ -1,0 +1,203 @@
+"""Binding links to pieces where events are applied (the worker's dispatcher, before the timeline).
+
+For one batch of events, in stream order, one pipeline of scripts:
+- a piece event whose metadata carries `postrelay_link` (= a token) or `ref` (= a link's `ref`) binds every
+  such link that is not bound yet (a `ref` match also needs the same campaign when both name one), copying the
+  piece's kind, country, recipient and metadata into the link; the visits the link held are returned, and
+  are added to the batch right after that event as copies attached to the piece, in their order;
+- a visit (`source = links`) of a bound link is rewritten to its piece (timeline, follow-ups, routes and
+  CRMs then see the piece's visit); a visit of a link not bound yet stays on the link's own timeline
+  (`links`/<token>), flows to routes as it is, and is held for a later binding.
+
+Everything is idempotent, so a batch processed again after a crash gives the same result: held visits are
+kept (a zset of event JSON), and the event that bound a link (`bound_by`) gets them again. The attached
+copies carry `metadata.postrelay.attached` (the original event id): they go to the piece's timeline and
+follow-ups, but not to routes or the event counters a second time (`is_attached`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from postrelay import keys
+from postrelay.events import CanonicalEvent, event_id
+from postrelay.stores.links import LINK_SOURCE, TOKEN_RE, from_hash, piece_fields
+
+# KEYS: link hash, held zset. ARGV: score (occurred_at epoch), event JSON.
+# A bound link: its hash as a flat list. Not bound: the visit is held (kept as long as the link); {}.
+_VISIT = """
+if redis.call('HEXISTS', KEYS[1], 'piece_id') == 1 then
+  return redis.call('HGETALL', KEYS[1])
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -2 then return {} end
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return {}
+"""
+# KEYS: the ref's token set (a placeholder when ARGV[2] is '').
+# ARGV: token or '', ref or '', piece source, piece id, kind, country, campaign, recipient JSON, metadata JSON,
+#       now, binding event id, link key prefix, link key suffix, held key suffix, ref key prefix, ref key suffix.
+# Returns a flat list: token, number of held visits n, then n visit JSONs, for each link this event binds.
+_BIND = """
+local candidates = {}
+if ARGV[1] ~= '' then candidates[#candidates + 1] = {ARGV[1], false} end
+if ARGV[2] ~= '' then
+  for _, t in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    if t ~= ARGV[1] then candidates[#candidates + 1] = {t, true} end
+  end
+end
+local out = {}
+for _, c in ipairs(candidates) do
+  local t, by_ref = c[1], c[2]
+  local lk = ARGV[12] .. t .. ARGV[13]
+  local f = redis.call('HMGET', lk, 'target', 'piece_source', 'piece_id', 'bound_by', 'campaign', 'ref')
+  local give = false
+  if f[1] and not f[2] then
+    if not (by_ref and f[5] and ARGV[7] ~= '' and f[5] ~= ARGV[7]) then
+      redis.call('HSET', lk, 'piece_source', ARGV[3], 'piece_id', ARGV[4], 'bound_at', ARGV[10], 'bound_by', ARGV[11])
+      if f[6] then redis.call('SREM', ARGV[15] .. f[6] .. ARGV[16], t) end
+      give = true
+    end
+  elseif f[1] and f[2] == ARGV[3] and f[3] == ARGV[4] then
+    if f[4] == 'mint' then redis.call('HSET', lk, 'bound_by', ARGV[11]) end
+    give = (f[4] == 'mint' or f[4] == ARGV[11])
+  end
+  if give then
+    if ARGV[5] ~= '' then redis.call('HSET', lk, 'piece_kind', ARGV[5]) end
+    if ARGV[6] ~= '' then redis.call('HSET', lk, 'piece_country', ARGV[6]) end
+    redis.call('HSET', lk, 'recipient', ARGV[8], 'metadata', ARGV[9])
+    local held = redis.call('ZRANGE', lk .. ARGV[14], 0, -1)
+    out[#out + 1] = t
+    out[#out + 1] = #held
+    for _, v in ipairs(held) do out[#out + 1] = v end
+  end
+end
+return out
+"""
+
+
+def _split(key: str) -> tuple[str, str]:
+    head, _, tail = key.partition("\0")
+    return head, tail
+
+
+_LINK_KEY = _split(keys.link("\0"))
+_HELD_SUFFIX = keys.link_held("\0").partition("\0")[2].removeprefix(_LINK_KEY[1])
+_REF_KEY = _split(keys.link_ref("\0"))
+
+
+def is_attached(event: CanonicalEvent) -> bool:
+    """True for a held visit's copy attached to its piece at binding (routes and counters skip it)."""
+    detail = event.metadata.get("postrelay")
+    return event.source == LINK_SOURCE and isinstance(detail, dict) and "attached" in detail
+
+
+def _bound(event: CanonicalEvent) -> bool:
+    detail = event.metadata.get("postrelay")
+    return isinstance(detail, dict) and bool(detail.get("piece_source"))
+
+
+def _binding_keys(event: CanonicalEvent) -> tuple[str, str]:
+    """(token, ref) named by a piece event's metadata ('' when absent or unusable)."""
+    token = event.metadata.get("postrelay_link")
+    ref = event.metadata.get("ref")
+    token = token if isinstance(token, str) and TOKEN_RE.match(token) else ""
+    ref = ref if isinstance(ref, str) and 0 < len(ref) <= 200 else ""
+    return token, ref
+
+
+def rewrite(event: CanonicalEvent, raw_link: dict[Any, Any], token: str) -> CanonicalEvent:
+    """A visit event moved onto the piece its link is bound to (same id, type and times)."""
+    link = from_hash(token, raw_link)
+    if link is None or not link.bound:
+        return event
+    detail = event.metadata.get("postrelay")
+    fields = piece_fields(link, token, {k: v for k, v in (detail if isinstance(detail, dict) else {}).items()})
+    return event.model_copy(update=fields)
+
+
+def _attached_copy(held: CanonicalEvent, raw_link: dict[Any, Any], token: str) -> CanonicalEvent:
+    moved = rewrite(held, raw_link, token)
+    src, pid = moved.piece_key
+    sid = f"{held.source_event_id}@{src}:{pid}"
+    meta = dict(moved.metadata)
+    meta["postrelay"] = {**meta.get("postrelay", {}), "attached": held.id}
+    return moved.model_copy(update={"id": event_id(LINK_SOURCE, sid, held.type.value), "source_event_id": sid,
+                                    "metadata": meta})
+
+
+class LinkBinder:
+    """Resolves links in a batch of events (sync; the queue Redis, where links live)."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self._visit = redis.register_script(_VISIT)
+        self._bind = redis.register_script(_BIND)
+
+    def resolve(self, events: Sequence[CanonicalEvent]) -> list[CanonicalEvent]:
+        """The batch with visits moved onto their pieces and held visits attached after the binding event."""
+        calls: list[tuple[int, str, str]] = []  # (index, "visit" | "bind", token)
+        pipe = self.redis.pipeline(transaction=False)
+        for i, event in enumerate(events):
+            if event.source == LINK_SOURCE:
+                token = event.metadata.get("postrelay_link")
+                if _bound(event) or not isinstance(token, str) or not TOKEN_RE.match(token):
+                    continue
+                self._visit(keys=[keys.link(token), keys.link_held(token)],
+                            args=[event.occurred_at.timestamp(), event.model_dump_json()], client=pipe)
+                calls.append((i, "visit", token))
+                continue
+            token, ref = _binding_keys(event)
+            if not token and not ref:
+                continue
+            meta = {k: v for k, v in event.metadata.items() if k != "postrelay"}
+            campaign = event.mailpiece.campaign_id or event.metadata.get("campaign_id") or ""
+            self._bind(keys=[keys.link_ref(ref)],
+                       args=[token, ref, event.source, event.mailpiece.id, event.mailpiece.kind or "",
+                             event.mailpiece.country or event.recipient.country or "",
+                             campaign if isinstance(campaign, str) else "",
+                             event.recipient.model_dump_json(), json.dumps(meta, default=str),
+                             repr(event.received_at.timestamp()), event.id, *_LINK_KEY, _HELD_SUFFIX, *_REF_KEY], client=pipe)
+            calls.append((i, "bind", token))
+        if not calls:
+            return list(events)
+        results = dict(zip((i for i, _, _ in calls), zip(calls, pipe.execute(), strict=True), strict=True))
+        out: list[CanonicalEvent] = []
+        for i, event in enumerate(events):
+            if i not in results:
+                out.append(event)
+                continue
+            (_, kind, token), answer = results[i]
+            if kind == "visit":
+                out.append(rewrite(event, _pairs(answer), token) if answer else event)
+                continue
+            out.append(event)
+            out.extend(self._attach(answer))
+        return out
+
+    def _attach(self, answer: list[Any]) -> list[CanonicalEvent]:
+        """Attached copies of the held visits of each link a piece event bound."""
+        copies: list[CanonicalEvent] = []
+        pos = 0
+        while pos < len(answer):
+            token = _text(answer[pos])
+            n = int(answer[pos + 1])
+            held = answer[pos + 2:pos + 2 + n]
+            pos += 2 + n
+            if not held:
+                continue
+            raw_link = self.redis.hgetall(keys.link(token))
+            for raw in held:
+                copies.append(_attached_copy(CanonicalEvent.model_validate_json(raw), raw_link, token))
+        return copies
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pairs(flat: list[Any]) -> dict[bytes, bytes]:
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}

@@ -1,0 +1,221 @@
+"""`GET /t/{token}` and `GET /t/{token}/goal`: the tracking-link redirect, on the lean path beside webhooks.
+
+A visit is answered after its `purl_opened` (`/goal`: `purl_completed`) event is in Redis, through the same
+`IngestQueue` as webhooks (one coalesced script call; its marker collapses one client's repeats within
+`[links] collapse_window`). The visitor is always answered:
+- Redis down or failing: redirected all the same (the link record from this process's cache), the visit
+  counted as `missed` in `postrelay_link_visits_total`; a link this process never read goes to
+  `[links] fallback_url`, else a small "try again" page;
+- HEAD, prefetch and known scanners (`receiver.linkbots`): redirected, no event, counted apart;
+- unknown or malformed token: the same 404 for both; expired or revoked: `fallback_url` or a small 410 page;
+  a target whose host is no longer in `allowed_hosts` is treated as revoked. Pages are HTML for browsers
+  (`Accept: text/html`), the usual JSON error otherwise.
+Visitors are told apart by an HMAC of address and User-Agent under a random key replaced every
+`visitor_key_rotation` (`receiver.visitors`); neither the address nor the hash is put in an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.exceptions
+
+from postrelay import keys
+from postrelay.events import EventType
+from postrelay.linktargets import host_allowed
+from postrelay.stores.links import TOKEN_RE, Link, from_hash, visit_event
+from receiver.linkbots import inspect, is_scanner
+from receiver.visitors import VisitorKeys
+from receiver.webhook import Answer, serve_lean
+
+log = logging.getLogger("postrelay.links")
+REDIS_FAILURES = (redis.exceptions.RedisError, OSError)
+_PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
+          b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+_NO_STORE = (b"cache-control", b"no-store")
+_LABELS = {"open": "/t/{token}", "goal": "/t/{token}/goal"}
+_TYPES = {"open": EventType.PURL_OPENED, "goal": EventType.PURL_COMPLETED}
+_PAGES = {
+    404: ("Link not found", "This link does not exist. Check the address, or scan the code again."),
+    410: ("Link no longer active", "This link has expired or was withdrawn by its sender."),
+    503: ("Please try again", "This link cannot be opened right now. Please try again in a minute."),
+}
+_CODES = {404: "not_found", 410: "link_gone", 503: "temporarily_unavailable"}
+MAX_CACHE = 100_000
+MAX_READ_BATCH = 500
+
+
+def page(status: int, html: bool) -> Answer:
+    """A small page (HTML for browsers, else the usual JSON error) for an unusable link."""
+    title, text = _PAGES[status]
+    if html:
+        body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+                f'content="width=device-width"><title>{title}</title></head><body style="font-family:sans-serif;'
+                f'max-width:32em;margin:4em auto;padding:0 1em"><h1>{title}</h1><p>{text}</p></body></html>').encode()
+        ctype = b"text/html; charset=utf-8"
+    else:
+        body = b'{"error":"%s","detail":"%s"}' % (_CODES[status].encode(), text.encode())
+        ctype = b"application/json"
+    headers = [(b"content-type", ctype), (b"content-length", b"%d" % len(body)), _NO_STORE]
+    if status == 503:
+        headers.append((b"retry-after", b"60"))
+    return status, headers, body
+
+
+def redirect(location: str) -> Answer:
+    """302 to `location` (a stored, validated target), never cached so every visit comes back here."""
+    return 302, [(b"location", location.encode("ascii")), (b"content-length", b"0"), _NO_STORE], b""
+
+
+def pixel() -> Answer:
+    """A 1x1 transparent GIF (a goal reached on a page that embeds it)."""
+    return 200, [(b"content-type", b"image/gif"), (b"content-length", b"%d" % len(_PIXEL)), _NO_STORE], _PIXEL
+
+
+class LinkVisits:
+    """Matches and answers `/t/…` GET and HEAD requests for one `Receiver`."""
+
+    def __init__(self, receiver: Any) -> None:
+        self.receiver = receiver
+        self.config = receiver.config.links
+        self.redis = receiver.redis
+        self.visitors = VisitorKeys(receiver.redis, self.config.visitor_key_rotation)
+        self._cache: dict[str, tuple[Link, float]] = {}
+        self._reads: list[tuple[str, asyncio.Future[Any]]] = []
+        self._reading = False
+        self._read_task: asyncio.Task[None] | None = None
+
+    def match(self, scope: Any) -> tuple[str, str, str] | None:
+        """(token, kind, route label) for any path under `/t/` (malformed tokens get the same 404)."""
+        path: str = scope["path"]
+        if not path.startswith("/t/") or scope.get("root_path"):
+            return None
+        token = path[3:]
+        kind = "open"
+        if token.endswith("/goal"):
+            token, kind = token[:-5], "goal"
+        return token, kind, _LABELS[kind]
+
+    async def handle(self, scope: Any, receive: Any, send: Any, token: str, kind: str, label: str) -> None:
+        """Answer one visit."""
+        async def work(info: dict[str, Any]) -> Answer:
+            return await self.answer(scope, token, kind, info)
+
+        await serve_lean(self.receiver.prom, scope, receive, send, label, work)
+
+    def forget(self, token: str) -> None:
+        """Drop a cached record (after a revocation in this process)."""
+        self._cache.pop(token, None)
+
+    async def answer(self, scope: Any, token: str, kind: str, info: dict[str, Any]) -> Answer:
+        """The answer to one `/t/` request; records the visit when it is a person's."""
+        prom = self.receiver.prom
+        agent, html, prefetch = inspect(scope["headers"])
+        if not TOKEN_RE.match(token):
+            prom.link(kind, "not_found")
+            return page(404, html)
+        now = self.receiver.clock()
+        link, down = await self._lookup(token, now)
+        if link is None:
+            if down:
+                prom.link(kind, "missed")
+                info["link_outcome"] = "missed"
+                fallback = self.config.fallback_url
+                return redirect(fallback) if fallback else page(503, html)
+            prom.link(kind, "not_found")
+            return page(404, html)
+        info["link"] = token
+        if link.status(now) != "active" or not host_allowed(_host(link.target), self.config.allowed_hosts):
+            prom.link(kind, "gone")
+            info["link_outcome"] = "gone"
+            fallback = self.config.fallback_url
+            return redirect(fallback) if fallback else page(410, html)
+        answer = redirect(link.goal_url) if kind == "goal" and link.goal_url else (
+            pixel() if kind == "goal" else redirect(link.target))
+        reason = "head" if scope["method"] == "HEAD" else "prefetch" if prefetch else (
+            "scanner" if agent is not None and is_scanner(agent) else None)
+        if reason is not None:
+            prom.link(kind, reason, non_human=True)
+            info["link_outcome"] = reason
+            return answer
+        outcome = await self._record(link, kind, now, scope, agent)
+        prom.link(kind, outcome)
+        info["link_outcome"] = outcome
+        return answer
+
+    async def _record(self, link: Link, kind: str, now: float, scope: Any, agent: str | None) -> str:
+        """Put the visit's event in the ingest stream: `recorded`, `collapsed` or `missed` (Redis failing)."""
+        visit_id = f"{link.token}.{kind}.{secrets.token_hex(8)}"
+        event = visit_event(link, _TYPES[kind], datetime.fromtimestamp(now, UTC), visit_id)
+        window = int(self.config.collapse_window)
+        try:
+            markers = None
+            if window > 0:
+                client = scope.get("client")
+                visitor = await self.visitors.visitor(now, client[0] if client else "", agent or "")
+                markers = [(keys.link_collapse(link.token, kind, visitor), window)]
+            accepted, _ = await self.receiver.queue.enqueue([event], markers)
+        except REDIS_FAILURES as exc:
+            log.warning("link visit not recorded (redis: %s); visitor redirected", type(exc).__name__)
+            return "missed"
+        return "recorded" if accepted else "collapsed"
+
+    async def _lookup(self, token: str, now: float) -> tuple[Link | None, bool]:
+        """(the link or None, Redis failed): a fresh cached record, else Redis, else a stale cached one."""
+        cached = self._cache.get(token)
+        if cached is not None and now - cached[1] < self.config.cache_ttl:
+            return cached[0], False
+        try:
+            raw = await self._read(token)
+        except REDIS_FAILURES as exc:
+            log.warning("link lookup failed (redis: %s)", type(exc).__name__)
+            return (cached[0] if cached is not None else None), True
+        link = from_hash(token, raw)
+        if link is None:
+            self._cache.pop(token, None)
+        elif self.config.cache_ttl > 0:
+            if len(self._cache) >= MAX_CACHE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[token] = (link, now)
+        return link, False
+
+    async def _read(self, token: str) -> Any:
+        """HGETALL of the link, coalesced with concurrent visits' reads into one pipeline."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._reads.append((token, future))
+        if not self._reading:
+            self._reading = True
+            self._read_task = loop.create_task(self._flush_reads())
+        return await future
+
+    async def _flush_reads(self) -> None:
+        try:
+            while self._reads:
+                batch, self._reads = self._reads[:MAX_READ_BATCH], self._reads[MAX_READ_BATCH:]
+                pipe = self.redis.pipeline(transaction=False)
+                for token, _ in batch:
+                    pipe.hgetall(keys.link(token))
+                try:
+                    results = await pipe.execute()
+                except BaseException as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, future), raw in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(raw)
+        finally:
+            self._reading = False
+
+
+def _host(url: str) -> str:
+    rest = url.split("://", 1)[-1]
+    return rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rsplit(":", 1)[0]
