@@ -12,6 +12,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from receiver import openapi_links
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -122,6 +124,7 @@ def document() -> dict[str, Any]:
                                       "responses": {"200": {"description": "OpenAPI 3.1",
                                                             "content": {"application/json": {
                                                                 "schema": {"type": "object"}}}}}}},
+            **openapi_links.paths(),
         },
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
