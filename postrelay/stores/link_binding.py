@@ -1,6 +1,7 @@
 """Binding links to pieces where events are applied (the worker's dispatcher, before the timeline).
 
-For one batch of events, in stream order, one pipeline of scripts:
+For one batch of events, in stream order, one pipeline of scripts (`postrelay/lua/link_visit.lua`,
+`link_bind.lua`):
 - a piece event whose metadata carries `postrelay_link` (= a token) or `ref` (= a link's `ref`) binds every
   such link that is not bound yet (a `ref` match also needs the same campaign when both name one), copying the
   piece's kind, country, recipient and metadata into the link; the visits the link held are returned, and
@@ -23,60 +24,8 @@ from typing import Any
 
 from postrelay import keys
 from postrelay.events import CanonicalEvent, event_id
+from postrelay.scripts import lua
 from postrelay.stores.links import LINK_SOURCE, TOKEN_RE, from_hash, piece_fields
-
-# KEYS: link hash, held zset. ARGV: score (occurred_at epoch), event JSON.
-# A bound link: its hash as a flat list. Not bound: the visit is held (kept as long as the link); {}.
-_VISIT = """
-if redis.call('HEXISTS', KEYS[1], 'piece_id') == 1 then
-  return redis.call('HGETALL', KEYS[1])
-end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl == -2 then return {} end
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-return {}
-"""
-# KEYS: the ref's token set (a placeholder when ARGV[2] is '').
-# ARGV: token or '', ref or '', piece source, piece id, kind, country, campaign, recipient JSON, metadata JSON,
-#       now, binding event id, link key prefix, link key suffix, held key suffix, ref key prefix, ref key suffix.
-# Returns a flat list: token, number of held visits n, then n visit JSONs, for each link this event binds.
-_BIND = """
-local candidates = {}
-if ARGV[1] ~= '' then candidates[#candidates + 1] = {ARGV[1], false} end
-if ARGV[2] ~= '' then
-  for _, t in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-    if t ~= ARGV[1] then candidates[#candidates + 1] = {t, true} end
-  end
-end
-local out = {}
-for _, c in ipairs(candidates) do
-  local t, by_ref = c[1], c[2]
-  local lk = ARGV[12] .. t .. ARGV[13]
-  local f = redis.call('HMGET', lk, 'target', 'piece_source', 'piece_id', 'bound_by', 'campaign', 'ref')
-  local give = false
-  if f[1] and not f[2] then
-    if not (by_ref and f[5] and ARGV[7] ~= '' and f[5] ~= ARGV[7]) then
-      redis.call('HSET', lk, 'piece_source', ARGV[3], 'piece_id', ARGV[4], 'bound_at', ARGV[10], 'bound_by', ARGV[11])
-      if f[6] then redis.call('SREM', ARGV[15] .. f[6] .. ARGV[16], t) end
-      give = true
-    end
-  elseif f[1] and f[2] == ARGV[3] and f[3] == ARGV[4] then
-    if f[4] == 'mint' then redis.call('HSET', lk, 'bound_by', ARGV[11]) end
-    give = (f[4] == 'mint' or f[4] == ARGV[11])
-  end
-  if give then
-    if ARGV[5] ~= '' then redis.call('HSET', lk, 'piece_kind', ARGV[5]) end
-    if ARGV[6] ~= '' then redis.call('HSET', lk, 'piece_country', ARGV[6]) end
-    redis.call('HSET', lk, 'recipient', ARGV[8], 'metadata', ARGV[9])
-    local held = redis.call('ZRANGE', lk .. ARGV[14], 0, -1)
-    out[#out + 1] = t
-    out[#out + 1] = #held
-    for _, v in ipairs(held) do out[#out + 1] = v end
-  end
-end
-return out
-"""
 
 
 def _split(key: str) -> tuple[str, str]:
@@ -134,8 +83,8 @@ class LinkBinder:
 
     def __init__(self, redis: Any) -> None:
         self.redis = redis
-        self._visit = redis.register_script(_VISIT)
-        self._bind = redis.register_script(_BIND)
+        self._visit = lua("link_visit")
+        self._bind = lua("link_bind")
 
     def resolve(self, events: Sequence[CanonicalEvent]) -> list[CanonicalEvent]:
         """The batch with visits moved onto their pieces and held visits attached after the binding event."""
@@ -146,8 +95,8 @@ class LinkBinder:
                 token = event.metadata.get("postrelay_link")
                 if _bound(event) or not isinstance(token, str) or not TOKEN_RE.match(token):
                     continue
-                self._visit(keys=[keys.link(token), keys.link_held(token)],
-                            args=[event.occurred_at.timestamp(), event.model_dump_json()], client=pipe)
+                self._visit(pipe, keys=[keys.link(token), keys.link_held(token)],
+                            args=[event.occurred_at.timestamp(), event.model_dump_json()])
                 calls.append((i, "visit", token))
                 continue
             token, ref = _binding_keys(event)
@@ -155,12 +104,12 @@ class LinkBinder:
                 continue
             meta = {k: v for k, v in event.metadata.items() if k != "postrelay"}
             campaign = event.mailpiece.campaign_id or event.metadata.get("campaign_id") or ""
-            self._bind(keys=[keys.link_ref(ref)],
+            self._bind(pipe, keys=[keys.link_ref(ref)],
                        args=[token, ref, event.source, event.mailpiece.id, event.mailpiece.kind or "",
                              event.mailpiece.country or event.recipient.country or "",
                              campaign if isinstance(campaign, str) else "",
                              event.recipient.model_dump_json(), json.dumps(meta, default=str),
-                             repr(event.received_at.timestamp()), event.id, *_LINK_KEY, _HELD_SUFFIX, *_REF_KEY], client=pipe)
+                             repr(event.received_at.timestamp()), event.id, *_LINK_KEY, _HELD_SUFFIX, *_REF_KEY])
             calls.append((i, "bind", token))
         if not calls:
             return list(events)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from postrelay import keys
 from postrelay.events import EventType
 from postrelay.linkconfig import LinksConfig
+from postrelay.stores import followups as fu_store
 from postrelay.stores import links as store
 from tests.support.http_server import LocalHTTPServer
 from tests.workers.conftest import dispatch, drain, event, push
@@ -131,10 +132,10 @@ def test_visit_cancels_the_second_postcard(make_runtime, clock):
             push(rt, event("delivered", piece=piece, metadata={"postrelay_link": token},
                            occurred="2026-11-20T10:00:00+00:00"))
         dispatch(rt, handlers=handlers)
-        assert {p["mailpiece"] for p in followups.pending(rt)} == {"ltr_v", "ltr_i"}
+        assert {p["mailpiece"] for p in fu_store.pending(rt.redis)} == {"ltr_v", "ltr_i"}
         push(rt, _visit(rt, visited, T0 + timedelta(days=3)))
         dispatch(rt, handlers=handlers)
-        assert [p["mailpiece"] for p in followups.pending(rt)] == ["ltr_i"]
+        assert [p["mailpiece"] for p in fu_store.pending(rt.redis)] == ["ltr_i"]
         clock.now = (T0 + timedelta(days=15)).timestamp()
         assert followups.Scheduler(rt).run_once() == 1
         drain(rt)
@@ -152,6 +153,6 @@ def test_held_visit_attached_later_also_cancels(make_runtime, clock):
     d.run_once(block_ms=10)
     push(rt, event("delivered", piece="ltr_late", metadata={"ref": "late"}, occurred="2026-11-19T10:00:00+00:00"))
     d.run_once(block_ms=10)
-    assert followups.pending(rt) == []  # the piece already had its visit when the delivery arrived
+    assert fu_store.pending(rt.redis) == []  # the piece already had its visit when the delivery arrived
     types = {t.decode() for t in rt.redis.smembers(keys.piece_types("lob", "ltr_late"))}
     assert types == {"delivered", "purl_opened"}
