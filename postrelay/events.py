@@ -92,7 +92,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line/paragraph separators
 
 
 class Mailpiece(BaseModel):
@@ -113,7 +113,7 @@ class Mailpiece(BaseModel):
         # The id is part of the read API's URL and of Redis keys: a newline or other control character could be
         # stored but never read back (`GET /v1/mailpieces/{source}/{id}`), so it is refused at ingest.
         if _CONTROL.search(v):
-            raise ValueError("must not contain control characters (newline, tab, NUL, ...)")
+            raise ValueError("must not contain control characters (newline, tab, NUL, U+2028, ...)")
         return v
 
 
