@@ -13,11 +13,11 @@ import pytest
 from postrelay import cli, keys
 from postrelay.config import ConfigError, parse_config
 from postrelay.events import FILTER_FIELDS, EventType
+from postrelay.stores import followups as fu_store
 from tests.receiver.harness import make_service  # noqa: F401  (fixture)
 from tests.support import payloads as P
 from tests.support.http_server import LocalHTTPServer
 from tests.workers.conftest import dispatch, drain
-from workers import followups
 from workers.followups import FollowupHandler
 from workers.routing import destinations_for
 
@@ -82,7 +82,7 @@ def test_followup_where_reads_the_piece(make_service, make_runtime) -> None:  # 
     for order_id in ("letter_us_2", "letter_ca_2"):
         svc.post_postgrid(sdk_visit(order_id, f"event_visit_{order_id}"))
     dispatch(rt, handlers=[FollowupHandler(rt)])
-    assert [p["id"] for p in followups.pending(rt)] == ["thanks-us|postgrid|letter_us_2"]
+    assert [p["id"] for p in fu_store.pending(rt.redis)] == ["thanks-us|postgrid|letter_us_2"]
 
 
 def postalytics_canadian(event_type: int, event_date: str, *, with_to: bool) -> dict:
@@ -107,7 +107,7 @@ def test_canadian_postalytics_mail_gets_its_estimated_followup(make_service, mak
     dispatch(rt, handlers=[FollowupHandler(rt)])
     svc.post_postalytics(postalytics_canadian(11, "2026-06-26T09:00:00", with_to=to_on_mailed))
     dispatch(rt, handlers=[FollowupHandler(rt)])
-    [pending] = followups.pending(rt)
+    [pending] = fu_store.pending(rt.redis)
     assert pending["id"] == "arrival|postalytics|pa-ca-0001"
     assert pending["estimated"] is True  # Canada Post sends no scans: timed from `mailed` + CA transit
 
