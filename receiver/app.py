@@ -24,6 +24,7 @@ from postrelay import keys
 from postrelay.config import KNOWN_SOURCES, Config
 from postrelay.redis_url import AsyncClient, async_client
 from postrelay.stats import heartbeat_ages
+from postrelay.stores.links import LINK_SOURCE
 from postrelay.timeline import read_piece
 from receiver.auth import Principal, Role, bearer
 from receiver.body import Deadlines, receive_body
@@ -154,8 +155,9 @@ class Receiver:
         """GET /v1/mailpieces/{source}/{mailpiece_id}: the piece's stage and its timeline."""
         self._check_token(request)
         source, piece_id = request.path_params["source"], request.path_params["mailpiece_id"]
-        if source not in KNOWN_SOURCES:  # source names hold no `:`, so `{source:id}` keys cannot be ambiguous
-            raise HTTPError(404, "unknown_source", f"unknown source {source[:40]!r}; known: {', '.join(KNOWN_SOURCES)}")
+        readable = (*KNOWN_SOURCES, LINK_SOURCE)  # `links`: a tracking link's own timeline, while not bound
+        if source not in readable:  # source names hold no `:`, so `{source:id}` keys cannot be ambiguous
+            raise HTTPError(404, "unknown_source", f"unknown source {source[:40]!r}; known: {', '.join(readable)}")
         try:
             piece = await read_piece(self.pieces, source, piece_id)
         except PIECE_ERRORS as exc:
