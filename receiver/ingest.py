@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from postrelay import keys
 from postrelay.events import CanonicalEvent
@@ -30,20 +32,32 @@ Marker = tuple[str, int]
 _Waiter = tuple[Sequence[CanonicalEvent], Sequence[Marker] | None, "asyncio.Future[tuple[int, int]]"]
 
 
+_Read = tuple[str, "asyncio.Future[bytes | None]"]
+
+
 class IngestQueue:
-    """Durable, idempotent hand-off from the receiver to the workers."""
+    """Durable, idempotent hand-off from the receiver to the workers.
+
+    `get` lets the request path read a key (a tracking link's record) in the same coalesced round trip: the
+    reads waiting when a call goes out travel in one pipeline with that call's script.
+    """
 
     def __init__(self, redis: Redis, dedupe_window: float) -> None:
         self.redis = redis
         self.ttl = max(1, int(dedupe_window))
-        self._script = lua("ingest_enqueue").register(redis)
+        self._lua = lua("ingest_enqueue")
+        self._script = self._lua.register(redis)
         self._pending: list[_Waiter] = []
+        self._reads: list[_Read] = []
         self._flushing = False
+        self._task: asyncio.Task[None] | None = None
 
     async def enqueue(self, events: Sequence[CanonicalEvent],
                       markers: Sequence[Marker] | None = None) -> tuple[int, int]:
         """Queue events not seen within the dedupe window; returns (accepted, duplicates).
 
+        An event is a `CanonicalEvent`, or anything with its `id` and `model_dump_json()` (a tracking-link visit
+        is serialized without a model: `postrelay.stores.links.VisitJSON`).
         `markers` (one per event) replace the dedupe marker (the event id, for the dedupe window) by another id
         and TTL: tracking-link visits collapse one client's repeats within `[links] collapse_window` this way.
         Raises the Redis error when the store is unreachable: then nothing of this request was marked seen.
@@ -52,24 +66,36 @@ class IngestQueue:
             return 0, 0
         future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
         self._pending.append((events, markers, future))
+        self._start()
+        return await future
+
+    async def get(self, key: str) -> bytes | None:
+        """GET `key`, in the next round trip (shared with queued events and other reads)."""
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._reads.append((key, future))
+        self._start()
+        return await future
+
+    def _start(self) -> None:
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush_all())
-        return await future
+            self._task = asyncio.get_running_loop().create_task(self._flush_all())
 
     async def _flush_all(self) -> None:
         try:
-            while self._pending:
+            while self._pending or self._reads:
                 batch, size = [], 0
                 while self._pending and (not batch or size + len(self._pending[0][0]) <= MAX_BATCH_EVENTS):
                     waiter = self._pending.pop(0)
                     batch.append(waiter)
                     size += len(waiter[0])
-                await self._flush(batch)
+                reads, self._reads = self._reads[:MAX_BATCH_EVENTS], self._reads[MAX_BATCH_EVENTS:]
+                await self._flush(batch, reads)
         finally:
             self._flushing = False
 
-    async def _flush(self, batch: list[_Waiter]) -> None:
+    def _call(self, batch: list[_Waiter]) -> tuple[list[str], list[object]]:
+        """KEYS and ARGV of the script for `batch`."""
         events = [e for evs, _, _ in batch for e in evs]
         args: list[object] = [self.ttl, *(e.model_dump_json() for e in events)]
         if any(markers for _, markers, _ in batch):
@@ -78,14 +104,47 @@ class IngestQueue:
             marker_keys = [keys.seen(mid) for mid, _ in ids]
         else:
             marker_keys = [keys.seen(e.id) for e in events]
+        return [keys.INGEST_STREAM, *marker_keys], args
+
+    async def _round_trip(self, batch: list[_Waiter], reads: list[_Read]) -> tuple[Any, list[Any]]:
+        """(script reply or None, read replies): the script alone, or one pipeline with the reads."""
+        call = self._call(batch) if batch else None
+        if not reads:
+            assert call is not None
+            return await self._script(keys=call[0], args=call[1]), []
+        pipe = self.redis.pipeline(transaction=False)
+        for key, _ in reads:
+            pipe.get(key)
+        if call is not None:
+            pipe.execute_command("EVALSHA", self._lua.sha, len(call[0]), *call[0], *call[1])
+        replies = await pipe.execute(raise_on_error=False)
+        values = replies[:len(reads)]
+        for value in values:
+            if isinstance(value, Exception):
+                raise value
+        if call is None:
+            return None, values
+        flags = replies[-1]
+        if isinstance(flags, NoScriptError):  # a restarted Redis forgot it: load it and run it again
+            flags = await self._script(keys=call[0], args=call[1])
+        elif isinstance(flags, Exception):
+            raise flags
+        return flags, values
+
+    async def _flush(self, batch: list[_Waiter], reads: list[_Read]) -> None:
         try:
-            flags = await self._script(keys=[keys.INGEST_STREAM, *marker_keys], args=args)
+            flags, values = await self._round_trip(batch, reads)
         except BaseException as exc:  # every waiter gets the error (503 to the provider, which retries)
-            for _, _, future in batch:
+            for future in [f for _, _, f in batch] + [f for _, f in reads]:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
+            return
+        for (_, read), value in zip(reads, values, strict=True):
+            if not read.done():
+                read.set_result(value)
+        if not batch:
             return
         flags = flags.decode() if isinstance(flags, bytes) else str(flags)
         pos = 0

@@ -2,7 +2,8 @@
 
 A visit is answered after its `purl_opened` (`/goal`: `purl_completed`) event is in Redis, through the same
 `IngestQueue` as webhooks (one coalesced script call; its marker collapses one client's repeats within
-`[links] collapse_window`). The visitor is always answered:
+`[links] collapse_window`). The link's record is read through that queue too: the reads of new visits ride in
+the same pipeline as the script call of earlier ones, so a visit costs no round trip of its own. The visitor is always answered:
 - Redis down or failing: redirected all the same (the link record from this process's cache), the visit
   counted as `missed` in `postrelay_link_visits_total`; a link this process never read goes to
   `[links] fallback_url`, else a small "try again" page;
@@ -16,7 +17,6 @@ Visitors are told apart by an HMAC of address and User-Agent under a random key 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from datetime import UTC, datetime
@@ -27,7 +27,7 @@ import redis.exceptions
 from postrelay import keys
 from postrelay.events import EventType
 from postrelay.linktargets import host_allowed
-from postrelay.stores.links import TOKEN_RE, Link, from_hash, visit_event
+from postrelay.stores.links import TOKEN_RE, Link, from_json, visit_json
 from receiver.linkbots import inspect, is_scanner
 from receiver.visitors import VisitorKeys
 from receiver.webhook import Answer, serve_lean
@@ -46,7 +46,6 @@ _PAGES = {
 }
 _CODES = {404: "not_found", 410: "link_gone", 503: "temporarily_unavailable"}
 MAX_CACHE = 100_000
-MAX_READ_BATCH = 500
 
 
 def page(status: int, html: bool) -> Answer:
@@ -85,9 +84,6 @@ class LinkVisits:
         self.redis = receiver.redis
         self.visitors = VisitorKeys(receiver.redis, self.config.visitor_key_rotation)
         self._cache: dict[str, tuple[Link, float]] = {}
-        self._reads: list[tuple[str, asyncio.Future[Any]]] = []
-        self._reading = False
-        self._read_task: asyncio.Task[None] | None = None
 
     def match(self, scope: Any) -> tuple[str, str, str] | None:
         """(token, kind, route label) for any path under `/t/` (malformed tokens get the same 404)."""
@@ -150,7 +146,7 @@ class LinkVisits:
     async def _record(self, link: Link, kind: str, now: float, scope: Any, agent: str | None) -> str:
         """Put the visit's event in the ingest stream: `recorded`, `collapsed` or `missed` (Redis failing)."""
         visit_id = f"{link.token}.{kind}.{secrets.token_hex(8)}"
-        event = visit_event(link, _TYPES[kind], datetime.fromtimestamp(now, UTC), visit_id)
+        event = visit_json(link, _TYPES[kind], datetime.fromtimestamp(now, UTC), visit_id)
         window = int(self.config.collapse_window)
         try:
             markers = None
@@ -158,7 +154,7 @@ class LinkVisits:
                 client = scope.get("client")
                 visitor = await self.visitors.visitor(now, client[0] if client else "", agent or "")
                 markers = [(keys.link_collapse(link.token, kind, visitor), window)]
-            accepted, _ = await self.receiver.queue.enqueue([event], markers)
+            accepted, _ = await self.receiver.queue.enqueue([event], markers)  # type: ignore[list-item]
         except REDIS_FAILURES as exc:
             log.warning("link visit not recorded (redis: %s); visitor redirected", type(exc).__name__)
             return "missed"
@@ -174,7 +170,7 @@ class LinkVisits:
         except REDIS_FAILURES as exc:
             log.warning("link lookup failed (redis: %s)", type(exc).__name__)
             return (cached[0] if cached is not None else None), True
-        link = from_hash(token, raw)
+        link = from_json(token, raw)
         if link is None:
             self._cache.pop(token, None)
         elif self.config.cache_ttl > 0:
@@ -184,36 +180,8 @@ class LinkVisits:
         return link, False
 
     async def _read(self, token: str) -> Any:
-        """HGETALL of the link, coalesced with concurrent visits' reads into one pipeline."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._reads.append((token, future))
-        if not self._reading:
-            self._reading = True
-            self._read_task = loop.create_task(self._flush_reads())
-        return await future
-
-    async def _flush_reads(self) -> None:
-        try:
-            while self._reads:
-                batch, self._reads = self._reads[:MAX_READ_BATCH], self._reads[MAX_READ_BATCH:]
-                pipe = self.redis.pipeline(transaction=False)
-                for token, _ in batch:
-                    pipe.hgetall(keys.link(token))
-                try:
-                    results = await pipe.execute()
-                except BaseException as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                    continue
-                for (_, future), raw in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(raw)
-        finally:
-            self._reading = False
+        """The link's record, read in the ingest queue's next round trip (shared with other visits' events)."""
+        return await self.receiver.queue.get(keys.link(token))
 
 
 def _host(url: str) -> str:

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from postrelay import keys
-from postrelay.events import CanonicalEvent, event_id
+from postrelay.events import CanonicalEvent, Mailpiece, Recipient, event_id
 from postrelay.scripts import lua
-from postrelay.stores.links import LINK_SOURCE, TOKEN_RE, from_hash, piece_fields
+from postrelay.stores.links import LINK_SOURCE, TOKEN_RE, from_json, piece_fields
 
 
 def _split(key: str) -> tuple[str, str]:
@@ -58,17 +58,26 @@ def _binding_keys(event: CanonicalEvent) -> tuple[str, str]:
     return token, ref
 
 
-def rewrite(event: CanonicalEvent, raw_link: dict[Any, Any], token: str) -> CanonicalEvent:
+def bind_args(token: str, ref: str, source: str, piece_id: str, kind: str, country: str, campaign: str,
+              recipient: str, metadata: str, now: float, bound_by: str) -> list[Any]:
+    """ARGV of `link_bind.lua` (see its header)."""
+    return [token, ref, source, piece_id, kind, country, campaign, recipient, metadata, repr(now), bound_by,
+            *_LINK_KEY, _HELD_SUFFIX, *_REF_KEY]
+
+
+def rewrite(event: CanonicalEvent, raw_link: bytes | str | None, token: str) -> CanonicalEvent:
     """A visit event moved onto the piece its link is bound to (same id, type and times)."""
-    link = from_hash(token, raw_link)
+    link = from_json(token, raw_link)
     if link is None or not link.bound:
         return event
     detail = event.metadata.get("postrelay")
     fields = piece_fields(link, token, {k: v for k, v in (detail if isinstance(detail, dict) else {}).items()})
-    return event.model_copy(update=fields)
+    return event.model_copy(update={"mailpiece": Mailpiece.model_validate(fields["mailpiece"]),
+                                    "recipient": Recipient.model_validate(fields["recipient"]),
+                                    "metadata": fields["metadata"]})
 
 
-def _attached_copy(held: CanonicalEvent, raw_link: dict[Any, Any], token: str) -> CanonicalEvent:
+def _attached_copy(held: CanonicalEvent, raw_link: bytes | str | None, token: str) -> CanonicalEvent:
     moved = rewrite(held, raw_link, token)
     src, pid = moved.piece_key
     sid = f"{held.source_event_id}@{src}:{pid}"
@@ -105,11 +114,12 @@ class LinkBinder:
             meta = {k: v for k, v in event.metadata.items() if k != "postrelay"}
             campaign = event.mailpiece.campaign_id or event.metadata.get("campaign_id") or ""
             self._bind(pipe, keys=[keys.link_ref(ref)],
-                       args=[token, ref, event.source, event.mailpiece.id, event.mailpiece.kind or "",
-                             event.mailpiece.country or event.recipient.country or "",
-                             campaign if isinstance(campaign, str) else "",
-                             event.recipient.model_dump_json(), json.dumps(meta, default=str),
-                             repr(event.received_at.timestamp()), event.id, *_LINK_KEY, _HELD_SUFFIX, *_REF_KEY])
+                       args=bind_args(token, ref, event.source, event.mailpiece.id, event.mailpiece.kind or "",
+                                      event.mailpiece.country or event.recipient.country or "",
+                                      campaign if isinstance(campaign, str) else "",
+                                      event.recipient.model_dump_json(exclude_none=True),
+                                      json.dumps(meta, default=str, separators=(",", ":")),
+                                      event.received_at.timestamp(), event.id))
             calls.append((i, "bind", token))
         if not calls:
             return list(events)
@@ -121,7 +131,7 @@ class LinkBinder:
                 continue
             (_, kind, token), answer = results[i]
             if kind == "visit":
-                out.append(rewrite(event, _pairs(answer), token) if answer else event)
+                out.append(rewrite(event, answer, token) if answer else event)
                 continue
             out.append(event)
             out.extend(self._attach(answer))
@@ -138,7 +148,7 @@ class LinkBinder:
             pos += 2 + n
             if not held:
                 continue
-            raw_link = self.redis.hgetall(keys.link(token))
+            raw_link = self.redis.get(keys.link(token))
             for raw in held:
                 copies.append(_attached_copy(CanonicalEvent.model_validate_json(raw), raw_link, token))
         return copies
@@ -147,6 +157,3 @@ class LinkBinder:
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
-
-def _pairs(flat: list[Any]) -> dict[bytes, bytes]:
-    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}

@@ -1,6 +1,7 @@
 """Tracking links: minting, reading, revoking, and the canonical visit events they produce.
 
-A link is a hash `pr:link:{token}` on the queue Redis: the target (validated, parameters appended), an
+A link is one JSON string `pr:link:{token}` on the queue Redis (one bulk reply to parse on the redirect's
+path; the scripts in `postrelay/lua/link_*.lua` update it with cjson): the target (validated, parameters appended), an
 optional goal URL, campaign, the user's `ref`, expiry, revocation and — once known — the piece it is bound
 to (`piece_source`, `piece_id`, with the piece's kind, country, recipient and metadata copied from the event
 that bound it). Tokens are 16 URL-safe characters carrying 96 random bits.
@@ -15,17 +16,19 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from postrelay import keys
-from postrelay.events import CanonicalEvent, EventType, Mailpiece, Recipient, event_id
+from postrelay.events import CanonicalEvent, EventType, event_id
 from postrelay.linkconfig import LinksConfig
 from postrelay.linktargets import TargetError, check_url, with_params
+from postrelay.scripts import lua
 
 LINK_SOURCE = "links"
 TOKEN_BYTES = 12  # 96 bits
@@ -107,28 +110,21 @@ def new_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
 
 
-def _str(raw: dict[Any, Any], name: str) -> str | None:
-    value = raw.get(name.encode()) if raw and isinstance(next(iter(raw)), bytes) else raw.get(name)
-    if value is None or value in (b"", ""):
+def from_json(token: str, raw: bytes | str | None) -> Link | None:
+    """The record from its stored JSON; None when there is none."""
+    if not raw:
         return None
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _float(raw: dict[Any, Any], name: str) -> float | None:
-    value = _str(raw, name)
-    return float(value) if value is not None else None
-
-
-def from_hash(token: str, raw: dict[Any, Any]) -> Link | None:
-    """The record from its hash (HGETALL reply, bytes or str); None when there is none."""
-    if not raw or _str(raw, "target") is None:
+    d = orjson.loads(raw)
+    target = d.get("target")
+    if not isinstance(target, str) or not target:
         return None
-    return Link(
-        token=token, target=_str(raw, "target") or "", goal_url=_str(raw, "goal"), campaign_id=_str(raw, "campaign"),
-        ref=_str(raw, "ref"), created_at=_float(raw, "created") or 0.0, expires_at=_float(raw, "expires"),
-        revoked_at=_float(raw, "revoked"), piece_source=_str(raw, "piece_source"), piece_id=_str(raw, "piece_id"),
-        piece_kind=_str(raw, "piece_kind"), piece_country=_str(raw, "piece_country"),
-        recipient=json.loads(_str(raw, "recipient") or "{}"), metadata=json.loads(_str(raw, "metadata") or "{}"))
+    get = d.get
+    recipient, metadata = get("recipient"), get("metadata")
+    return Link(token=token, target=target, goal_url=get("goal"), campaign_id=get("campaign"), ref=get("ref"),
+                created_at=get("created") or 0.0, expires_at=get("expires"), revoked_at=get("revoked"),
+                piece_source=get("piece_source"), piece_id=get("piece_id"), piece_kind=get("piece_kind"),
+                piece_country=get("piece_country"), recipient=orjson.loads(recipient) if recipient else {},
+                metadata=orjson.loads(metadata) if metadata else {})
 
 
 def urls(config: LinksConfig, token: str) -> dict[str, str]:
@@ -163,8 +159,8 @@ def parse_spec(data: Any, where: str = "") -> LinkSpec:
         raise LinkError(f"{where}{loc}", e["msg"].removeprefix("Value error, ")) from None
 
 
-def prepare(config: LinksConfig, spec: LinkSpec, now: float, where: str = "") -> tuple[str, dict[str, str], int]:
-    """(token, hash fields, TTL seconds) for a new link; LinkError when the spec is not allowed."""
+def prepare(config: LinksConfig, spec: LinkSpec, now: float, where: str = "") -> tuple[str, dict[str, Any], int]:
+    """(token, record fields, TTL seconds) for a new link; LinkError when the spec is not allowed."""
     if not config.enabled:
         raise LinkError("", "links are not configured: set [links] base_url and allowed_hosts")
     try:
@@ -182,7 +178,7 @@ def prepare(config: LinksConfig, spec: LinkSpec, now: float, where: str = "") ->
     expires = spec.expires_at.timestamp() if spec.expires_at is not None else None
     if expires is not None and expires <= now:
         raise LinkError(f"{where}expires_at", "is in the past")
-    fields = {"target": target, "created": repr(now)}
+    fields: dict[str, Any] = {"target": target, "created": now}
     if goal:
         fields["goal"] = goal
     if spec.campaign_id:
@@ -190,18 +186,15 @@ def prepare(config: LinksConfig, spec: LinkSpec, now: float, where: str = "") ->
     if spec.ref:
         fields["ref"] = spec.ref
     if expires is not None:
-        fields["expires"] = repr(expires)
+        fields["expires"] = expires
     if spec.mailpiece is not None:
-        fields.update(piece_source=spec.mailpiece.source, piece_id=spec.mailpiece.id, bound_at=repr(now),
-                      bound_by="mint")
+        fields.update(piece_source=spec.mailpiece.source, piece_id=spec.mailpiece.id, bound_at=now, bound_by="mint")
     ttl = int((expires or now) - now + config.retention)
     return new_token(), fields, max(1, ttl)
 
 
-def _stage(pipe: Any, token: str, fields: dict[str, str], ttl: int) -> None:
-    key = keys.link(token)
-    pipe.hset(key, mapping=fields)
-    pipe.expire(key, ttl)
+def _stage(pipe: Any, token: str, fields: dict[str, Any], ttl: int) -> None:
+    pipe.set(keys.link(token), json.dumps(fields, separators=(",", ":")), ex=ttl)
     if "ref" in fields and "piece_id" not in fields:
         pipe.sadd(keys.link_ref(fields["ref"]), token)
         pipe.expire(keys.link_ref(fields["ref"]), ttl, gt=True)
@@ -209,7 +202,7 @@ def _stage(pipe: Any, token: str, fields: dict[str, str], ttl: int) -> None:
 
 
 def _prepare_all(config: LinksConfig, specs: Sequence[LinkSpec], now: float,
-                 where: str) -> list[tuple[str, dict[str, str], int]]:
+                 where: str) -> list[tuple[str, dict[str, Any], int]]:
     return [prepare(config, spec, now, f"{where}[{i}]." if where else "") for i, spec in enumerate(specs)]
 
 
@@ -250,46 +243,41 @@ def mint(redis: Any, config: LinksConfig, now: float, *, target_url: str, campai
 
 def read(redis: Any, token: str) -> Link | None:
     """The link with this token, or None (unknown, malformed or expired from Redis)."""
-    return from_hash(token, redis.hgetall(keys.link(token))) if TOKEN_RE.match(token) else None
+    return from_json(token, redis.get(keys.link(token))) if TOKEN_RE.match(token) else None
 
 
 async def aread(redis: Any, token: str) -> Link | None:
     """`read` on an asyncio client."""
-    return from_hash(token, await redis.hgetall(keys.link(token))) if TOKEN_RE.match(token) else None
+    return from_json(token, await redis.get(keys.link(token))) if TOKEN_RE.match(token) else None
 
 
 async def arevoke(redis: Any, token: str, now: float) -> Link | None:
     """Revoke a link (idempotent: the first revocation time stays); the record, or None if unknown."""
-    link = await aread(redis, token)
-    if link is None:
+    if not TOKEN_RE.match(token):
         return None
-    if link.revoked_at is None:
-        await redis.hsetnx(keys.link(token), "revoked", repr(now))
-        link = await aread(redis, token)
-    return link
+    return from_json(token, await lua("link_revoke").register(redis)(keys=[keys.link(token)], args=[now]))
 
 
 def bind(redis: Any, token: str, source: str, piece_id: str, now: float) -> bool:
-    """Bind a link to a piece created for it (e.g. by a mailing); False if unknown or bound to another piece."""
-    key = keys.link(token)
-    if not TOKEN_RE.match(token) or not redis.exists(key):
+    """Bind a link to a piece created for it (e.g. by a mailing); False if unknown or bound to another piece.
+
+    The piece's own events (with `postrelay_link` in its metadata) later add its recipient and metadata."""
+    if not TOKEN_RE.match(token):
         return False
-    if redis.hsetnx(key, "piece_source", source):
-        redis.hset(key, mapping={"piece_id": piece_id, "bound_at": repr(now), "bound_by": "mint"})
-        ref = redis.hget(key, "ref")
-        if ref:
-            redis.srem(keys.link_ref(ref.decode() if isinstance(ref, bytes) else ref), token)
-        return True
-    return [_v(v) for v in redis.hmget(key, "piece_source", "piece_id")] == [source, piece_id]
+    from postrelay.stores.link_binding import bind_args
+
+    lua("link_bind")(redis, keys=[keys.link_ref("")], args=bind_args(token, "", source, piece_id, "", "", "", "{}",
+                                                                   "{}", now, "mint"))
+    link = read(redis, token)
+    return link is not None and (link.piece_source, link.piece_id) == (source, piece_id)
 
 
-def _v(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
+_RECIPIENT = ("name", "email", "phone", "address_line1", "city", "region", "postal_code", "country")
 
 
 def piece_fields(link: Link, token: str, metadata: dict[str, Any]) -> dict[str, Any]:
-    """The mailpiece, recipient and metadata of a visit event for `link` (bound or not); `metadata` is the
-    visit's own `metadata.postrelay` (kept, with `piece_source` added when bound)."""
+    """The `mailpiece`, `recipient` and `metadata` (JSON values) of a visit event for `link`, bound or not;
+    `metadata` is the visit's own `metadata.postrelay` (kept, with `piece_source` added when bound)."""
     meta: dict[str, Any] = {k: v for k, v in link.metadata.items() if k != "postrelay"}
     meta["postrelay_link"] = token
     if link.ref:
@@ -297,22 +285,48 @@ def piece_fields(link: Link, token: str, metadata: dict[str, Any]) -> dict[str, 
     detail = {**metadata, "link": token}
     if link.bound:
         detail["piece_source"] = link.piece_source
-        piece = Mailpiece(id=link.piece_id or token, kind=link.piece_kind, country=link.piece_country,
-                          campaign_id=link.campaign_id or link.metadata.get("campaign_id"))
+        piece = {"id": link.piece_id or token, "kind": link.piece_kind, "country": link.piece_country,
+                 "campaign_id": link.campaign_id or link.metadata.get("campaign_id")}
     else:
-        piece = Mailpiece(id=token, kind="link", campaign_id=link.campaign_id)
+        piece = {"id": token, "kind": "link", "country": None, "campaign_id": link.campaign_id}
+    piece.update(mailing_class=None, tracking_number=None)
     meta["postrelay"] = detail
-    return {"mailpiece": piece, "recipient": Recipient.model_validate(link.recipient), "metadata": meta}
+    recipient = {name: link.recipient.get(name) for name in _RECIPIENT}
+    return {"mailpiece": piece, "recipient": recipient, "metadata": meta}
+
+
+def _iso_z(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class VisitJSON:
+    """A visit event already serialized, for `IngestQueue.enqueue` (which needs only `id` and the JSON)."""
+
+    __slots__ = ("id", "json")
+
+    def __init__(self, event_id_: str, json_text: str) -> None:
+        self.id = event_id_
+        self.json = json_text
+
+    def model_dump_json(self) -> str:
+        """The event's canonical JSON."""
+        return self.json
+
+
+def visit_json(link: Link, etype: EventType, occurred_at: datetime, visit_id: str,
+               detail: dict[str, Any] | None = None) -> VisitJSON:
+    """The canonical `purl_opened` / `purl_completed` event of one visit (source `links`), serialized.
+
+    Built as plain JSON (no model on the redirect's path); `visit_event` is the same event as a model."""
+    when = _iso_z(occurred_at)
+    eid = event_id(LINK_SOURCE, visit_id, etype.value)
+    body = {"id": eid, "type": etype.value, "occurred_at": when, "received_at": when, "source": LINK_SOURCE,
+            "source_event_id": visit_id, **piece_fields(link, link.token, {"visit": visit_id, **(detail or {})}),
+            "stage": None, "location": {"zip": None}, "estimated": False}
+    return VisitJSON(eid, orjson.dumps(body, default=str).decode())
 
 
 def visit_event(link: Link, etype: EventType, occurred_at: datetime, visit_id: str,
                 detail: dict[str, Any] | None = None) -> CanonicalEvent:
-    """The canonical `purl_opened` / `purl_completed` event of one visit (source `links`)."""
-    fields = piece_fields(link, link.token, {"visit": visit_id, **(detail or {})})
-    return CanonicalEvent(id=event_id(LINK_SOURCE, visit_id, etype.value), type=etype, occurred_at=occurred_at,
-                          received_at=occurred_at, source=LINK_SOURCE, source_event_id=visit_id, **fields)
-
-
-def tokens_of(rows: Iterable[dict[str, str]]) -> list[str]:
-    """The tokens of minted links (answers of `mint_many`)."""
-    return [row["token"] for row in rows]
+    """`visit_json` as a validated `CanonicalEvent`."""
+    return CanonicalEvent.model_validate_json(visit_json(link, etype, occurred_at, visit_id, detail).json)

@@ -58,9 +58,9 @@ def metric(svc: Service, name: str, **labels: str) -> float:
     return 0.0
 
 
-def link_record(svc: Service, token: str) -> dict[str, str]:
-    """The stored hash of a link."""
-    return {k.decode(): v.decode() for k, v in svc.redis.hgetall(keys.link(token)).items()}
+def link_record(svc: Service, token: str) -> dict[str, Any]:
+    """The stored record of a link."""
+    return json.loads(svc.redis.get(keys.link(token)))
 
 
 def as_json(resp: httpx.Response) -> Any:

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from postrelay import keys
-from tests.receiver.harness import Service, assert_error
+from tests.receiver.harness import Service, assert_canonical_shape, assert_error
 from tests.receiver.links_support import (
     AUTH,
     BASE_URL,
@@ -58,6 +58,7 @@ def test_visit_redirects_and_records_one_purl_opened_event(links_service: Servic
     assert resp.headers["location"] == "https://shop.example.com/offer"
     assert resp.headers["cache-control"] == "no-store"
     [event] = visits_in_stream(svc)
+    assert_canonical_shape(event)
     assert event["type"] == "purl_opened" and event["source"] == "links"
     assert event["mailpiece"]["id"] == made["token"] and event["mailpiece"]["campaign_id"] == "spring"
     assert event["metadata"]["postrelay_link"] == made["token"] and event["metadata"]["ref"] == "crm-42"
