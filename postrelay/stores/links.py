@@ -25,7 +25,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from postrelay import keys
-from postrelay.events import CanonicalEvent, EventType, event_id
+from postrelay.events import CanonicalEvent, EventType, Location, Mailpiece, Recipient, event_id
 from postrelay.linkconfig import LinksConfig
 from postrelay.linktargets import TargetError, check_url, with_params
 from postrelay.scripts import lua
@@ -272,7 +272,9 @@ def bind(redis: Any, token: str, source: str, piece_id: str, now: float) -> bool
     return link is not None and (link.piece_source, link.piece_id) == (source, piece_id)
 
 
-_RECIPIENT = ("name", "email", "phone", "address_line1", "city", "region", "postal_code", "country")
+_RECIPIENT = tuple(Recipient.model_fields)  # the JSON keys of the models, however they grow
+_PIECE = dict.fromkeys(Mailpiece.model_fields)
+_LOCATION = dict.fromkeys(Location.model_fields)
 
 
 def piece_fields(link: Link, token: str, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +291,7 @@ def piece_fields(link: Link, token: str, metadata: dict[str, Any]) -> dict[str, 
                  "campaign_id": link.campaign_id or link.metadata.get("campaign_id")}
     else:
         piece = {"id": token, "kind": "link", "country": None, "campaign_id": link.campaign_id}
-    piece.update(mailing_class=None, tracking_number=None)
+    piece = {**_PIECE, **piece}
     meta["postrelay"] = detail
     recipient = {name: link.recipient.get(name) for name in _RECIPIENT}
     return {"mailpiece": piece, "recipient": recipient, "metadata": meta}
@@ -322,7 +324,7 @@ def visit_json(link: Link, etype: EventType, occurred_at: datetime, visit_id: st
     eid = event_id(LINK_SOURCE, visit_id, etype.value)
     body = {"id": eid, "type": etype.value, "occurred_at": when, "received_at": when, "source": LINK_SOURCE,
             "source_event_id": visit_id, **piece_fields(link, link.token, {"visit": visit_id, **(detail or {})}),
-            "stage": None, "location": {"zip": None}, "estimated": False}
+            "stage": None, "location": dict(_LOCATION), "estimated": False}
     return VisitJSON(eid, orjson.dumps(body, default=str).decode())
 
 
