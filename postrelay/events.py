@@ -112,6 +112,7 @@ class Recipient(BaseModel):
     email: str | None = None
     phone: str | None = None
     address_line1: str | None = None
+    address_line2: str | None = None
     city: str | None = None
     region: str | None = None
     postal_code: str | None = None

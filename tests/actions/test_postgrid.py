@@ -108,7 +108,7 @@ def test_postcard_to_the_same_recipient(client, serve) -> None:
     body = posts(server)[0].json()
     assert body["to"] == {"firstName": "Jane", "lastName": "Q Public", "addressLine1": "1 Main St",
                           "city": "Boston", "provinceOrState": "MA", "postalOrZip": "02110", "countryCode": "US",
-                          "email": "jane@example.com", "phoneNumber": "(555) 123-4567"}
+                          "email": "jane@example.com", "phoneNumber": "(617) 555-0123"}
     assert body["frontTemplate"] == "template_front" and body["backTemplate"] == "template_back"
     assert body["size"] == "6x4" and body["mailingClass"] == "standard_class"
     assert body["metadata"] == {
