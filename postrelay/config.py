@@ -97,7 +97,7 @@ class DeliveryConfig(_Strict):
     max_age: float = 24 * 3600
     base_delay: float = 2.0
     max_delay: float = 3600.0
-    timeout: float = 10.0
+    timeout: float = 15.0  # per HTTP request; 15 s is what Standard Webhooks asks senders to wait
     lease: float = 60.0
     concurrency: int = Field(default=32, ge=1, le=512)
     per_destination_concurrency: int = Field(default=8, ge=1, le=512)

@@ -90,12 +90,12 @@ def test_network_error_and_timeout_are_retried(make_runtime, clock):
     assert len(scheduled(rt2)) == 2
 
 
-def test_400_is_permanent_dead_lettered_with_attempts_and_replayed_once(make_runtime):
+def test_permanent_answer_is_dead_lettered_with_attempts_and_replayed_once(make_runtime):
     state = {"reject": True}
 
     def handler(req):
         if state["reject"]:
-            return Reply(400, {"error": "bad field", "echo": req.headers.get("x-api-key")})
+            return Reply(410, {"error": "bad field", "echo": req.headers.get("x-api-key")})  # webhook: 410 = permanent
         return Reply(200)
 
     with LocalHTTPServer(handler) as hook:
@@ -106,7 +106,7 @@ def test_400_is_permanent_dead_lettered_with_attempts_and_replayed_once(make_run
         drain(rt)
         [entry] = dlq.entries(rt.redis)
         assert entry["destination"] == "hook" and entry["event_id"] == e.id
-        assert entry["attempts"][0]["status"] == 400 and "bad field" in entry["attempts"][0]["detail"]
+        assert entry["attempts"][0]["status"] == 410 and "bad field" in entry["attempts"][0]["detail"]
         assert "zap-key-super-secret" not in json.dumps(entry)
         assert entry["event"]["id"] == e.id
         state["reject"] = False
