@@ -90,7 +90,9 @@ def prune(spec: dict[str, Any], operations: list[tuple[str, str]]) -> dict[str, 
 def load(path: Path) -> dict[str, Any]:
     """A JSON or YAML OpenAPI document."""
     text = path.read_text()
-    return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    if path.suffix in (".yaml", ".yml"):
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: 10x faster
+    return json.loads(text)
 
 
 def render(copy: str, source_dir: Path = VENDOR_SPECS) -> str:
