@@ -1,4 +1,4 @@
-"""`GET /t/{token}` and `GET /t/{token}/goal`: the tracking-link redirect, on the lean path beside webhooks.
+"""`GET /t/{token}` and `GET /t/{token}/goal`: the tracking-link redirect, a plain ASGI endpoint like webhooks.
 
 A visit is answered after its `purl_opened` (`/goal`: `purl_completed`) event is in Redis, through the same
 `IngestQueue` as webhooks (one coalesced script call; its marker collapses one client's repeats within
@@ -29,15 +29,14 @@ from postrelay.events import EventType
 from postrelay.linktargets import host_allowed
 from postrelay.stores.links import TOKEN_RE, Link, from_json, visit_json
 from receiver.linkbots import inspect, is_scanner
+from receiver.requestlog import INFO_KEY
 from receiver.visitors import VisitorKeys
-from receiver.webhook import Answer, serve_lean
 
 log = logging.getLogger("postrelay.links")
 REDIS_FAILURES = (redis.exceptions.RedisError, OSError)
 _PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
           b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
 _NO_STORE = (b"cache-control", b"no-store")
-_LABELS = {"open": "/t/{token}", "goal": "/t/{token}/goal"}
 _TYPES = {"open": EventType.PURL_OPENED, "goal": EventType.PURL_COMPLETED}
 _PAGES = {
     404: ("Link not found", "This link does not exist. Check the address, or scan the code again."),
@@ -46,6 +45,10 @@ _PAGES = {
 }
 _CODES = {404: "not_found", 410: "link_gone", 503: "temporarily_unavailable"}
 MAX_CACHE = 100_000
+
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+"""(status, headers, body)."""
 
 
 def page(status: int, html: bool) -> Answer:
@@ -76,32 +79,22 @@ def pixel() -> Answer:
 
 
 class LinkVisits:
-    """Matches and answers `/t/…` GET and HEAD requests for one `Receiver`."""
+    """The ASGI endpoint of `GET`/`HEAD /t/{token}` and `/t/{token}/goal` for one `Receiver` (one instance for
+    both routes: they share the record cache); `receiver.edge` logs, counts and renders errors around it."""
 
     def __init__(self, receiver: Any) -> None:
         self.receiver = receiver
         self.config = receiver.config.links
-        self.redis = receiver.redis
         self.visitors = VisitorKeys(receiver.redis, self.config.visitor_key_rotation)
         self._cache: dict[str, tuple[Link, float]] = {}
 
-    def match(self, scope: Any) -> tuple[str, str, str] | None:
-        """(token, kind, route label) for any path under `/t/` (malformed tokens get the same 404)."""
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         path: str = scope["path"]
-        if not path.startswith("/t/") or scope.get("root_path"):
-            return None
-        token = path[3:]
-        kind = "open"
-        if token.endswith("/goal"):
-            token, kind = token[:-5], "goal"
-        return token, kind, _LABELS[kind]
-
-    async def handle(self, scope: Any, receive: Any, send: Any, token: str, kind: str, label: str) -> None:
-        """Answer one visit."""
-        async def work(info: dict[str, Any]) -> Answer:
-            return await self.answer(scope, token, kind, info)
-
-        await serve_lean(self.receiver.prom, scope, receive, send, label, work)
+        kind = "goal" if path.endswith("/goal") and path.count("/") == 3 else "open"
+        status, headers, body = await self.answer(scope, scope["path_params"]["token"], kind,
+                                                  scope.setdefault(INFO_KEY, {}))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     def forget(self, token: str) -> None:
         """Drop a cached record (after a revocation in this process)."""

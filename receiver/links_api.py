@@ -107,7 +107,7 @@ class LinksAPI:
             raise self._unavailable(exc) from None
         if link is None:
             raise HTTPError(404, "link_not_found", "no such link")
-        visits = getattr(request.app, "links", None)
+        visits = getattr(request.app.state, "link_visits", None)
         if visits is not None:
             visits.forget(token)
         return JSONResponse(store.public(self.config, link, self.receiver.clock()))

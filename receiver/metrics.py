@@ -2,8 +2,9 @@
 
 In-process (no Redis call on the request path): `postrelay_events_received_total{source,outcome}`,
 `postrelay_events_rejected_total{source,reason}`, `postrelay_signature_failures_total{source}`,
-`postrelay_ingest_seconds`, `postrelay_http_requests_total{path,status}`, and for tracking links
-`postrelay_link_visits_total{kind,outcome}` and `postrelay_link_non_human_total{kind,reason}`. With several uvicorn worker
+`postrelay_ingest_seconds`, `postrelay_http_requests_total{path,status}`,
+`postrelay_client_aborts_total{path}`, and for tracking links `postrelay_link_visits_total{kind,outcome}` and
+`postrelay_link_non_human_total{kind,reason}`. With several uvicorn worker
 processes, set `PROMETHEUS_MULTIPROC_DIR` (`postrelay serve --workers N` does it) and every process's
 counters are summed at scrape time (prometheus-client multiprocess mode).
 
@@ -68,6 +69,9 @@ class ReceiverMetrics:
                                 buckets=INGEST_BUCKETS, registry=reg)
         self.http = Counter("postrelay_http_requests_total", "HTTP requests by route and status",
                             ["path", "status"], registry=reg)
+        self.client_aborts = Counter("postrelay_client_aborts_total",
+                                     "Requests whose client disconnected before the body was received (not answered)",
+                                     ["path"], registry=reg)
         self.link_visits = Counter("postrelay_link_visits_total",
                                    "Tracking-link visits by kind (open, goal) and outcome (recorded, collapsed, "
                                    "missed: Redis down, visitor redirected; not_found; gone: expired or revoked)",
@@ -104,6 +108,9 @@ class ReceiverMetrics:
                 self._http[(path, status)] = child
         child.inc()
 
+    def client_abort(self, path: str) -> None:
+        """Count one request abandoned by its client mid-body (`path` is the route label)."""
+        self.client_aborts.labels(path).inc()
     def link(self, kind: str, outcome: str, non_human: bool = False) -> None:
         """Count one tracking-link request: a visit outcome, or (`non_human`) why it was not a visit."""
         key = (kind, outcome, "n" if non_human else "v")
