@@ -61,7 +61,7 @@ class Receiver:
         self.redis = redis
         self.pieces = redis if pieces is None else pieces
         self.clock = clock
-        self.queue = IngestQueue(redis, config.server.dedupe_window)
+        self.queue = IngestQueue(redis, config.server.dedupe_window, config.links.allowed_hosts)
         self.body_deadlines = Deadlines(config.server.body_timeout)
         self.prom = ReceiverMetrics(config)
 

@@ -15,6 +15,7 @@ Under load this turns hundreds of Redis calls per second into a few dozen larger
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,22 +34,29 @@ _Waiter = tuple[Sequence[CanonicalEvent], Sequence[Marker] | None, "asyncio.Futu
 
 
 _Read = tuple[str, "asyncio.Future[bytes | None]"]
+# (event, marker, link record key, now, future of (flag, record))
+_Visit = tuple[Any, Marker, str, float, "asyncio.Future[tuple[str, bytes | None]]"]
 
 
 class IngestQueue:
     """Durable, idempotent hand-off from the receiver to the workers.
 
-    `get` lets the request path read a key (a tracking link's record) in the same coalesced round trip: the
-    reads waiting when a call goes out travel in one pipeline with that call's script.
+    `get` lets the request path read a key (a tracking link's record) in the same coalesced round trip, and
+    `enqueue_visit` queues a tracking-link visit only if its link is active (`postrelay/lua/ingest_visit.lua`,
+    the same per-event step as webhooks' events): the reads, visits and events waiting when a round trip goes out
+    travel in one pipeline.
     """
 
-    def __init__(self, redis: Redis, dedupe_window: float) -> None:
+    def __init__(self, redis: Redis, dedupe_window: float, link_hosts: Sequence[str] = ()) -> None:
         self.redis = redis
         self.ttl = max(1, int(dedupe_window))
+        self.link_hosts = json.dumps(list(link_hosts))
         self._lua = lua("ingest_enqueue")
         self._script = self._lua.register(redis)
+        self._visit_lua = lua("ingest_visit")
         self._pending: list[_Waiter] = []
         self._reads: list[_Read] = []
+        self._visits: list[_Visit] = []
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
 
@@ -76,6 +84,15 @@ class IngestQueue:
         self._start()
         return await future
 
+    async def enqueue_visit(self, event: Any, marker: Marker, link_key: str, now: float) -> tuple[str, bytes | None]:
+        """Queue one visit if the link whose record is at `link_key` exists and is active at `now` (not revoked,
+        not expired, its target on `link_hosts`); (flag, the record or None): flag `1` queued, `0` collapsed
+        (its marker exists), `x` no such link, `g` gone. Raises the Redis error like `enqueue`."""
+        future: asyncio.Future[tuple[str, bytes | None]] = asyncio.get_running_loop().create_future()
+        self._visits.append((event, marker, link_key, now, future))
+        self._start()
+        return await future
+
     def _start(self) -> None:
         if not self._flushing:
             self._flushing = True
@@ -83,14 +100,15 @@ class IngestQueue:
 
     async def _flush_all(self) -> None:
         try:
-            while self._pending or self._reads:
+            while self._pending or self._reads or self._visits:
                 batch, size = [], 0
                 while self._pending and (not batch or size + len(self._pending[0][0]) <= MAX_BATCH_EVENTS):
                     waiter = self._pending.pop(0)
                     batch.append(waiter)
                     size += len(waiter[0])
                 reads, self._reads = self._reads[:MAX_BATCH_EVENTS], self._reads[MAX_BATCH_EVENTS:]
-                await self._flush(batch, reads)
+                visits, self._visits = self._visits[:MAX_BATCH_EVENTS], self._visits[MAX_BATCH_EVENTS:]
+                await self._flush(batch, reads, visits)
         finally:
             self._flushing = False
 
@@ -106,36 +124,53 @@ class IngestQueue:
             marker_keys = [keys.seen(e.id) for e in events]
         return [keys.INGEST_STREAM, *marker_keys], args
 
-    async def _round_trip(self, batch: list[_Waiter], reads: list[_Read]) -> tuple[Any, list[Any]]:
-        """(script reply or None, read replies): the script alone, or one pipeline with the reads."""
+    def _visit_call(self, visits: list[_Visit]) -> tuple[list[str], list[object]]:
+        """KEYS and ARGV of `ingest_visit.lua` for `visits`."""
+        call_keys: list[str] = [keys.INGEST_STREAM]
+        args: list[object] = [repr(visits[0][3]), self.link_hosts]
+        for event, (marker, ttl), link_key, _, _ in visits:
+            call_keys.append(keys.seen(marker))
+            args.extend((link_key, ttl, event.model_dump_json()))
+        return call_keys, args
+
+    async def _round_trip(self, batch: list[_Waiter], reads: list[_Read],
+                          visits: list[_Visit]) -> tuple[Any, list[Any], list[Any]]:
+        """(script reply or None, read replies, visit replies): the events' script alone (webhooks), or one
+        pipeline with the reads and the visits' script."""
         call = self._call(batch) if batch else None
-        if not reads:
+        if not reads and not visits:
             assert call is not None
-            return await self._script(keys=call[0], args=call[1]), []
+            return await self._script(keys=call[0], args=call[1]), [], []
+        scripts: list[tuple[Any, tuple[list[str], list[object]]]] = []
+        if call is not None:
+            scripts.append((self._lua, call))
+        if visits:
+            scripts.append((self._visit_lua, self._visit_call(visits)))
         pipe = self.redis.pipeline(transaction=False)
         for key, _ in reads:
             pipe.get(key)
-        if call is not None:
-            pipe.execute_command("EVALSHA", self._lua.sha, len(call[0]), *call[0], *call[1])
+        for script, (k, a) in scripts:
+            pipe.execute_command("EVALSHA", script.sha, len(k), *k, *a)
         replies = await pipe.execute(raise_on_error=False)
         values = replies[:len(reads)]
         for value in values:
             if isinstance(value, Exception):
                 raise value
-        if call is None:
-            return None, values
-        flags = replies[-1]
-        if isinstance(flags, NoScriptError):  # a restarted Redis forgot it: load it and run it again
-            flags = await self._script(keys=call[0], args=call[1])
-        elif isinstance(flags, Exception):
-            raise flags
-        return flags, values
+        answers = []
+        for (script, (k, a)), answer in zip(scripts, replies[len(reads):], strict=True):
+            if isinstance(answer, NoScriptError):  # a restarted Redis forgot it: load it and run it again
+                answer = await script.register(self.redis)(keys=k, args=a)
+            elif isinstance(answer, Exception):
+                raise answer
+            answers.append(answer)
+        flags = answers.pop(0) if call is not None else None
+        return flags, values, answers[0] if visits else []
 
-    async def _flush(self, batch: list[_Waiter], reads: list[_Read]) -> None:
+    async def _flush(self, batch: list[_Waiter], reads: list[_Read], visits: list[_Visit]) -> None:
         try:
-            flags, values = await self._round_trip(batch, reads)
+            flags, values, visited = await self._round_trip(batch, reads, visits)
         except BaseException as exc:  # every waiter gets the error (503 to the provider, which retries)
-            for future in [f for _, _, f in batch] + [f for _, f in reads]:
+            for future in [f for _, _, f in batch] + [f for _, f in reads] + [v[4] for v in visits]:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
@@ -144,6 +179,10 @@ class IngestQueue:
         for (_, read), value in zip(reads, values, strict=True):
             if not read.done():
                 read.set_result(value)
+        for i, visit in enumerate(visits):
+            if not visit[4].done():
+                flag = visited[2 * i]
+                visit[4].set_result((flag.decode() if isinstance(flag, bytes) else str(flag), visited[2 * i + 1]))
         if not batch:
             return
         flags = flags.decode() if isinstance(flags, bytes) else str(flags)

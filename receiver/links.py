@@ -108,46 +108,105 @@ class LinkVisits:
             prom.link(kind, "not_found")
             return page(404, html)
         now = self.receiver.clock()
-        link, down = await self._lookup(token, now)
-        if link is None:
-            if down:
-                prom.link(kind, "missed")
-                info["link_outcome"] = "missed"
-                fallback = self.config.fallback_url
-                return redirect(fallback) if fallback else page(503, html)
-            prom.link(kind, "not_found")
-            return page(404, html)
-        info["link"] = token
-        if link.status(now) != "active" or not host_allowed(_host(link.target), self.config.allowed_hosts):
-            prom.link(kind, "gone")
-            info["link_outcome"] = "gone"
-            fallback = self.config.fallback_url
-            return redirect(fallback) if fallback else page(410, html)
-        answer = redirect(link.goal_url) if kind == "goal" and link.goal_url else (
-            pixel() if kind == "goal" else redirect(link.target))
         reason = "head" if scope["method"] == "HEAD" else "prefetch" if prefetch else (
             "scanner" if agent is not None and is_scanner(agent) else None)
+        cached = self._cache.get(token)
+        if reason is None and (cached is None or now - cached[1] >= self.config.cache_ttl):
+            return await self._visit(scope, token, kind, now, agent, html, info, cached)
+        link, down = await self._lookup(token, now)
+        if link is None:
+            return self._unknown(kind, down, html, info)
+        info["link"] = token
+        if not self._active(link, now):
+            return self._gone(kind, html, info)
         if reason is not None:
             prom.link(kind, reason, non_human=True)
             info["link_outcome"] = reason
-            return answer
+            return self._target(link, kind)
         outcome = await self._record(link, kind, now, scope, agent)
         prom.link(kind, outcome)
         info["link_outcome"] = outcome
-        return answer
+        return self._target(link, kind)
+
+    async def _visit(self, scope: Any, token: str, kind: str, now: float, agent: str | None, html: bool,
+                     info: dict[str, Any], cached: tuple[Link, float] | None) -> Answer:
+        """A person's visit of a link not in the cache: one round trip checks the link and records the visit
+        (`IngestQueue.enqueue_visit`); the event names only the token, the worker adds the rest from the link."""
+        prom = self.receiver.prom
+        visit_id = f"{token}.{kind}.{secrets.token_hex(8)}"
+        event = visit_json(Link(token=token, target=""), _TYPES[kind], datetime.fromtimestamp(now, UTC), visit_id)
+        try:
+            marker = await self._marker(token, kind, now, scope, agent, event.id)
+            flag, raw = await self.receiver.queue.enqueue_visit(event, marker, keys.link(token), now)
+        except REDIS_FAILURES as exc:
+            log.warning("link visit not recorded (redis: %s); visitor redirected", type(exc).__name__)
+            if cached is None:
+                return self._unknown(kind, True, html, info)
+            prom.link(kind, "missed")
+            info.update(link=token, link_outcome="missed")
+            return self._target(cached[0], kind)
+        link = self._remember(token, raw, now)
+        if link is None or flag == "x":
+            return self._unknown(kind, False, html, info)
+        info["link"] = token
+        if flag == "g":
+            return self._gone(kind, html, info)
+        outcome = "recorded" if flag == "1" else "collapsed"
+        prom.link(kind, outcome)
+        info["link_outcome"] = outcome
+        return self._target(link, kind)
+
+    def _active(self, link: Link, now: float) -> bool:
+        return link.status(now) == "active" and host_allowed(_host(link.target), self.config.allowed_hosts)
+
+    def _target(self, link: Link, kind: str) -> Answer:
+        if kind == "goal":
+            return redirect(link.goal_url) if link.goal_url else pixel()
+        return redirect(link.target)
+
+    def _unknown(self, kind: str, down: bool, html: bool, info: dict[str, Any]) -> Answer:
+        prom = self.receiver.prom
+        if down:
+            prom.link(kind, "missed")
+            info["link_outcome"] = "missed"
+            fallback = self.config.fallback_url
+            return redirect(fallback) if fallback else page(503, html)
+        prom.link(kind, "not_found")
+        return page(404, html)
+
+    def _gone(self, kind: str, html: bool, info: dict[str, Any]) -> Answer:
+        self.receiver.prom.link(kind, "gone")
+        info["link_outcome"] = "gone"
+        fallback = self.config.fallback_url
+        return redirect(fallback) if fallback else page(410, html)
+
+    async def _marker(self, token: str, kind: str, now: float, scope: Any, agent: str | None,
+                      event_id: str) -> tuple[str, int]:
+        """The collapse marker of this client's visit (the event's own id when collapsing is off)."""
+        window = int(self.config.collapse_window)
+        if window <= 0:
+            return event_id, self.receiver.queue.ttl
+        client = scope.get("client")
+        visitor = await self.visitors.visitor(now, client[0] if client else "", agent or "")
+        return keys.link_collapse(token, kind, visitor), window
+
+    def _remember(self, token: str, raw: bytes | None, now: float) -> Link | None:
+        link = from_json(token, raw)
+        if link is None:
+            self._cache.pop(token, None)
+        elif self.config.cache_ttl > 0:
+            if len(self._cache) >= MAX_CACHE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[token] = (link, now)
+        return link
 
     async def _record(self, link: Link, kind: str, now: float, scope: Any, agent: str | None) -> str:
-        """Put the visit's event in the ingest stream: `recorded`, `collapsed` or `missed` (Redis failing)."""
+        """Put the visit's event (link known) in the ingest stream: `recorded`, `collapsed` or `missed`."""
         visit_id = f"{link.token}.{kind}.{secrets.token_hex(8)}"
         event = visit_json(link, _TYPES[kind], datetime.fromtimestamp(now, UTC), visit_id)
-        window = int(self.config.collapse_window)
         try:
-            markers = None
-            if window > 0:
-                client = scope.get("client")
-                visitor = await self.visitors.visitor(now, client[0] if client else "", agent or "")
-                markers = [(keys.link_collapse(link.token, kind, visitor), window)]
-            accepted, _ = await self.receiver.queue.enqueue([event], markers)  # type: ignore[list-item]
+            marker = await self._marker(link.token, kind, now, scope, agent, event.id)
+            accepted, _ = await self.receiver.queue.enqueue([event], [marker])  # type: ignore[list-item]
         except REDIS_FAILURES as exc:
             log.warning("link visit not recorded (redis: %s); visitor redirected", type(exc).__name__)
             return "missed"
@@ -163,14 +222,7 @@ class LinkVisits:
         except REDIS_FAILURES as exc:
             log.warning("link lookup failed (redis: %s)", type(exc).__name__)
             return (cached[0] if cached is not None else None), True
-        link = from_json(token, raw)
-        if link is None:
-            self._cache.pop(token, None)
-        elif self.config.cache_ttl > 0:
-            if len(self._cache) >= MAX_CACHE:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[token] = (link, now)
-        return link, False
+        return self._remember(token, raw, now), False
 
     async def _read(self, token: str) -> Any:
         """The link's record, read in the ingest queue's next round trip (shared with other visits' events)."""

@@ -6,16 +6,10 @@
 -- ARGV[2..n] = one canonical event JSON per event, in KEYS order
 -- ARGV[n+1..2n-1] = optional: one marker TTL (seconds) per event, in KEYS order, instead of ARGV[1]
 -- returns one character per event: '1' queued, '0' duplicate
+--! include _enqueue_one.lua
 local flags = {}
-local ttl = ARGV[1]
 local n = #KEYS
 for i = 2, n do
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
-    redis.call('SET', KEYS[i], '1', 'EX', ARGV[n + i - 1] or ttl)
-    flags[i - 1] = '1'
-  else
-    flags[i - 1] = '0'
-  end
+  flags[i - 1] = enqueue_one(KEYS[1], KEYS[i], ARGV[n + i - 1] or ARGV[1], ARGV[i])
 end
 return table.concat(flags)

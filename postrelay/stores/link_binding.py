@@ -6,9 +6,9 @@ For one batch of events, in stream order, one pipeline of scripts (`postrelay/lu
   such link that is not bound yet (a `ref` match also needs the same campaign when both name one), copying the
   piece's kind, country, recipient and metadata into the link; the visits the link held are returned, and
   are added to the batch right after that event as copies attached to the piece, in their order;
-- a visit (`source = links`) of a bound link is rewritten to its piece (timeline, follow-ups, routes and
-  CRMs then see the piece's visit); a visit of a link not bound yet stays on the link's own timeline
-  (`links`/<token>), flows to routes as it is, and is held for a later binding.
+- a visit (`source = links`) gets its link's campaign and ref; a visit of a bound link is moved to its piece
+  (timeline, follow-ups, routes and CRMs then see the piece's visit); a visit of a link not bound yet stays on
+  the link's own timeline (`links`/<token>), flows to routes, and is held for a later binding.
 
 Everything is idempotent, so a batch processed again after a crash gives the same result: held visits are
 kept (a zset of event JSON), and the event that bound a link (`bound_by`) gets them again. The attached
@@ -66,9 +66,10 @@ def bind_args(token: str, ref: str, source: str, piece_id: str, kind: str, count
 
 
 def rewrite(event: CanonicalEvent, raw_link: bytes | str | None, token: str) -> CanonicalEvent:
-    """A visit event moved onto the piece its link is bound to (same id, type and times)."""
+    """A visit event with its link's campaign and ref, moved onto the piece the link is bound to (same id, type
+    and times). The receiver may have queued it knowing only the token (`receiver.links`)."""
     link = from_json(token, raw_link)
-    if link is None or not link.bound:
+    if link is None:
         return event
     detail = event.metadata.get("postrelay")
     fields = piece_fields(link, token, {k: v for k, v in (detail if isinstance(detail, dict) else {}).items()})

@@ -65,3 +65,18 @@ def link_record(svc: Service, token: str) -> dict[str, Any]:
 
 def as_json(resp: httpx.Response) -> Any:
     return json.loads(resp.text)
+
+
+def apply_visits(svc: Service) -> None:
+    """What the worker does with the queued events (links resolved, timelines), without deliveries."""
+    from workers.dispatcher import Dispatcher
+    from workers.runtime import Runtime
+
+    rt = Runtime(config=svc.config, redis=svc.redis)
+    try:
+        d = Dispatcher(rt, handlers=[], consumer="links-test", block_ms=10)
+        while d.run_once(block_ms=10):
+            pass
+    finally:
+        assert rt.client is not None
+        rt.client.close()

@@ -14,6 +14,7 @@ from tests.receiver.links_support import (
     AUTH,
     BASE_URL,
     BROWSER,
+    apply_visits,
     link_record,
     links_service,
     metric,
@@ -57,12 +58,15 @@ def test_visit_redirects_and_records_one_purl_opened_event(links_service: Servic
     assert resp.status_code == 302
     assert resp.headers["location"] == "https://shop.example.com/offer"
     assert resp.headers["cache-control"] == "no-store"
-    [event] = visits_in_stream(svc)
-    assert_canonical_shape(event)
-    assert event["type"] == "purl_opened" and event["source"] == "links"
-    assert event["mailpiece"]["id"] == made["token"] and event["mailpiece"]["campaign_id"] == "spring"
-    assert event["metadata"]["postrelay_link"] == made["token"] and event["metadata"]["ref"] == "crm-42"
+    [queued] = visits_in_stream(svc)
+    assert_canonical_shape(queued)
+    assert queued["type"] == "purl_opened" and queued["source"] == "links"
+    assert queued["metadata"]["postrelay_link"] == made["token"]
     assert "127.0.0.1" not in svc.redis.xrange(keys.INGEST_STREAM)[0][1][b"e"].decode()  # no raw address
+    apply_visits(svc)  # the worker completes the event from the link
+    [event] = svc.get_piece("links", made["token"]).json()["events"]
+    assert event["id"] == queued["id"] and event["mailpiece"]["campaign_id"] == "spring"
+    assert event["metadata"]["ref"] == "crm-42" and event["mailpiece"]["id"] == made["token"]
     assert metric(svc, "postrelay_link_visits_total", kind="open", outcome="recorded") == 1
 
 
