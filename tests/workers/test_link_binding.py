@@ -156,3 +156,23 @@ def test_held_visit_attached_later_also_cancels(make_runtime, clock):
     assert fu_store.pending(rt.redis) == []  # the piece already had its visit when the delivery arrived
     types = {t.decode() for t in rt.redis.smembers(keys.piece_types("lob", "ltr_late"))}
     assert types == {"delivered", "purl_opened"}
+
+
+def test_goal_reaches_the_crm_contact_of_the_piece(make_runtime, clock):
+    """A goal visit (purl_completed) of a bound link goes to HubSpot as the piece's contact (its metadata)."""
+    from tests.support.http_server import Reply
+
+    with LocalHTTPServer(lambda r: Reply(200, {"id": "note-1" if r.path.endswith("/notes") else "501"})) as crm:
+        rt = make_runtime({"destinations": {"crm": {"type": "hubspot", "token": "pat-test-0123456789",
+                                                    "base_url": crm.url}},
+                           "routes": [{"events": ["purl_completed"], "to": ["crm"]}]})
+        token = store.mint(rt.redis, LINKS, clock(), target_url="https://shop.example.com/")["token"]
+        push(rt, event("delivered", piece="ltr_g", metadata={"postrelay_link": token, "hubspot_contact_id": "501"}))
+        dispatch(rt)
+        push(rt, _visit(rt, token, T0, etype=EventType.PURL_COMPLETED))
+        dispatch(rt)
+        drain(rt)
+        paths = [(r.method, r.path.split("?")[0]) for r in crm.requests]
+        assert paths == [("PATCH", "/crm/v3/objects/contacts/501"), ("POST", "/crm/v3/objects/notes")]
+        note = crm.requests[1].json()["properties"]["hs_note_body"]
+        assert "pURL completed" in note and "ltr_g" in note
