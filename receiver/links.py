@@ -30,7 +30,7 @@ from postrelay.linktargets import host_allowed
 from postrelay.stores.links import TOKEN_RE, Link, from_json, visit_json
 from receiver.linkbots import inspect, is_scanner
 from receiver.requestlog import INFO_KEY
-from receiver.visitors import VisitorKeys
+from receiver.visitors import VisitorKeys, digest
 
 log = logging.getLogger("postrelay.links")
 REDIS_FAILURES = (redis.exceptions.RedisError, OSError)
@@ -187,7 +187,10 @@ class LinkVisits:
         if window <= 0:
             return event_id, self.receiver.queue.ttl
         client = scope.get("client")
-        visitor = await self.visitors.visitor(now, client[0] if client else "", agent or "")
+        address = client[0] if client else ""
+        key = self.visitors.cached(now)
+        visitor = digest(key, address, agent or "") if key is not None else (
+            await self.visitors.visitor(now, address, agent or ""))
         return keys.link_collapse(token, kind, visitor), window
 
     def _remember(self, token: str, raw: bytes | None, now: float) -> Link | None:

@@ -1,4 +1,4 @@
-"""Telling repeat visitors apart without storing who they are: a keyed hash under a rotating random key.
+"""Telling repeat visitors apart without storing who they are: a keyed hash (BLAKE2b) under a rotating random key.
 
 The key of each rotation period (`[links] visitor_key_rotation`) is random, made by the first receiver that
 needs it and shared through Redis (`SET NX`, expiring two periods later), so every process collapses the same
@@ -10,7 +10,6 @@ of its own for the period (repeats then collapse per process only) and asks Redi
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from typing import Any
 
@@ -29,11 +28,18 @@ class VisitorKeys:
         self._key = b""
         self._local_until = 0.0
 
+    def cached(self, now: float) -> bytes | None:
+        """The key of the period containing `now` when this process has it (no Redis call), else None."""
+        if int(now // self.rotation) == self._period and (not self._local_until or now < self._local_until):
+            return self._key
+        return None
+
     async def key(self, now: float) -> bytes:
         """The key of the period containing `now`."""
         period = int(now // self.rotation)
-        if period == self._period and (not self._local_until or now < self._local_until):
-            return self._key
+        known = self.cached(now)
+        if known is not None:
+            return known
         fresh = secrets.token_hex(32)
         try:
             old = await self.redis.set(keys.link_visitor_key(period), fresh, nx=True,
@@ -50,8 +56,15 @@ class VisitorKeys:
 
     async def visitor(self, now: float, address: str, agent: str) -> str:
         """A hex digest standing for (address, User-Agent) in this period."""
-        try:
-            key = await self.key(now)
-        except Exception:
-            key = self._key
-        return hmac.new(key, f"{address}\n{agent}".encode(), hashlib.sha256).hexdigest()[:32]
+        key = self.cached(now)
+        if key is None:
+            try:
+                key = await self.key(now)
+            except Exception:
+                key = self._key
+        return digest(key, address, agent)
+
+
+def digest(key: bytes, address: str, agent: str) -> str:
+    """Keyed BLAKE2b (a MAC: RFC 7693) of address and User-Agent, 128 bits as hex."""
+    return hashlib.blake2b(f"{address}\n{agent}".encode(), key=key[:64], digest_size=16).hexdigest()

@@ -298,7 +298,9 @@ def piece_fields(link: Link, token: str, metadata: dict[str, Any]) -> dict[str, 
 
 
 def _iso_z(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 class VisitJSON:
