@@ -21,6 +21,7 @@ from redis.client import Pipeline
 
 from postrelay import keys, stats
 from postrelay.events import CanonicalEvent
+from postrelay.logs import log_fields
 from postrelay.timeline import TimelineWriter
 from workers.deliveries import run_or_submit, stage_batch, stage_local
 from workers.routing import destinations_for
@@ -153,4 +154,9 @@ class Dispatcher:
                 committed()
         if poison:
             log.error("moved %d unparseable stream entries to %s", len(poison), POISON)
+        if log.isEnabledFor(logging.INFO):
+            for event in applied:
+                log_fields(log, logging.INFO, "event applied", {
+                    "event_id": event.id, "type": event.type.value, "stage": event.stage and event.stage.value,
+                    "source": event.source, "mailpiece_id": event.mailpiece.id})
         return len(entries)

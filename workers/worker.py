@@ -76,9 +76,33 @@ def prune_heartbeats(rt: Runtime, older_than: float = 86400.0) -> int:
     return int(rt.redis.hdel(keys.WORKER_HEARTBEATS, *gone)) if gone else 0
 
 
+def worker_name() -> str:
+    """This process's name in the heartbeat hash and as a stream consumer."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def forget_heartbeat(rt: Runtime) -> None:
+    """A cleanly stopped worker leaves the heartbeat hash (so `status` shows it neither alive nor stale)."""
+    try:
+        rt.redis.hdel(keys.WORKER_HEARTBEATS, worker_name())
+    except redis.RedisError:
+        log.warning("could not remove this worker's heartbeat (Redis unavailable); it turns stale on its own")
+
+
+def log_start(rt: Runtime) -> None:
+    """One INFO line: which Redis, destinations and rules this worker runs with."""
+    from postrelay.redis_url import mask_url
+
+    config = rt.config
+    dests = ", ".join(f"{n} ({d.type})" for n, d in config.destinations.items()) or "none"
+    log.info("worker started: redis %s, %d destination(s): %s; %d route(s), %d follow-up rule(s)",
+             mask_url(config.server.queue_redis_url), len(config.destinations), dests, len(config.routes),
+             len(config.followups), extra={"worker": worker_name()})
+
+
 def start_background(rt: Runtime, stop: threading.Event, claim_idle: float = 30.0) -> list[threading.Thread]:
     """Start the dispatcher, housekeeping and registered loops; returns their threads."""
-    name = f"{socket.gethostname()}:{os.getpid()}"
+    name = worker_name()
     handlers: list[EventHandler] = [RelayHandler(rt), *(factory(rt) for factory in HANDLERS)]
     dispatcher = Dispatcher(rt, handlers, consumer=name, claim_idle=claim_idle)
     prune_heartbeats(rt)
@@ -114,6 +138,7 @@ def run_worker(config: Config, burst: bool = False) -> None:
                                        config.delivery.concurrency, config.delivery.per_destination_concurrency)
     stop = threading.Event()
     threads = start_background(rt, stop, claim_idle=float(os.environ.get("POSTRELAY_CLAIM_IDLE", "30")))
+    log_start(rt)
     try:
         _work(rt, burst)
     finally:
@@ -122,6 +147,8 @@ def run_worker(config: Config, burst: bool = False) -> None:
         stop.set()
         for t in threads:
             t.join(timeout=5)
+        forget_heartbeat(rt)
+        log.info("worker stopped", extra={"worker": worker_name()})
         rt.close()
 
 
