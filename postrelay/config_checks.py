@@ -64,14 +64,14 @@ def reference_problems(data: dict[str, Any]) -> list[str]:
         targets = route.get("to")
         for name in targets if isinstance(targets, list) else []:
             if name not in names:
-                out.append(f"routes[{i}].to: unknown destination {name!r}{did_you_mean(str(name), names)} "
-                           f"(define it under [destinations])")
+                out.append(f"routes[{i}].to: unknown destination {name!r}{did_you_mean(str(name), names)}; "
+                           f"known: {', '.join(names) or 'none'}")
     seen: set[str] = set()
     for i, rule in enumerate(_tables(data, "followups")):
         name, do = rule.get("name"), rule.get("do")
         if isinstance(do, str) and do not in names:
-            out.append(f"followups[{i}].do: unknown destination {do!r}{did_you_mean(do, names)} "
-                       f"(define it under [destinations])")
+            out.append(f"followups[{i}].do: unknown destination {do!r}{did_you_mean(do, names)}; "
+                       f"known: {', '.join(names) or 'none'}")
         if isinstance(name, str):
             if not _NAME.match(name):
                 out.append(f"followups[{i}].name: use letters, digits, '_' and '-' only")

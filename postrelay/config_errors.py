@@ -47,7 +47,7 @@ def key_path(loc: Iterable[str | int]) -> str:
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:
     """` (did you mean 'delivery'?)` for a near miss, else ``."""
-    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.75)
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -100,24 +100,24 @@ def _model_at(model: type[BaseModel], loc: Sequence[str | int]) -> type[BaseMode
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _unknown_key(model: type[BaseModel], loc: Sequence[str | int]) -> str:
+def _unknown_key(model: type[BaseModel], loc: Sequence[str | int], top: bool) -> str:
     holder = _model_at(model, loc)
     name = str(loc[-1])
-    what = "unknown table" if len(loc) == 1 else "unknown key"
+    what = "unknown table" if top and len(loc) == 1 else "unknown key"
     if holder is None:
         return f"{what}{did_you_mean(name, [])}"
     known = [f for f in holder.model_fields if not f.startswith("_")]
     return f"{what}{did_you_mean(name, known)}; known: {', '.join(known)}"
 
 
-def _message(model: type[BaseModel], err: Any) -> tuple[list[str | int], str]:
+def _message(model: type[BaseModel], err: Any, top: bool) -> tuple[list[str | int], str]:
     loc: list[str | int] = list(err["loc"])
     kind = err["type"]
     exc = (err.get("ctx") or {}).get("error")
     if isinstance(exc, KeyProblem):
         return [*loc, exc.subkey], str(exc)
     if kind == "extra_forbidden":
-        return loc, _unknown_key(model, loc)
+        return loc, _unknown_key(model, loc, top)
     if kind == "missing":
         return loc, "required"
     msg = str(err["msg"]).removeprefix("Value error, ")
@@ -128,7 +128,7 @@ def format_validation(err: ValidationError, model: type[BaseModel], prefix: Sequ
     """One `key.path: message` line per problem of a pydantic error raised validating `model`."""
     lines: list[str] = []
     for e in err.errors(include_url=False, include_input=False):
-        loc, msg = _message(model, e)
+        loc, msg = _message(model, e, top=not prefix)
         for part in msg.split("\n"):
             path = key_path([*prefix, *loc])
             line = part if _PATH_PREFIX.match(part) or not path else f"{path}: {part}"  # a message may name its key

@@ -146,7 +146,7 @@ def worker(config: str | None, log_format: str | None, burst: bool) -> int:
 @log_format_option
 def run(config: str | None, host: str | None, port: int | None, log_format: str | None) -> int:
     """Receiver + worker (+ an embedded Redis when no redis_url is configured), stopped together."""
-    from postrelay.cli.supervise import Supervisor, say
+    from postrelay.cli.supervise import Supervisor
 
     cfg = validated(config)
     _setup_logs(cfg, log_format)
@@ -157,8 +157,8 @@ def run(config: str | None, host: str | None, port: int | None, log_format: str 
         try:
             sup.start_redis()
             sup.start_worker()
-            say(f"receiving on http://{host}:{port} (worker pid {sup.worker_pid}); stop with Ctrl-C or SIGTERM")
-            sup.serve(_server(cfg), sock)
+            sup.serve(_server(cfg), sock, f"receiving on http://{host}:{port} (worker pid {sup.worker_pid}); "
+                                          f"stop with Ctrl-C or SIGTERM")
         except sup.Stopped:
             pass
         finally:

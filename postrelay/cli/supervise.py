@@ -117,11 +117,11 @@ class Supervisor:
             argv += ["--log-format", self.log_format]
         self.worker = subprocess.Popen(argv, env=env, start_new_session=True)
 
-    def serve(self, server: Any, sock: Any) -> None:
-        """Run the receiver on `sock` until a signal, or until another part dies."""
+    def serve(self, server: Any, sock: Any, banner: str) -> None:
+        """Run the receiver on `sock` until a signal, or until another part dies; say `banner` once it serves."""
         self.server = server
         self._starting = False
-        watcher = threading.Thread(target=self._watch, name="run-watch", daemon=True)
+        watcher = threading.Thread(target=self._watch, args=(banner,), name="run-watch", daemon=True)
         watcher.start()
         server.run(sockets=[sock])
         self._done.set()
@@ -130,10 +130,13 @@ class Supervisor:
         if self.died == "the receiver":
             say("the receiver stopped unexpectedly; stopping the rest")
 
-    def _watch(self) -> None:
-        while not self._done.wait(0.2):
+    def _watch(self, banner: str) -> None:
+        while not self._done.wait(0.05 if not self.server.started else 0.2):
             if self.server.should_exit:
                 return
+            if banner and self.server.started:
+                say(banner)
+                banner = ""
             for name, proc in (("the worker", self.worker), ("the embedded Redis", self.redis and self.redis.proc)):
                 if proc is not None and proc.poll() is not None:
                     self.died = name
