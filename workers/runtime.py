@@ -26,7 +26,7 @@ from adapters.client import relay_client
 from postrelay import keys
 from postrelay.config import Config, ConfigError
 from postrelay.config_errors import located, secret_values
-from workers.circuit import CircuitBreaker
+from postrelay.stores.circuit import CircuitBreaker
 from workers.executor import DeliveryExecutor
 from workers.ratelimit import RateLimiter, parse_rate
 

@@ -36,10 +36,10 @@ def _shared(ctx: click.Context, **given: Any) -> dict[str, Any]:
 @click.pass_context
 def followups_list(ctx: click.Context, config: str | None, mailpiece: str | None, as_json: bool) -> int:
     """Pending follow-ups and when each is due."""
-    from workers import followups as store
+    from postrelay.stores import followups as store
 
     opts = _shared(ctx, config=config, mailpiece=mailpiece, json=as_json)
-    rows = store.pending(runtime(opts["config"]), opts["mailpiece"])
+    rows = store.pending(runtime(opts["config"]).redis, opts["mailpiece"])
     if opts["json"]:
         click.echo(json.dumps(rows, indent=2))
         return OK
@@ -60,12 +60,12 @@ def followups_list(ctx: click.Context, config: str | None, mailpiece: str | None
 @click.pass_context
 def followups_cancel(ctx: click.Context, fid: str | None, config: str | None) -> int:
     """Cancel one pending follow-up (ID = <rule>|<source>|<mailpiece>, as `followups list` shows)."""
-    from workers import followups as store
+    from postrelay.stores import followups as store
 
     if not fid:
         click.echo("followups cancel needs the follow-up id (see `postrelay followups list`)")
         return CONFIG_ERROR
-    if store.cancel(runtime(_shared(ctx, config=config)["config"]), fid):
+    if store.cancel(runtime(_shared(ctx, config=config)["config"]).redis, fid):
         click.echo(f"cancelled {fid}")
         return OK
     click.echo(f"no pending follow-up {fid!r}")

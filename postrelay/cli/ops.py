@@ -58,7 +58,7 @@ def dlq() -> None:
 def dlq_list(config: str | None, destination: str | None, since: float | None, limit: int | None,
              as_json: bool) -> int:
     """List dead-lettered deliveries, newest first."""
-    from workers import dlq as store
+    from postrelay.stores import dlq as store
 
     rt = runtime(config)
     entries = store.entries(rt.redis, destination, since, limit=limit)
@@ -80,9 +80,10 @@ def dlq_list(config: str | None, destination: str | None, since: float | None, l
 @since_option
 def dlq_replay(config: str | None, destination: str | None, since: float | None) -> int:
     """Re-deliver dead-lettered deliveries (never one that already succeeded)."""
-    from workers import deliveries
+    from postrelay.stores import dlq as store
 
-    counts = deliveries.replay_dead(runtime(config), destination, since)
+    rt = runtime(config)
+    counts = store.replay(rt.redis, rt.clock(), destination, since)
     click.echo(f"replayed {counts['replayed']} delivery(ies); skipped {counts['skipped_done']} already delivered")
     return OK
 
@@ -96,9 +97,10 @@ def destinations(ctx: click.Context, config: str | None, as_json: bool) -> int |
     ctx.obj = {"config": config}
     if ctx.invoked_subcommand is not None:
         return None
-    from workers import deliveries
+    from postrelay.stores import destinations as store
 
-    rows = deliveries.destination_report(runtime(config))
+    rt = runtime(config)
+    rows = store.report(rt.redis, rt.config, rt.clock())
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return OK
@@ -110,19 +112,17 @@ def destinations(ctx: click.Context, config: str | None, as_json: bool) -> int |
 
 
 def _pause_or_resume(ctx: click.Context, action: str, name: str, config: str | None) -> int:
-    from workers import deliveries
+    from postrelay.stores import destinations as store
 
     rt = runtime(config or (ctx.obj or {}).get("config"))
     if name not in rt.config.destinations:
         click.echo(f"unknown destination {name!r}", err=True)
         return CONFIG_ERROR
     if action == "pause":
-        rt.redis.set(deliveries.paused_key(name), "1")
+        store.pause(rt.redis, name)
         click.echo(f"paused {name}: deliveries wait until `postrelay destinations resume {name}`")
         return OK
-    rt.redis.delete(deliveries.paused_key(name))
-    rt.breaker.reset(name)
-    n = deliveries.resume_parked(rt, name)
+    n = store.resume(rt.redis, rt.config, name, rt.clock())
     click.echo(f"resumed {name}: {n} parked delivery(ies) re-queued")
     return OK
 
