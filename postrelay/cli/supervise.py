@@ -47,6 +47,16 @@ def _alive(pid: object) -> bool:
     return True
 
 
+def _how(code: int | None) -> str:
+    """`exited cleanly`, `exit code 3`, `ended by SIGKILL`."""
+    if code == 0:
+        return "exited cleanly"
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"ended by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
 class Supervisor:
     """Starts the parts of `run`, watches them, and stops them all (see the module docstring)."""
 
@@ -140,7 +150,7 @@ class Supervisor:
             for name, proc in (("the worker", self.worker), ("the embedded Redis", self.redis and self.redis.proc)):
                 if proc is not None and proc.poll() is not None:
                     self.died = name
-                    say(f"{name} exited (code {proc.returncode}); stopping the receiver and the rest")
+                    say(f"{name} stopped ({_how(proc.returncode)}); stopping the receiver and the rest")
                     self.server.should_exit = True
                     return
 
@@ -150,7 +160,7 @@ class Supervisor:
         self._done.set()
         stopped = ["the receiver"] if self.server is not None else []
         if self.worker is not None:
-            stopped.append(f"the worker (pid {self.worker.pid}, exit code {self._stop_worker(self.worker)})")
+            stopped.append(f"the worker (pid {self.worker.pid}, {_how(self._stop_worker(self.worker))})")
         if self.redis is not None:
             url, where = self.redis.url, self.redis.dir
             self.redis.stop()

@@ -98,7 +98,7 @@ def test_sigterm_stops_everything_run_started_and_says_so(tmp_path: Path, runnin
     assert proc.stop(signal.SIGTERM, timeout=60) == 0
     assert wait_for(lambda: not any(alive(pid) for pid in children), 30), [p for p in children if alive(p)]
     out = proc.output()
-    assert re.search(r"postrelay: stopped on SIGTERM: the receiver, the worker \(pid \d+, exit code 0\), the embedded "
+    assert re.search(r"postrelay: stopped on SIGTERM: the receiver, the worker \(pid \d+, exited cleanly\), the embedded "
                      r"Redis \(redis://127\.0\.0\.1:\d+/0; its data stays in .*\.postrelay/redis\)", out), out
     assert not record.exists()
     assert refused(port)
@@ -125,7 +125,7 @@ def test_run_exits_non_zero_and_stops_the_rest_when_its_worker_dies(tmp_path: Pa
     children = descendants(proc.proc.pid)
     os.kill(worker_pid, signal.SIGKILL)  # from outside, as the OOM killer would
     assert proc.proc.wait(60) == 1
-    assert "postrelay: the worker exited (code -9); stopping the receiver and the rest" in proc.output()
+    assert "postrelay: the worker stopped (ended by SIGKILL); stopping the receiver and the rest" in proc.output()
     assert wait_for(lambda: not any(alive(pid) for pid in children), 30)
     assert refused(port)
 
