@@ -55,6 +55,18 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="machine-readable output")(f)
 
 
+def aim(config: Config, path: str | None) -> bool:
+    """Note (in `Target`) which Redis `config` points at and why; False when it names none."""
+    name = path or os.environ.get(CONFIG_ENV) or "the config"
+    if os.environ.get(REDIS_URL_ENV):
+        Target.url, Target.origin = config.server.queue_redis_url, f"from ${REDIS_URL_ENV}"
+    elif config.server.redis_url:
+        Target.url, Target.origin = config.server.queue_redis_url, f"from [server] redis_url in {name}"
+    else:
+        return False
+    return True
+
+
 def operator_config(path: str | None) -> Config:
     """The config for an operator command, with its Redis resolved (see the module docstring)."""
     from postrelay import embedded
@@ -64,20 +76,16 @@ def operator_config(path: str | None) -> Config:
         if record and isinstance(record.get("config"), str):
             path = str(record["config"])
     config = load_runtime_config(path)
+    if aim(config, path):
+        return config
     name = path or os.environ.get(CONFIG_ENV) or "the config"
-    if os.environ.get(REDIS_URL_ENV):
-        Target.url, Target.origin = config.server.redis_url, f"from ${REDIS_URL_ENV}"
-        return config
-    if config.server.redis_url:
-        Target.url, Target.origin = config.server.redis_url, f"from [server] redis_url in {name}"
-        return config
     record = embedded.read_record(config.server.data_dir)
     where = embedded.record_path(config.server.data_dir)
     if record is None:
         raise Unreachable(f"no Redis to reach: {name} sets no [server] redis_url, ${REDIS_URL_ENV} is not set, "
                           f"and no embedded Redis is recorded in {where} (is `postrelay run` running here?)")
     config.server.redis_url = str(record["redis_url"])
-    Target.url, Target.origin = config.server.redis_url, f"the embedded Redis recorded in {where}"
+    Target.url, Target.origin = config.server.queue_redis_url, f"the embedded Redis recorded in {where}"
     return config
 
 
@@ -88,8 +96,8 @@ def runtime(path: str | None) -> Runtime:
     return from_config(operator_config(path))
 
 
-def require_redis_url(config: Config, command: str) -> None:
+def require_redis_url(config: Config, path: str | None, command: str) -> None:
     """`serve` and `worker` need a configured Redis (only `run` starts an embedded one)."""
-    if not config.server.redis_url:
+    if not aim(config, path):
         raise ConfigError(f"server.redis_url: required for `{command}` (set it or ${REDIS_URL_ENV}; "
                           f"`postrelay run` starts an embedded Redis instead)")

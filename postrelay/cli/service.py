@@ -112,7 +112,7 @@ log_format_option = click.option("--log-format", type=click.Choice(["json", "tex
 def serve(config: str | None, host: str | None, port: int | None, log_format: str | None, workers: int) -> int:
     """Receiver only, against the configured Redis."""
     cfg = validated(config)
-    require_redis_url(cfg, "serve")
+    require_redis_url(cfg, config, "serve")
     if config:
         os.environ[CONFIG_ENV] = os.path.abspath(config)
     _setup_logs(cfg, log_format)
@@ -133,7 +133,7 @@ def worker(config: str | None, log_format: str | None, burst: bool) -> int:
     from workers.worker import run_worker
 
     cfg = validated(config)
-    require_redis_url(cfg, "worker")
+    require_redis_url(cfg, config, "worker")
     _setup_logs(cfg, log_format)
     run_worker(cfg, burst=burst)
     return OK

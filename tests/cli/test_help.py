@@ -59,3 +59,18 @@ def test_top_level_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
             assert f"  {path[0]} " in out
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("postrelay, version ")
+
+
+def test_nothing_below_the_cli_imports_it() -> None:
+    """The CLI is the top layer: the core, receiver, workers and adapters never import `postrelay.cli`."""
+    import re
+
+    from tests.support.processes import ROOT
+
+    below = [p for d in ("postrelay", "receiver", "workers", "adapters") for p in (ROOT / d).rglob("*.py")
+             if "cli" not in p.relative_to(ROOT).parts[:2]]
+    assert len(below) > 30
+    for path in below:
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"^\s*(from postrelay\.cli\b|from postrelay import cli\b|import postrelay\.cli\b)", text,
+                             re.MULTILINE), path

@@ -160,7 +160,7 @@ def test_unreachable_redis_is_one_line_naming_what_was_tried(tmp_path: Path) -> 
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[server]\nredis_url = "redis://:pw-secret-123456@127.0.0.1:{port}/0"\n', encoding="utf-8")
     for args in (["status"], ["dlq", "list"], ["dlq", "replay"], ["followups", "list"], ["followups", "cancel", "a|b|c"],
-                 ["destinations"]):
+                 ["destinations"], ["worker"]):
         result = postrelay(*args, "--config", str(cfg), cwd=tmp_path, secrets=["pw-secret-123456"])
         assert result.code == 3, (args, result)
         assert len(result.lines) == 1, result.err
