@@ -15,19 +15,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from postrelay.config_checks import (
-    WHERE_FIELDS,
-    WHERE_PREFIXES,
-    check_redis_urls,
-    check_where,
-    interpolate,
-    reference_problems,
-)
+from postrelay.config_checks import check_redis_urls, interpolate, reference_problems
 from postrelay.config_errors import ConfigError, KeyProblem, format_validation, located, secret_values
 from postrelay.durations import DELAY_FORMS, parse_delay, parse_seconds
-from postrelay.events import ALL_TYPES
+from postrelay.events import ALL_TYPES, filter_field_error
 
-__all__ = ["WHERE_FIELDS", "WHERE_PREFIXES", "Config", "ConfigError", "check_redis_urls", "interpolate",
+__all__ = ["Config", "ConfigError", "check_redis_urls", "interpolate",
            "load_config", "load_runtime_config", "parse_config"]
 
 CONFIG_ENV = "POSTRELAY_CONFIG"
@@ -206,14 +199,22 @@ class DestinationConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+def _check_where(where: dict[str, Any]) -> dict[str, Any]:
+    """Every `where` key must be a field a filter can read (`postrelay.events.FILTER_FIELDS`): a typo such as
+    `contry` would otherwise never match, silently."""
+    for path in where:
+        error = filter_field_error(path)
+        if error:
+            raise ValueError(error)
+    return where
+
+
 class RouteConfig(_Strict):
     """`[[routes]]`: which events go to which destinations."""
 
     events: list[str] = Field(default_factory=lambda: ["*"])
     where: dict[str, Any] = Field(default_factory=dict)
     to: list[str] = Field(min_length=1)
-
-    _where = field_validator("where")(check_where)
 
     @field_validator("events")
     @classmethod
@@ -222,6 +223,8 @@ class RouteConfig(_Strict):
         if bad:
             raise ValueError(f"unknown event type(s) {bad}; known: {sorted(ALL_TYPES)}")
         return v
+
+    _where_fields = field_validator("where")(_check_where)
 
 
 class FollowupConfig(_Strict):
@@ -234,8 +237,6 @@ class FollowupConfig(_Strict):
     unless: list[str] = Field(default_factory=list)
     where: dict[str, Any] = Field(default_factory=dict)
     do: str
-
-    _where = field_validator("where")(check_where)
 
     @field_validator("after")
     @classmethod
@@ -251,6 +252,8 @@ class FollowupConfig(_Strict):
         if bad:
             raise ValueError(f"unknown event type(s) {bad}")
         return v
+
+    _where_fields = field_validator("where")(_check_where)
 
     @field_validator("delay", mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""Config rules that look past one key: where-filter fields, cross-references, the Redis URL pair, `${ENV}`.
+"""Config rules that look past one key: cross-references, the Redis URL pair, `${ENV}` interpolation.
 
 They work on raw documents as well as on validated models, so `check-config` reports them together with
 every other problem.
@@ -10,42 +10,13 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
-from postrelay.config_errors import ConfigError, KeyProblem, did_you_mean
-from postrelay.events import CanonicalEvent
+from postrelay.config_errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from postrelay.config import ServerConfig
 
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def _event_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
-    out: list[str] = []
-    for name, field in model.model_fields.items():
-        inner = field.annotation
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            out.extend(_event_fields(inner, f"{prefix}{name}."))
-        else:
-            out.append(f"{prefix}{name}")
-    return out
-
-
-# What a `where` filter may name: a dotted path into the canonical event, `country` (the piece's country), or
-# anything under `metadata.` (the provider's own metadata). Extend these to add filterable fields.
-WHERE_FIELDS: set[str] = {"country", *_event_fields(CanonicalEvent)} - {"metadata"}
-WHERE_PREFIXES: tuple[str, ...] = ("metadata.",)
-
-
-def check_where(where: dict[str, Any]) -> dict[str, Any]:
-    """A `where` table's keys must be known event fields; KeyProblem names the first unknown one."""
-    for key in where:
-        if key not in WHERE_FIELDS and not key.startswith(WHERE_PREFIXES):
-            raise KeyProblem(key, f"unknown event field{did_you_mean(key, WHERE_FIELDS)}; known: "
-                                  f"{', '.join(sorted(WHERE_FIELDS))}, or metadata.<key>")
-    return where
 
 
 def _tables(data: dict[str, Any], key: str) -> list[dict[str, Any]]:

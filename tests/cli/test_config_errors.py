@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from adapters import ADAPTERS
-from postrelay.config import WHERE_FIELDS, ServerConfig
+from postrelay.config import ServerConfig
+from postrelay.events import ALL_TYPES, FILTER_FIELDS
 from tests.cli.conftest import postrelay
 
 SECRET_TOKEN = "pat-na1-top secret-4f9a1c2e7b0d"  # a HubSpot token with a space: invalid, and never printed
@@ -16,7 +17,7 @@ SECRET_HEADER = "hdr-secret-8d3e6a0f5c1b27e4d"
 BASE = '[sources.lob]\nsecrets = ["lob_secret_current_1b2c3d4e5f"]\n'
 SERVER_KEYS = ", ".join(ServerConfig.model_fields)
 TYPES = ", ".join(sorted(ADAPTERS))
-FIELDS = ", ".join(sorted(WHERE_FIELDS))
+FIELDS = ", ".join(FILTER_FIELDS)
 TABLES = "server, sources, delivery, destinations, routes, followups, followup_estimates"
 HOOK = '[destinations.crm]\ntype = "webhook"\nurl = "https://hooks.example.com/x"\n'
 
@@ -27,8 +28,7 @@ MISTAKES = {
     "unknown key": ("[server]\nprot = 8001\n",
                     f"server.prot: unknown key (did you mean 'port'?); known: {SERVER_KEYS}"),
     "unknown where field": (HOOK + '[[routes]]\nto = ["crm"]\nwhere = { contry = "US" }\n',
-                            f"routes[0].where.contry: unknown event field (did you mean 'country'?); known: {FIELDS}, "
-                            f"or metadata.<key>"),
+                            f"routes[0].where: unknown filter field 'contry'; a filter may name: {FIELDS}"),
     "wrong type": ("[server]\nport = \"eighty\"\n",
                    "server.port: expected a valid integer, unable to parse string as an integer"),
     "bad duration": ("[delivery]\ntimeout = \"soon\"\n",
@@ -41,10 +41,7 @@ MISTAKES = {
     "unknown destination in a route": (HOOK + '[[routes]]\nto = ["crn"]\n',
                                        "routes[0].to: unknown destination 'crn' (did you mean 'crm'?); known: crm"),
     "unknown event type": (HOOK + '[[routes]]\nevents = ["teleported"]\nto = ["crm"]\n',
-                           "routes[0].events: unknown event type(s) ['teleported']; known: ['addressed', 'cancelled', "
-                           "'created', 'delivered', 'failed', 'in_local_area', 'in_transit', 'mailed', "
-                           "'printed', 'processed_for_delivery', 'purl_completed', 'purl_opened', 're_routed', "
-                           "'returned_to_sender']"),
+                           f"routes[0].events: unknown event type(s) ['teleported']; known: {sorted(ALL_TYPES)}"),
     "unknown destination type": ('[destinations.crm]\ntype = "hubspt"\ntoken = "x"\n',
                                  f"destinations.crm.type: unknown destination type 'hubspt' (did you mean 'hubspot'?); "
                                  f"known: {TYPES}"),
