@@ -181,6 +181,7 @@ def test_first_relay_to_a_local_webhook_as_written(tmp_path: Path, running: list
         assert line.startswith("received processed_for_delivery for postgrid/letter_relay (stage "
                                "processed_for_delivery, webhook-id mev_"), line
         assert line.rstrip().endswith(" signature ok"), line
+        assert wait_for(lambda: '"msg": "event applied"' in proc.output(), 30)  # the worker's line per event
         # the troubleshooting section's commands, in the same set-up
         record = cwd / ".postrelay" / "embedded.json"
         assert record.exists()
