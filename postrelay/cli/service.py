@@ -61,9 +61,10 @@ def _server(config: Config) -> Any:
     import uvicorn
 
     from receiver.app import create_app
+    from receiver.server import uvicorn_options
 
     return uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", access_log=False,
-                                         log_config=None, lifespan="on"))
+                                         log_config=None, lifespan="on", **uvicorn_options(config)))
 
 
 def _multiproc_metrics_dir() -> str | None:
@@ -87,11 +88,14 @@ def _serve_processes(config: Config, host: str, port: int, workers: int) -> None
 
     import uvicorn
 
+    from receiver.server import uvicorn_options
+
     listen(host, port).close()  # uvicorn's supervisor binds it again: fail early, with our message
     made = _multiproc_metrics_dir()
     try:
         uvicorn.run("receiver.asgi:make_app", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", access_log=False, proxy_headers=True, log_config=None)
+                    log_level="warning", access_log=False, proxy_headers=True, log_config=None,
+                    **uvicorn_options(config))
     finally:
         if made:
             shutil.rmtree(made, ignore_errors=True)
