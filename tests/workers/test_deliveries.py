@@ -7,10 +7,10 @@ import json
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from postrelay.stores import destinations, dlq
+from postrelay import keys
+from postrelay.stores import deliveries, destinations, dlq
 from tests.support.http_server import LocalHTTPServer, Reply
 from tests.workers.conftest import dispatch, drain, event, promote, push, scheduled
-from workers import deliveries
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci10ZXN0cy0wMTIzNDU2Nzg5"
 
@@ -44,7 +44,7 @@ def test_delivered_once_with_a_verifiable_signature(make_runtime):
         body = Webhook(SECRET).verify(req.body, req.headers)  # raises if the signature is wrong
         assert body["id"] == e.id and req.headers["webhook-id"] == e.id
         assert body["stage"] == "processed_for_delivery"
-        assert rt.redis.exists(deliveries.done_key(deliveries.delivery_key("hook", e.id)))
+        assert rt.redis.exists(keys.delivery_done(deliveries.delivery_key("hook", e.id)))
 
 
 def test_429_honours_retry_after_then_delivers_once(make_runtime, clock):
@@ -189,7 +189,9 @@ def test_circuit_opens_waits_and_closes(make_runtime, clock):
         rt = make_runtime({
             "destinations": {"bad": {"type": "webhook", "url": bad.url}, "good": {"type": "webhook", "url": good.url}},
             "routes": [{"events": ["*"], "to": ["bad", "good"]}],
-            "delivery": {"circuit_threshold": 2, "circuit_cooldown": 30, "base_delay": 1},
+            # one attempt at a time per destination, so the circuit opens between two attempts
+            "delivery": {"circuit_threshold": 2, "circuit_cooldown": 30, "base_delay": 1,
+                         "per_destination_concurrency": 1},
         })
         push(rt, *(event("mailed", piece=f"p{i}") for i in range(4)))
         dispatch(rt)
@@ -226,7 +228,9 @@ def test_paused_destination_parks_and_resume_delivers(make_runtime):
 
 def test_rate_limit_spaces_requests(make_runtime, clock):
     with LocalHTTPServer() as hook:
-        rt = make_runtime(relay(hook.url, rate_limit="4/s"))
+        cfg = relay(hook.url, rate_limit="4/s")
+        cfg["delivery"]["per_destination_concurrency"] = 1  # one waiter at a time: the fake clock's sleeps add up
+        rt = make_runtime(cfg)
         push(rt, *(event("mailed", piece=f"p{i}") for i in range(6)))
         dispatch(rt)
         drain(rt)
