@@ -246,3 +246,23 @@ def test_adapter_exception_is_retried_not_lost(make_runtime, monkeypatch):
         dispatch(rt)
         drain(rt)
         assert len(scheduled(rt)) == 1 and dlq.size(rt.redis) == 0
+
+
+def test_fractional_retry_after_is_never_undercut(make_runtime, clock):
+    """Issue 18 point 9: `Retry-After: 1.5` waits 1.5 s, not 1 (RQ's scheduler dropped the fraction)."""
+    with LocalHTTPServer(Script(Reply(429, {"error": "slow down"}, {"Retry-After": "1.5"}))) as hook:
+        cfg = relay(hook.url)
+        cfg["delivery"].update(base_delay=0.01, max_delay=0.01)  # the backoff alone would retry after 10 ms
+        rt = make_runtime(cfg)
+        push(rt, event())
+        dispatch(rt)
+        drain(rt)
+        [(_, due)] = scheduled(rt)
+        answered = clock.now
+        assert due >= answered + 1.5
+        clock.advance(1.499)
+        drain(rt)
+        assert len(hook.requests) == 1  # 1 ms early: not yet
+        clock.advance(0.001)
+        drain(rt)
+        assert len(hook.requests) == 2 and dlq.size(rt.redis) == 0
