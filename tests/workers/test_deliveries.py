@@ -164,11 +164,19 @@ def test_retries_stop_at_max_age(make_runtime, clock):
 
 
 def test_updates_for_one_piece_reach_the_destination_in_order(make_runtime, clock):
-    with LocalHTTPServer(Script(Reply(500))) as hook:
+    first = event("in_transit", occurred="2026-11-18T10:00:00+00:00")
+    second = event("processed_for_delivery", occurred="2026-11-20T10:00:00+00:00")
+    other_piece = event("mailed", piece="ltr_9")
+    failed: list[str] = []
+
+    def first_fails_once(req) -> Reply:  # attempts run concurrently: pick the failure by event, not by order
+        if req.headers["webhook-id"] == first.id and not failed:
+            failed.append(first.id)
+            return Reply(500)
+        return Reply(200, {"ok": True})
+
+    with LocalHTTPServer(first_fails_once) as hook:
         rt = make_runtime(relay(hook.url))
-        first = event("in_transit", occurred="2026-11-18T10:00:00+00:00")
-        second = event("processed_for_delivery", occurred="2026-11-20T10:00:00+00:00")
-        other_piece = event("mailed", piece="ltr_9")
         push(rt, first, second, other_piece)
         dispatch(rt)
         drain(rt)
