@@ -7,13 +7,16 @@ in chunks of 1,000 with a progress bar on stderr, and the rows are written back 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
+import click
+
+from postrelay.cli.common import FAILED, OK, config_option, operator_config
+from postrelay.config import ConfigError
 from postrelay.linkconfig import LinksConfig
 from postrelay.stores import links as store
 
@@ -89,70 +92,51 @@ def write_rows(stream: TextIO, columns: Iterable[str], rows: Sequence[dict[str, 
         writer.writerow({**row, **link})
 
 
-def configure(p: argparse.ArgumentParser) -> None:
-    """`postrelay links …` arguments."""
-    sub = p.add_subparsers(dest="links_command", required=True)
-    q = sub.add_parser("mint", help="mint a link per CSV row (target_url, campaign_id, ref, mailpiece_source, "
-                                    "mailpiece_id, expires_at, goal_url, utm_*)")
-    q.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
-                   help="config file (default: $POSTRELAY_CONFIG)")
-    q.add_argument("--csv", required=True, metavar="FILE", help="rows to mint links for ('-': stdin)")
-    q.add_argument("--out", metavar="FILE", help="write the rows with their links here (default: stdout)")
-    q.add_argument("--target-url", metavar="URL", help="target for rows without a target_url")
-    q.add_argument("--campaign-id", metavar="ID", help="campaign for rows without a campaign_id")
-    q.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+@click.group("links", short_help="tracking links: mint from a CSV")
+def links() -> None:
+    """Tracking links (docs/links.md)."""
 
 
-def run(args: argparse.Namespace) -> int:
-    """`postrelay links mint`."""
-    import click
-
-    from postrelay.config import ConfigError, load_runtime_config
+@links.command("mint")
+@config_option
+@click.option("--csv", "csv_path", required=True, metavar="FILE",
+              help="rows to mint links for, with a header row ('-': stdin): target_url, campaign_id, ref, "
+                   "mailpiece_source, mailpiece_id, expires_at, goal_url, utm_*; other columns are kept")
+@click.option("--out", metavar="FILE", default=None, help="write the rows with their links here (default: stdout)")
+@click.option("--target-url", metavar="URL", default=None, help="target for rows without a target_url")
+@click.option("--campaign-id", metavar="ID", default=None, help="campaign for rows without a campaign_id")
+@click.option("--no-progress", is_flag=True, help="no progress bar on stderr")
+def links_mint(config: str | None, csv_path: str, out: str | None, target_url: str | None, campaign_id: str | None,
+               no_progress: bool) -> int:
+    """Mint a link per CSV row: every row is checked first, then minted with a progress bar."""
     from postrelay.redis_url import sync_client
 
-    config = load_runtime_config(args.config)
-    url = config.server.queue_redis_url
-    if not url:
-        raise ConfigError("server.redis_url: required to mint links")
-    if not config.links.enabled:
+    cfg = operator_config(config)
+    if not cfg.links.enabled:
         raise ConfigError("links: set [links] base_url and allowed_hosts to mint links")
     try:
-        with (sys.stdin if args.csv == "-" else open(args.csv, encoding="utf-8-sig", newline="")) as stream:
+        with click.open_file(csv_path, encoding="utf-8-sig") as stream:
             columns, rows = read_rows(stream)
     except OSError as exc:
-        print(f"links mint: cannot read {args.csv}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
-        return 1
+        click.echo(f"links mint: cannot read {csv_path}: {exc.strerror or type(exc).__name__}", err=True)
+        return FAILED
     except (CsvError, csv.Error, UnicodeDecodeError) as exc:
-        print(f"links mint: {args.csv}: {exc}", file=sys.stderr)
-        return 1
+        click.echo(f"links mint: {csv_path}: {exc}", err=True)
+        return FAILED
     now = time.time()
     try:
-        specs = check_rows(config.links, rows, now, target_url=args.target_url, campaign_id=args.campaign_id)
+        specs = check_rows(cfg.links, rows, now, target_url=target_url, campaign_id=campaign_id)
     except CsvError as exc:
-        print(f"links mint: {args.csv}: {exc}", file=sys.stderr)
-        return 1
-    redis = sync_client(url, config.server.redis_timeout)
+        click.echo(f"links mint: {csv_path}: {exc}", err=True)
+        return FAILED
+    redis = sync_client(cfg.server.queue_redis_url or "", cfg.server.redis_timeout)
     try:
         with click.progressbar(length=len(specs), label="minting links", file=sys.stderr,
-                               hidden=args.no_progress or not specs) as bar:
-            minted = mint_specs(redis, config.links, specs, now, progress=bar.update)
+                               hidden=no_progress or not specs) as bar:
+            minted = mint_specs(redis, cfg.links, specs, now, progress=bar.update)
     finally:
         redis.close()
-    if args.out:
-        with open(args.out, "w", encoding="utf-8", newline="") as out:
-            write_rows(out, columns, rows, minted)
-    else:
-        write_rows(sys.stdout, columns, rows, minted)
-    print(f"links mint: {len(minted)} link(s) minted", file=sys.stderr)
-    return 0
-
-
-def register() -> None:
-    """Add `links` to the CLI's command list."""
-    from postrelay.cli import COMMANDS
-
-    if not any(name == "links" for name, *_ in COMMANDS):
-        COMMANDS.append(("links", "tracking links: mint from a CSV", configure, run))
-
-
-register()
+    with click.open_file(out or "-", "w", encoding="utf-8") as stream:
+        write_rows(stream, columns, rows, minted)
+    click.echo(f"links mint: {len(minted)} link(s) minted", err=True)
+    return OK
