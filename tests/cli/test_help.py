@@ -32,6 +32,7 @@ FLAGS = {
     ("followups", "list"): {"--config", "--mailpiece", "--json"},
     ("followups", "cancel"): {"--config"},
     ("backfill",): {"--config", "--since", "--until", "--page-size", "--max-pages", "--no-progress", "--json"},
+    ("links", "mint"): {"--config", "--csv", "--out", "--target-url", "--campaign-id", "--no-progress"},
 }
 
 
@@ -39,7 +40,7 @@ def test_the_tree_has_every_command() -> None:
     names = {path for path, _ in every_command()}
     assert set(FLAGS) <= names
     assert [c.name for c in cli.TREE] == ["run", "serve", "worker", "check-config", "status", "dlq", "destinations",
-                                          "followups", "backfill"]
+                                          "followups", "backfill", "links"]
 
 
 @pytest.mark.parametrize("path", list(FLAGS), ids=" ".join)
