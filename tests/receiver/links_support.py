@@ -70,13 +70,17 @@ def as_json(resp: httpx.Response) -> Any:
 def apply_visits(svc: Service) -> None:
     """What the worker does with the queued events (links resolved, timelines), without deliveries."""
     from workers.dispatcher import Dispatcher
+    from workers.executor import DeliveryExecutor
     from workers.runtime import Runtime
 
     rt = Runtime(config=svc.config, redis=svc.redis)
+    executor = DeliveryExecutor(lambda key, seq: None)
     try:
-        d = Dispatcher(rt, handlers=[], consumer="links-test", block_ms=10)
+        d = Dispatcher(rt, [], executor, consumer="links-test", block_ms=10)
+        d.reclaim()
         while d.run_once(block_ms=10):
             pass
     finally:
+        executor.shutdown(timeout=5)
         assert rt.client is not None
         rt.client.close()

@@ -8,10 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.receiver.harness import Service
-from tests.receiver.links_support import LINKS, metric, mint, visit, visits_in_stream
+from tests.receiver.links_support import LINKS, apply_visits, metric, mint, visit, visits_in_stream
 from tests.support.redis_server import RedisServer
-from workers.dispatcher import Dispatcher
-from workers.runtime import Runtime
 
 
 @pytest.fixture
@@ -64,11 +62,6 @@ def test_nothing_is_applied_twice_after_recovery(make_service, outage: RedisServ
     assert visit(svc, token, agent="Mozilla/5.0 other").status_code == 302
     outage.start()
     assert visit(svc, token, agent="Mozilla/5.0 third").status_code == 302
-    rt = Runtime(config=svc.config, redis=svc.redis)
-    d = Dispatcher(rt, handlers=[], consumer="t", block_ms=10)
-    d.reclaim()
-    while d.run_once(block_ms=10):
-        pass
-    rt.client.close()
+    apply_visits(svc)
     piece = svc.get_piece("links", token).json()
     assert [e["type"] for e in piece["events"]] == ["purl_opened", "purl_opened"]

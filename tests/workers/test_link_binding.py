@@ -13,9 +13,9 @@ from postrelay.linkconfig import LinksConfig
 from postrelay.stores import followups as fu_store
 from postrelay.stores import links as store
 from tests.support.http_server import LocalHTTPServer
-from tests.workers.conftest import dispatch, drain, event, push
+from tests.workers.conftest import dispatch, drain, event, push, relay_handler, worker_for
 from workers import followups
-from workers.dispatcher import Dispatcher, RelayHandler
+from workers.dispatcher import Dispatcher
 from workers.followups import FollowupHandler
 
 LINKS = LinksConfig(base_url="https://go.example.test", allowed_hosts=["shop.example.com"])
@@ -127,7 +127,7 @@ def test_visit_cancels_the_second_postcard(make_runtime, clock):
         rt = make_runtime({"destinations": {"printer": {"type": "webhook", "url": hook.url}}, "followups": [rule]})
         visited = store.mint(rt.redis, LINKS, clock(), target_url="https://shop.example.com/")["token"]
         ignored = store.mint(rt.redis, LINKS, clock(), target_url="https://shop.example.com/")["token"]
-        handlers = [RelayHandler(rt), FollowupHandler(rt)]
+        handlers = [relay_handler(rt), FollowupHandler(rt)]
         for piece, token in (("ltr_v", visited), ("ltr_i", ignored)):
             push(rt, event("delivered", piece=piece, metadata={"postrelay_link": token},
                            occurred="2026-11-20T10:00:00+00:00"))
@@ -148,7 +148,7 @@ def test_held_visit_attached_later_also_cancels(make_runtime, clock):
     rt = make_runtime({"destinations": {"printer": {"type": "webhook", "url": "http://127.0.0.1:9/"}},
                        "followups": [rule]})
     token = store.mint(rt.redis, LINKS, clock(), target_url="https://shop.example.com/", ref="late")["token"]
-    d = Dispatcher(rt, handlers=[FollowupHandler(rt)], consumer="t", block_ms=10)
+    d = Dispatcher(rt, [FollowupHandler(rt)], worker_for(rt).executor, consumer="t", block_ms=10)
     push(rt, _visit(rt, token, T0))
     d.run_once(block_ms=10)
     push(rt, event("delivered", piece="ltr_late", metadata={"ref": "late"}, occurred="2026-11-19T10:00:00+00:00"))
