@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from postrelay.durations import parse_delay, parse_seconds
 from postrelay.events import ALL_TYPES
+from postrelay.ui_config import UiConfig
 
 CONFIG_ENV = "POSTRELAY_CONFIG"
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -278,6 +279,7 @@ class Config(BaseModel):
     routes: list[RouteConfig] = Field(default_factory=list)
     followups: list[FollowupConfig] = Field(default_factory=list)
     followup_estimates: EstimatesConfig = Field(default_factory=EstimatesConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:

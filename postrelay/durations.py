@@ -52,3 +52,20 @@ def parse_delay(text: str | int | float) -> Delay:
         if m:
             return Delay(business_days=int(m.group(1)))
     return Delay(seconds=parse_seconds(text))
+
+
+def parse_since(text: str, now: float) -> float:
+    """A point in time as epoch seconds: an ISO date or time (UTC unless it says otherwise), or a duration ago
+    (`2h`, `3d`); raises ValueError naming the problem."""
+    from datetime import UTC, datetime
+
+    raw = text.strip()
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            return now - parse_seconds(raw)
+        except ValueError:
+            raise ValueError(f"cannot parse {text!r}: use an ISO date/time (2026-11-20, 2026-11-20T10:00Z) "
+                             "or a duration ago (2h, 3d)") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
