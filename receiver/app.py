@@ -238,6 +238,10 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
         Route("/metrics", receiver.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
+    if config.ui.enabled:
+        from receiver.ui.app import console_mount
+
+        routes.append(console_mount(receiver))
     app = WebhookApp(
         routes=routes,
         lifespan=lifespan,

@@ -74,25 +74,27 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def page(redis: Any, key: str, cursor: str | None, limit: int, since: float | None = None
-               ) -> tuple[list[tuple[str, float]], str | None]:
-    """One page of a sorted set, highest score first (ties: member descending), after `cursor`.
+async def page(redis: Any, key: str, cursor: str | None, limit: int, since: float | None = None,
+               ascending: bool = False) -> tuple[list[tuple[str, float]], str | None]:
+    """One page of a sorted set after `cursor`: highest score first (ties: member descending), or lowest
+    first with `ascending` (ties: member ascending). Returns ([(member, score)], next cursor or None).
 
-    Returns ([(member, score)], next cursor or None). `since`: only scores from then on.
+    `since`: only scores from then on (descending order only).
     """
-    top: float | str = "+inf"
-    after: tuple[float, str] | None = None
-    if cursor:
-        after = decode_cursor(cursor)
-        top = repr(after[0])
-    low = repr(float(since)) if since is not None else "-inf"
+    after: tuple[float, str] | None = decode_cursor(cursor) if cursor else None
     out: list[tuple[str, float]] = []
     offset, want = 0, limit + 1
     while len(out) < want:
-        batch = await redis.zrevrangebyscore(key, top, low, start=offset, num=want + 16, withscores=True)
+        if ascending:
+            low = repr(after[0]) if after else "-inf"
+            batch = await redis.zrangebyscore(key, low, "+inf", start=offset, num=want + 16, withscores=True)
+        else:
+            top = repr(after[0]) if after else "+inf"
+            low = repr(float(since)) if since is not None else "-inf"
+            batch = await redis.zrevrangebyscore(key, top, low, start=offset, num=want + 16, withscores=True)
         for raw, score in batch:
             member = _text(raw)
-            if after is not None and score == after[0] and member >= after[1]:
+            if after is not None and score == after[0] and (member <= after[1] if ascending else member >= after[1]):
                 continue  # the previous page's ties
             out.append((member, float(score)))
         offset += len(batch)

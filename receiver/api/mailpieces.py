@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse
 
 from postrelay.stores import catalog
 from postrelay.timeline import read_piece
-from receiver.api import common
+from receiver.api import common, operations
 from receiver.errors import HTTPError
 
 
@@ -31,8 +31,7 @@ async def detail(request: Request, source: str, piece_id: str) -> dict[str, Any]
     summary = rows[0] if rows else {}
     piece["campaign"] = summary.get("campaign")
     piece["recipient"] = {"name": summary.get("name"), "email": summary.get("email")}
-    activity = getattr(common.receiver_of(request), "activity", None)
-    piece["deliveries"], piece["followups"] = await activity(piece) if activity else ([], [])
+    piece["deliveries"], piece["followups"] = await operations.piece_activity(common.receiver_of(request), piece)
     return piece
 
 
