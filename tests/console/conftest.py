@@ -15,7 +15,7 @@ import redis
 
 from postrelay import keys
 from postrelay.events import CanonicalEvent, Location, Mailpiece, Recipient
-from tests.receiver.harness import API_TOKEN, Service, base_config, merge, start_service
+from tests.receiver.harness import API_TOKEN, Service, base_config, make_service, merge, start_service
 from tests.support.http_server import LocalHTTPServer, Recorded, Reply
 from tests.support.processes import WorkerProcess, wait_for, write_config
 from tests.support.signing import make_whsec
@@ -116,4 +116,4 @@ def console(redis_url: str, tmp_path: Path) -> Iterator[Console]:
 
 
 MakeConsole = Callable[..., Console]
-__all__ = ["API_TOKEN", "OPERATE_TOKEN", "READ_TOKEN", "Console", "piece_event"]
+__all__ = ["API_TOKEN", "OPERATE_TOKEN", "READ_TOKEN", "Console", "make_service", "piece_event"]

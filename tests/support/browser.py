@@ -74,7 +74,7 @@ def until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float =
             value = predicate()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 (stale elements while a page loads)
+        except Exception as exc:  # stale elements while a page loads
             last = exc
         time.sleep(interval)
     page = ""
