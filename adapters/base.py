@@ -83,9 +83,13 @@ class DeliveryContext:
 
 
 class AdapterSettings(BaseModel):
-    """Base for each adapter's settings model (the keys of its `[destinations.NAME]` table)."""
+    """Base for each adapter's settings model (the keys of its `[destinations.NAME]` table).
 
-    model_config = ConfigDict(extra="forbid")
+    Validation errors never echo the value they reject (`hide_input_in_errors`): settings hold tokens and
+    signing keys, and an error names the key and what is expected, never the secret.
+    """
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class Adapter:

@@ -2,7 +2,8 @@
 
 In-process (no Redis call on the request path): `postrelay_events_received_total{source,outcome}`,
 `postrelay_events_rejected_total{source,reason}`, `postrelay_signature_failures_total{source}`,
-`postrelay_ingest_seconds` and `postrelay_http_requests_total{path,status}`. With several uvicorn worker
+`postrelay_ingest_seconds`, `postrelay_http_requests_total{path,status}` and
+`postrelay_client_aborts_total{path}`. With several uvicorn worker
 processes, set `PROMETHEUS_MULTIPROC_DIR` (`postrelay serve --workers N` does it) and every process's
 counters are summed at scrape time (prometheus-client multiprocess mode).
 
@@ -67,6 +68,9 @@ class ReceiverMetrics:
                                 buckets=INGEST_BUCKETS, registry=reg)
         self.http = Counter("postrelay_http_requests_total", "HTTP requests by route and status",
                             ["path", "status"], registry=reg)
+        self.client_aborts = Counter("postrelay_client_aborts_total",
+                                     "Requests whose client disconnected before the body was received (not answered)",
+                                     ["path"], registry=reg)
         if self.multiprocess:
             from prometheus_client import multiprocess
 
@@ -94,6 +98,10 @@ class ReceiverMetrics:
             if len(self._http) < 1000:  # labels are route templates and status codes: a bounded set anyway
                 self._http[(path, status)] = child
         child.inc()
+
+    def client_abort(self, path: str) -> None:
+        """Count one request abandoned by its client mid-body (`path` is the route label)."""
+        self.client_aborts.labels(path).inc()
 
     def accepted(self, source: str, accepted: int, duplicates: int, ignored: int) -> None:
         """Count one answered webhook."""

@@ -63,6 +63,10 @@ _NOT_FOUND = {"404": _error("not found")}
 def paths() -> dict[str, Any]:
     """The `/v1/…` paths of the console API (the mailpiece detail is documented with the read API)."""
     return {
+        "/ui": {"get": {"summary": "The web console (HTML pages under `/ui/`, `[ui] prefix`; see docs/console.md)",
+                        "tags": ["console"], "responses": {"307": {
+                            "description": "to the console's overview (or its sign-in page)",
+                            "headers": {"Location": {"schema": {"type": "string"}}}}}}},
         "/v1/mailpieces": _op("get", "Search mailpieces (newest first)", _ok("a page", _list("mailpieces",
                               "MailpieceSummary")), [
             _q("q", "a provider mailpiece id, an email, or the words of a recipient name"),

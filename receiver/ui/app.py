@@ -20,7 +20,7 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -180,8 +180,9 @@ def _handlers(console: Console) -> dict[Any, Callable[[Request, Exception], Awai
             **dict.fromkeys(REDIS_DOWN, redis_down)}
 
 
-def console_mount(receiver: Any) -> Mount:
-    """The console as one Mount at `[ui] prefix` (the caller leaves it out when `[ui] enabled = false`)."""
+def console_routes(receiver: Any) -> list[BaseRoute]:
+    """The console: a Mount at `[ui] prefix`, and the bare prefix redirecting to it (the caller leaves both out
+    when `[ui] enabled = false`)."""
     from receiver.ui import operate, pages, signin
 
     console = Console(receiver)
@@ -201,4 +202,9 @@ def console_mount(receiver: Any) -> Mount:
     app = Starlette(routes=routes, exception_handlers=_handlers(console))
     app.state.console = console
     app.state.receiver = receiver
-    return Mount(console.prefix, app=SecurityHeaders(app))
+    prefix = console.prefix
+
+    async def to_console(request: Request) -> Response:
+        return RedirectResponse(prefix + "/", status_code=307)
+
+    return [Route(prefix, to_console, methods=["GET"]), Mount(prefix, app=SecurityHeaders(app))]

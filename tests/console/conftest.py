@@ -27,14 +27,14 @@ CRM_SECRET = make_whsec(b"console-crm-secret")
 
 
 class Crm:
-    """The destination: answers 400 (a permanent failure) while `failing`, else 200; records what arrived."""
+    """The destination: answers 410 (permanent for a webhook) while `failing`, else 200; records what arrived."""
 
     def __init__(self) -> None:
         self.failing = False
         self.server = LocalHTTPServer(self._answer)
 
     def _answer(self, req: Recorded) -> Reply:
-        return Reply(400, {"error": "contact locked"}) if self.failing else Reply(200, {"id": "crm_1"})
+        return Reply(410, {"error": "contact locked"}) if self.failing else Reply(200, {"id": "crm_1"})
 
     def received(self) -> list[dict[str, Any]]:
         """The canonical events delivered (webhook bodies), in arrival order."""

@@ -120,5 +120,6 @@ do = "hook"
         finally:
             _kill(worker)
         assert len(hook.requests) == 1
-        assert hook.requests[0].headers["webhook-id"] == e.id
+        assert hook.requests[0].headers["webhook-id"].startswith("fup_")  # a follow-up is its own message
+        assert hook.requests[0].json()["id"] == e.id and hook.requests[0].json()["followup"]["rule"] == "soon"
         assert r.zcard(keys.FOLLOWUPS_DUE) == 0
