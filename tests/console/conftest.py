@@ -89,7 +89,7 @@ class Console:
         for e in events:
             self.redis.xadd(keys.INGEST_STREAM, {"e": e.model_dump_json()})
 
-    def settled(self, timeout: float = 30.0) -> None:
+    def settled(self, timeout: float = 60.0) -> None:
         """Wait until the worker applied every fed event and no delivery is due or running."""
         def idle() -> bool:
             assert self.worker.alive, f"the worker exited: {self.worker.log()[-3000:]}"
