@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= examples/dev.toml
 
-.PHONY: install run test lint bench bench-smoke validate-deploy clean
+.PHONY: install run demo test lint bench bench-smoke validate-deploy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ install: $(BIN)/python
 
 run: install
 	$(BIN)/postrelay run --config $(CONFIG)
+
+# a living console in a minute: demo data in the embedded Redis, then receiver + worker (http://127.0.0.1:8000/ui/)
+demo: install
+	$(BIN)/postrelay demo --config examples/demo.toml
+	$(BIN)/postrelay run --config examples/demo.toml
 
 lint: install
 	$(BIN)/ruff check .

@@ -79,7 +79,7 @@ def piece_events(rng: random.Random, n: int, campaign: str, now: datetime, plan:
     piece = f"{'ltr' if kind == 'letter' else 'pc'}_{campaign[:3]}{n:06d}"
     first, last = rng.choice(FIRST), rng.choice(LAST)
     name, email = f"{first} {last}", f"{first}.{last.split()[0]}.{n}@example.com".lower().replace("'", "")
-    created = now - timedelta(days=rng.uniform(0.2, plan.days))
+    created = now - timedelta(days=0.2 + (plan.days - 0.2) * rng.random() ** 1.6)  # more of them recent
     zip_code = rng.choice(US_ZIPS)
     out: list[CanonicalEvent] = []
 

@@ -24,8 +24,9 @@ def _nice_max(value: float) -> float:
 
 
 def lines(labels: list[str], series: dict[str, list[float]], width: int = 720, height: int = 220,
-          every: int = 1) -> dict[str, Any]:
-    """A line per series over shared x labels; `every`: label each n-th x tick."""
+          every: int = 1, scale: float = 1.0) -> dict[str, Any]:
+    """A line per series over shared x labels; `every`: label each n-th x tick; `scale`: values per legend unit
+    (the legend shows each series' total times `scale`)."""
     left, right, top, bottom = 48, 12, 12, 28
     plot_w, plot_h = width - left - right, height - top - bottom
     top_value = _nice_max(max((v for vs in series.values() for v in vs), default=0))
@@ -40,8 +41,9 @@ def lines(labels: list[str], series: dict[str, list[float]], width: int = 720, h
     out = []
     for i, (name, values) in enumerate(series.items()):
         points = " ".join(f"{x(j)},{y(v)}" for j, v in enumerate(values))
-        out.append({"name": name, "points": points, "color": PALETTE[i % len(PALETTE)], "total": sum(values)})
-    yticks = [{"y": y(top_value * f), "label": f"{top_value * f:g}"} for f in (0, 0.5, 1)]
+        out.append({"name": name, "points": points, "color": PALETTE[i % len(PALETTE)], "total": sum(values),
+                    "scale": scale})
+    yticks = [{"y": y(top_value * f), "label": f"{top_value * f:.3g}"} for f in (0, 0.5, 1)]
     xticks = [{"x": x(i), "label": label} for i, label in enumerate(labels) if i % max(1, every) == 0]
     return {"width": width, "height": height, "series": out, "xticks": xticks, "yticks": yticks,
             "left": left, "bottom": height - bottom, "right": width - right, "top": top}

@@ -29,7 +29,8 @@ async def overview(console: Console, request: Request, sess: Session, form: Form
     """GET {prefix}/"""
     data = await overview_data.gather(console.receiver)
     minutes = data["events_per_minute"]
-    chart = charts.lines(minutes["labels"], minutes["series"], every=max(1, len(minutes["labels"]) // 8))
+    chart = charts.lines(minutes["labels"], minutes["series"], every=max(1, len(minutes["labels"]) // 8),
+                         scale=overview_data.BUCKET)
     return console.render(request, "overview.html", active="overview", data=data, chart=chart)
 
 
