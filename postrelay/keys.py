@@ -133,6 +133,11 @@ def followup_fired(fid: str) -> str:
     return f"{PREFIX}:fu:fired:{{{fid}}}"
 
 
+def followup_cancelled(fid: str) -> str:
+    """Marker (JSON: time, by whom): an operator cancelled this follow-up (the piece's page shows it)."""
+    return f"{PREFIX}:fu:cancelled:{{{fid}}}"
+
+
 def followup_piece(source: str, piece_id: str) -> str:
     """Set of a piece's pending follow-up ids."""
     return f"{PREFIX}:fu:piece:{{{source}:{piece_id}}}"

@@ -26,7 +26,7 @@ def _run(args: argparse.Namespace) -> int:
         if not args.id:
             print("followups cancel needs the follow-up id (see `postrelay followups list`)")
             return 2
-        if followups.cancel(r, args.id):
+        if followups.cancel(r, args.id, by="cli"):
             print(f"cancelled {args.id}")
             return 0
         print(f"no pending follow-up {args.id!r}")

@@ -113,8 +113,8 @@ async def list_followups(request: Request) -> JSONResponse:
 @common.guarded
 async def cancel_followup(request: Request) -> JSONResponse:
     """DELETE /v1/followups/{followup_id}"""
-    common.authorize(request, "operate")
+    principal = common.authorize(request, "operate")
     fid = request.path_params["followup_id"]
-    if not await operations.cancel_followup(common.receiver_of(request), fid):
+    if not await operations.cancel_followup(common.receiver_of(request), fid, principal.name):
         raise HTTPError(404, "followup_not_found", f"no pending follow-up {fid!r}")
     return JSONResponse({"cancelled": fid})

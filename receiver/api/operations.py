@@ -174,9 +174,9 @@ async def pending_followups(receiver: Any, rule: str, cursor: str | None, limit:
     return await _filtered(receiver.redis, keys.FOLLOWUPS_DUE, cursor, limit, load, ascending=True)
 
 
-async def cancel_followup(receiver: Any, fid: str) -> bool:
-    """Cancel one pending follow-up (False: none pending with that id)."""
-    return bool(await _run(receiver, followups.cancel, fid))
+async def cancel_followup(receiver: Any, fid: str, by: str = "") -> bool:
+    """Cancel one pending follow-up (False: none pending with that id); `by` names the token that did it."""
+    return bool(await _run(receiver, followups.cancel, fid, receiver.clock(), by))
 
 
 async def piece_activity(receiver: Any, piece: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -200,6 +200,7 @@ async def piece_activity(receiver: Any, piece: dict[str, Any]) -> tuple[list[dic
         for rule in config.followups:
             fid = followups.followup_id(rule.name, source, piece_id)
             raw, fired = r.hget(keys.followup(fid), "data"), r.get(keys.followup_fired(fid))
+            cancelled = r.get(keys.followup_cancelled(fid)) if raw is None and fired is None else None
             row = {"id": fid, "rule": rule.name, "do": rule.do, "estimated": False}
             if raw is not None:
                 data = json.loads(raw)
@@ -207,8 +208,10 @@ async def piece_activity(receiver: Any, piece: dict[str, Any]) -> tuple[list[dic
             elif fired is not None:
                 extra = json.loads(fired)
                 fus.append({**row, "state": "fired", "at": extra.get("fired_at"), "estimated": extra.get("estimated")})
+            elif cancelled is not None:
+                fus.append({**row, "state": "cancelled", "at": json.loads(cancelled).get("at")})
             elif rule.after in types and set(rule.unless) & set(types):
-                fus.append({**row, "state": "cancelled", "at": None})
+                fus.append({**row, "state": "cancelled", "at": None})  # by an `unless` event
         return found, fus
 
     return await run_in_threadpool(read, _sync(receiver))

@@ -102,7 +102,7 @@ async def followups(console: Console, request: Request, sess: Session, form: For
 async def cancel(console: Console, request: Request, sess: Session, form: Form) -> Response:
     """POST {prefix}/followups/cancel: `id`"""
     fid = (form.get("id") or [""])[0]
-    if fid and await operations.cancel_followup(console.receiver, fid):
+    if fid and await operations.cancel_followup(console.receiver, fid, sess.principal.name):
         return _back(console, form, "followups", done=f"Cancelled {fid}.")
     return _back(console, form, "followups", failed=f"No pending follow-up {fid!r} (fired or cancelled already?).")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 from tests.console.conftest import CRM_SECRET, OPERATE_TOKEN, READ_TOKEN, Console, piece_event
 from tests.receiver.harness import assert_error
@@ -140,3 +141,6 @@ def test_followups_listed_by_rule_and_cancelled(console: Console) -> None:
     assert [i["mailpiece"]["id"] for i in left] == ["f2"]
     f2 = console.api("GET", "/v1/mailpieces/lob/f2").json()["followups"]
     assert [(f["rule"], f["state"]) for f in f2] == [("nudge", "pending")]
+    f1 = console.api("GET", "/v1/mailpieces/lob/f1").json()["followups"]
+    assert [(f["rule"], f["state"]) for f in f1] == [("nudge", "cancelled")] and f1[0]["at"]
+    assert json.loads(console.redis.get(f"pr:fu:cancelled:{{{fid}}}"))["by"] == "ops"
