@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= examples/dev.toml
 
-.PHONY: install run demo test lint bench bench-smoke validate-deploy clean
+.PHONY: install run demo screenshots test lint bench bench-smoke validate-deploy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check .
+
+# docs/console/*.png: every console page in headless Chromium, from the demo data (tests/console/test_screenshots.py)
+screenshots: install
+	POSTRELAY_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/console/test_screenshots.py
 
 test: install
 	$(BIN)/ruff check .

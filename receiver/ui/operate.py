@@ -40,9 +40,9 @@ async def deliveries(console: Console, request: Request, sess: Session, form: Fo
     status = params.get("status") or "retrying"
     if status not in ("retrying", "pending"):
         status = "retrying"
-    since = common.since_of(params, rc.clock())
-    dead, dead_next = await operations.dead_letters(rc, destination, error, since, params.get("cursor") or None, 50)
-    waiting, _ = await operations.in_flight(rc, destination, status, None, 50)
+    since, limit = common.since_of(params, rc.clock()), common.limit_of(params)
+    dead, dead_next = await operations.dead_letters(rc, destination, error, since, params.get("cursor") or None, limit)
+    waiting, _ = await operations.in_flight(rc, destination, status, None, limit)
     report = await operations.destination_report(rc)
     query = {"destination": destination, "error": error, "since": params.get("since", ""), "status": status}
     return console.render(request, "deliveries.html", active="deliveries", dead=dead, dead_next=dead_next,
@@ -91,7 +91,8 @@ async def followups(console: Console, request: Request, sess: Session, form: For
     """GET {prefix}/followups?rule=&cursor="""
     params = request.query_params
     rule = params.get("rule", "")
-    items, nxt = await operations.pending_followups(console.receiver, rule, params.get("cursor") or None, 50)
+    items, nxt = await operations.pending_followups(console.receiver, rule, params.get("cursor") or None,
+                                                    common.limit_of(params))
     rules = [r.name for r in console.config.followups]
     return console.render(request, "followups.html", active="followups", items=items, next_cursor=nxt, rule=rule,
                           rules=rules, back=str(request.url.path) + ("?" + request.url.query if request.url.query

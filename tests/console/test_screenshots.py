@@ -64,10 +64,10 @@ def test_every_page_renders_from_the_demo_data(demo_service, browser, tmp_path: 
     member = next(m for m in visited if r.sismember(keys.piece_types(*m.split(":", 1)), "purl_opened")
                   and r.hget(keys.piece(*m.split(":", 1)), "country") == b"US")
     source, piece_id = member.split(":", 1)
-    pages = [("overview", "/ui/", "cards"), ("mailpieces", "/ui/mailpieces?campaign=spring-postcards", "results"),
+    pages = [("overview", "/ui/", "cards"), ("mailpieces", "/ui/mailpieces?campaign=spring-postcards&limit=15", "results"),
              ("mailpiece", f"/ui/mailpieces/{source}/{piece_id}", "timeline"), ("campaigns", "/ui/campaigns", "campaigns"),
-             ("campaign", "/ui/campaigns/spring-postcards", "funnel"), ("deliveries", "/ui/deliveries", "dead-letters"),
-             ("followups", "/ui/followups", "followups")]
+             ("campaign", "/ui/campaigns/spring-postcards", "funnel"), ("deliveries", "/ui/deliveries?limit=8", "dead-letters"),
+             ("followups", "/ui/followups?limit=15", "followups")]
     for name, path, marker in pages:
         browser.get(svc.url + path)
         until(lambda m=marker: browser.find_elements(By.ID, m), what=name)
