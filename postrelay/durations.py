@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 _UNITS = {
     "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
@@ -14,6 +16,9 @@ _UNITS = {
 }
 _PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*")
 _BUSINESS = re.compile(r"^\s*(\d+)\s*business\s+days?\s*$")
+# The accepted forms, for error messages.
+DURATION_FORMS = "a duration such as '30s', '5m', '36h', '8d' or '14 days' (a bare number is seconds)"
+DELAY_FORMS = "'0', a duration such as '36h' or '14 days', or 'N business days'"
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ def parse_seconds(text: str | int | float) -> float:
     while pos < len(raw):
         m = _PART.match(raw, pos)
         if not m or m.end() == pos or m.group(2) not in _UNITS:
-            raise ValueError(f"cannot parse duration {text!r} (use e.g. '30s', '5m', '36h', '8d')")
+            raise ValueError(f"cannot parse duration {text!r}; expected {DURATION_FORMS}")
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     return total
@@ -54,18 +59,15 @@ def parse_delay(text: str | int | float) -> Delay:
     return Delay(seconds=parse_seconds(text))
 
 
-def parse_since(text: str, now: float) -> float:
-    """A point in time as epoch seconds: an ISO date or time (UTC unless it says otherwise), or a duration ago
-    (`2h`, `3d`); raises ValueError naming the problem."""
-    from datetime import UTC, datetime
-
-    raw = text.strip()
+def parse_when(text: str, now: float | None = None) -> datetime:
+    """A point in time as the CLI takes it (`--since`, `--until`): `2026-11-01`, `2026-11-01T08:00:00-05:00`
+    (no offset: UTC) or a duration ago (`36h`, `3d`); ValueError names the accepted forms."""
     try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         try:
-            return now - parse_seconds(raw)
+            ago = parse_seconds(text)
         except ValueError:
-            raise ValueError(f"cannot parse {text!r}: use an ISO date/time (2026-11-20, 2026-11-20T10:00Z) "
-                             "or a duration ago (2h, 3d)") from None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+            raise ValueError(f"{text!r} is neither an ISO date/time nor a duration such as 36h or 3d") from None
+        return datetime.fromtimestamp((time.time() if now is None else now) - ago, UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from postrelay.config import KNOWN_SOURCES
-from postrelay.durations import parse_since
+from postrelay.durations import parse_when
 from postrelay.events import ALL_TYPES
 from postrelay.stores.catalog import BadQuery, Filters, Stores
 from receiver.auth import Principal, Role, bearer
@@ -81,7 +81,7 @@ def since_of(params: Any, now: float) -> float | None:
     if not raw:
         return None
     try:
-        return parse_since(raw, now)
+        return parse_when(raw, now).timestamp()
     except ValueError as exc:
         raise BadQuery(f"since: {exc}") from None
 

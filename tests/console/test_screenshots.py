@@ -17,8 +17,8 @@ import redis
 from selenium.webdriver.common.by import By
 
 from postrelay import demo, keys
+from postrelay.cli.console import followup_scheduler
 from postrelay.config import load_runtime_config, parse_config
-from postrelay.console_cli import _followup_scheduler
 from tests.console.conftest import OPERATE_TOKEN
 from tests.receiver.harness import Clock, start_service
 from tests.support.browser import browser, chromium, csp_violations, until
@@ -35,7 +35,7 @@ def demo_service(redis_url: str) -> Any:
     config = parse_config(data)
     r = redis.Redis.from_url(redis_url)
     demo.load(r, r, config, demo.Plan(pieces=1500, campaigns=4), now=datetime.now(UTC),
-              on_events=_followup_scheduler(config, r, r))  # as `postrelay demo` does
+              on_events=followup_scheduler(config, r, r))  # as `postrelay demo` does
     svc = start_service(redis_url, config_data=data, clock=Clock(time.time()))
     yield svc, r
     svc.close()
