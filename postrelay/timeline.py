@@ -81,7 +81,7 @@ return {1, stage or '', redis.call('HMGET', KEYS[1], unpack(fields))}
 _SENTINEL = '"stage":"__postrelay_stage__"'
 
 
-def _apply_args(event: CanonicalEvent, retention: float, index: bool) -> tuple[list[str], list[Any]]:
+def _apply_args(event: CanonicalEvent, retention: float, index: bool = False) -> tuple[list[str], list[Any]]:
     raw = event.model_copy(update={"stage": None}).model_dump_json()
     head, sep, tail = raw.replace('"stage":null', _SENTINEL, 1).partition(_SENTINEL)
     if not sep:
