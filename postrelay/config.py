@@ -14,13 +14,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from postrelay.durations import parse_delay, parse_seconds
-from postrelay.events import ALL_TYPES
+from postrelay.events import ALL_TYPES, filter_field_error
 
 CONFIG_ENV = "POSTRELAY_CONFIG"
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 KNOWN_SOURCES = ("postgrid", "lob", "postalytics", "generic")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
+
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 
 class ConfigError(Exception):
     """The config file is missing, unparseable or invalid; the message names the key."""
@@ -56,6 +58,9 @@ class ServerConfig(_Strict):
     tokens: list[NamedToken] = Field(default_factory=list)
     data_dir: str = ".postrelay"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # 431 above: the request line plus headers (bytes), and the number of header fields; checked before auth.
+    max_header_bytes: int = Field(default=DEFAULT_MAX_HEADER_BYTES, ge=4096, le=1024 * 1024)
+    max_headers: int = Field(default=100, ge=16, le=10_000)
     body_timeout: float = 10.0
     dedupe_window: float = 8 * 86400
     timeline_retention: float = 400 * 86400
@@ -97,7 +102,7 @@ class DeliveryConfig(_Strict):
     max_age: float = 24 * 3600
     base_delay: float = 2.0
     max_delay: float = 3600.0
-    timeout: float = 10.0
+    timeout: float = 15.0  # per HTTP request; 15 s is what Standard Webhooks asks senders to wait
     lease: float = 60.0
     concurrency: int = Field(default=32, ge=1, le=512)
     per_destination_concurrency: int = Field(default=8, ge=1, le=512)
@@ -193,6 +198,16 @@ class DestinationConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+def _check_where(where: dict[str, Any]) -> dict[str, Any]:
+    """Every `where` key must be a field a filter can read (`postrelay.events.FILTER_FIELDS`): a typo such as
+    `contry` would otherwise never match, silently."""
+    for path in where:
+        error = filter_field_error(path)
+        if error:
+            raise ValueError(error)
+    return where
+
+
 class RouteConfig(_Strict):
     """`[[routes]]`: which events go to which destinations."""
 
@@ -207,6 +222,8 @@ class RouteConfig(_Strict):
         if bad:
             raise ValueError(f"unknown event type(s) {bad}; known: {sorted(ALL_TYPES)}")
         return v
+
+    _where_fields = field_validator("where")(_check_where)
 
 
 class FollowupConfig(_Strict):
@@ -234,6 +251,8 @@ class FollowupConfig(_Strict):
         if bad:
             raise ValueError(f"unknown event type(s) {bad}")
         return v
+
+    _where_fields = field_validator("where")(_check_where)
 
     @field_validator("delay", mode="before")
     @classmethod
