@@ -29,6 +29,8 @@ from redis.exceptions import NoScriptError
 from postrelay import keys
 from postrelay.events import PIECE_ATTRS, RANK, TERMINAL, CanonicalEvent, EventType
 from postrelay.redis_url import is_cluster
+from postrelay.stores.indexes import ARGC as INDEX_ARGC
+from postrelay.stores.indexes import INDEX_LUA, IndexWriter, index_args
 
 # Piece hash field of each attribute: `kind` and `country` (read API) keep their names, the others their path.
 _HASH_FIELD = {path: path.removeprefix("mailpiece.") if path in ("mailpiece.kind", "mailpiece.country") else path
@@ -40,11 +42,14 @@ _COUNTRY_AT = PIECE_ATTRS.index("mailpiece.country")  # the piece's country: the
 
 # KEYS: piece hash, timeline zset, events hash, types set
 # ARGV: event id, occurred_at epoch, type, rank, terminal(0/1), json head, json tail, N, (unused),
-#       occurred_at iso, retention seconds, then N items: (hash field, value) pairs of the piece attributes the
-#       event has, then the hash fields of those it lacks (read back after the write)
+#       occurred_at iso, retention seconds, index here (1/0), then (index here) the console index's 11 arguments
+#       (`postrelay.stores.indexes.index_args`; they name keys on this same Redis), then N items: (hash field,
+#       value) pairs of the piece attributes the event has, then the hash fields of those it lacks (read back)
 # Returns {applied 0/1, stage, values of the lacking fields (false = unknown)}.
-_APPLY = """
-local pairs_end = 11 + tonumber(ARGV[8])
+_APPLY = INDEX_LUA + """
+local pairs_from = 13
+if ARGV[12] == '1' then pairs_from = 13 + """ + str(INDEX_ARGC) + """ end
+local pairs_end = pairs_from - 1 + tonumber(ARGV[8])
 local function lacking()
   if #ARGV > pairs_end then return redis.call('HMGET', KEYS[1], unpack(ARGV, pairs_end + 1)) end
   return {}
@@ -61,13 +66,14 @@ if (not stage_terminal) and rank > stage_rank then
   stage = ARGV[3]
   redis.call('HSET', KEYS[1], 'stage', stage, 'stage_rank', rank, 'stage_terminal', ARGV[5], 'stage_at', ARGV[10])
 end
-if pairs_end > 11 then redis.call('HSET', KEYS[1], unpack(ARGV, 12, pairs_end)) end
+if pairs_end >= pairs_from then redis.call('HSET', KEYS[1], unpack(ARGV, pairs_from, pairs_end)) end
 redis.call('HSETNX', KEYS[1], 'first_seen', ARGV[10])
 local stage_json = 'null'
 if stage then stage_json = '"' .. stage .. '"' end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[6] .. stage_json .. ARGV[7])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[3])
+if ARGV[12] == '1' then ix_event(KEYS[1], ARGV, 13) end
 local ttl = tonumber(ARGV[11])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
@@ -80,7 +86,8 @@ return {1, stage or '', lacking()}
 _SENTINEL = '"stage":"__postrelay_stage__"'
 
 
-def _apply_args(event: CanonicalEvent, retention: float) -> tuple[list[str], list[Any], list[str]]:
+def _apply_args(event: CanonicalEvent, retention: float,
+                index: bool = False) -> tuple[list[str], list[Any], list[str]]:
     """(keys, args, paths of the piece attributes the event lacks: the script returns their stored values)."""
     raw = event.model_copy(update={"stage": None}).model_dump_json()
     head, sep, tail = raw.replace('"stage":null', _SENTINEL, 1).partition(_SENTINEL)
@@ -101,8 +108,8 @@ def _apply_args(event: CanonicalEvent, retention: float) -> tuple[list[str], lis
     return (
         [keys.piece(src, pid), keys.piece_timeline(src, pid), keys.piece_events(src, pid), keys.piece_types(src, pid)],
         [event.id, event.occurred_at.timestamp(), etype.value, RANK.get(etype, 0), int(etype in TERMINAL),
-         head + '"stage":', tail, len(present), "", event.occurred_at.isoformat(), int(retention), *present,
-         *(_HASH_FIELD[p] for p in lacking)],
+         head + '"stage":', tail, len(present), "", event.occurred_at.isoformat(), int(retention),
+         *((1, *index_args(event)) if index else (0,)), *present, *(_HASH_FIELD[p] for p in lacking)],
         lacking,
     )
 
@@ -112,19 +119,25 @@ def _piece_attrs(paths: Sequence[str], values: Sequence[Any]) -> dict[str, str]:
 
 
 class TimelineWriter:
-    """Applies canonical events to mailpiece state (sync; used by the worker)."""
+    """Applies canonical events to mailpiece state and the console's indexes (sync; used by the worker).
 
-    def __init__(self, redis: Redis | RedisCluster, retention: float) -> None:
+    `index` is the queue Redis, where the indexes live: the same client as `redis` (or None) indexes in the
+    timeline's own script; another Redis (the mailpieces on a cluster) gets a second, idempotent script.
+    """
+
+    def __init__(self, redis: Redis | RedisCluster, retention: float, index: Redis | None = None) -> None:
         self.redis = redis
         self.retention = retention
         self._script = redis.register_script(_APPLY)
         self.cluster = is_cluster(redis)
+        self.inline_index = not self.cluster and (index is None or index is redis)
+        self.index = None if self.inline_index or index is None else IndexWriter(index, retention)
 
     def apply_many(self, events: Sequence[CanonicalEvent]) -> list[CanonicalEvent]:
         """Apply events in order in one pipeline; returns them with `stage` set to the piece's stage after each."""
         if not events:
             return []
-        calls = [_apply_args(event, self.retention) for event in events]
+        calls = [_apply_args(event, self.retention, self.inline_index) for event in events]
         if self.cluster:
             results = self._apply_cluster(calls)
         else:
@@ -132,6 +145,8 @@ class TimelineWriter:
             for k, a, _ in calls:
                 self._script(keys=k, args=a, client=pipe)
             results = pipe.execute()
+        if self.index is not None:  # after the timelines: a crash in between re-runs the batch, which is exact
+            self.index.apply_many(events)
         out = []
         for event, (_, _, lacking), (_, stage, stored) in zip(events, calls, results, strict=True):
             stage_s = stage.decode() if isinstance(stage, bytes) else stage
