@@ -24,8 +24,7 @@ from postrelay.config import KNOWN_SOURCES, Config
 from postrelay.redis_url import AsyncClient, async_client
 from postrelay.stats import heartbeat_ages
 from postrelay.stores.deliveries import OVERDUE_AFTER
-from postrelay.stores.links import LINK_SOURCE
-from postrelay.timeline import read_piece
+from receiver.api.routes import api_routes
 from receiver.auth import Principal, Role, bearer
 from receiver.body import Deadlines, receive_body
 from receiver.edge import Edge, ReceiverApp
@@ -141,21 +140,6 @@ class Receiver:
     def _check_token(self, request: Request, role: Role = "read") -> Principal:
         return bearer(self.config.server, request.headers, role)
 
-    async def mailpiece(self, request: Request) -> JSONResponse:
-        """GET /v1/mailpieces/{source}/{mailpiece_id}: the piece's stage and its timeline."""
-        self._check_token(request)
-        source, piece_id = request.path_params["source"], request.path_params["mailpiece_id"]
-        readable = (*KNOWN_SOURCES, LINK_SOURCE)  # `links`: a tracking link's own timeline, while not bound
-        if source not in readable:  # source names hold no `:`, so `{source:id}` keys cannot be ambiguous
-            raise HTTPError(404, "unknown_source", f"unknown source {source[:40]!r}; known: {', '.join(readable)}")
-        try:
-            piece = await read_piece(self.pieces, source, piece_id)
-        except PIECE_ERRORS as exc:
-            raise self._unavailable(exc) from None
-        if piece is None:
-            raise HTTPError(404, "mailpiece_not_found", f"no events for mailpiece {piece_id!r} from {source!r}")
-        return JSONResponse(piece)
-
     async def healthz(self, request: Request) -> JSONResponse:
         """GET /healthz: the process is up."""
         return JSONResponse({"status": "ok"})
@@ -255,18 +239,22 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
         Route("/webhooks/postalytics/{token}", webhook, methods=["POST"]),
         Route("/t/{token}", visits, methods=["GET", "HEAD"]),  # tracking-link visits carry load too
         Route("/t/{token}/goal", visits, methods=["GET", "HEAD"]),
-        Route("/v1/mailpieces/{source}/{mailpiece_id:path}", receiver.mailpiece, methods=["GET"]),
         Route("/v1/links", links.mint, methods=["POST"]),
         Route("/v1/links/batch", links.mint_batch, methods=["POST"]),
         Route("/v1/links/{token}", links.show, methods=["GET"]),
         Route("/v1/links/{token}", links.revoke, methods=["DELETE"]),
         Route("/v1/links/{token}/goal", links.goal, methods=["POST"]),
         Route("/v1/links/{token}/qr.{kind}", links.qr, methods=["GET"]),
+        *api_routes(),
         Route("/healthz", receiver.healthz, methods=["GET"]),
         Route("/readyz", receiver.readyz, methods=["GET"]),
         Route("/metrics", receiver.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
+    if config.ui.enabled:
+        from receiver.ui.app import console_routes
+
+        routes.extend(console_routes(receiver))
     app = ReceiverApp(routes=routes, lifespan=lifespan,
                       middleware=[Middleware(Edge, metrics=receiver.prom, server=server)])
     app.router.redirect_slashes = False  # receiver.errors.routing_error answers those with JSON
