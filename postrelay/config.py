@@ -29,6 +29,7 @@ from postrelay.config_sources import (
 )
 from postrelay.durations import DELAY_FORMS, parse_delay
 from postrelay.events import ALL_TYPES, filter_field_error
+from postrelay.ui_config import UiConfig
 
 __all__ = ["Config", "ConfigError", "GenericSource", "LobSource", "PostGridSource", "PostalyticsSource",
            "SignedSource", "SourcesConfig", "check_redis_urls", "interpolate",
@@ -241,6 +242,7 @@ class Config(BaseModel):
     routes: list[RouteConfig] = Field(default_factory=list)
     followups: list[FollowupConfig] = Field(default_factory=list)
     followup_estimates: EstimatesConfig = Field(default_factory=EstimatesConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
