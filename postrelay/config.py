@@ -17,28 +17,32 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from postrelay.config_checks import check_redis_urls, interpolate, reference_problems
 from postrelay.config_errors import ConfigError, KeyProblem, format_validation, located, secret_values
-from postrelay.durations import DELAY_FORMS, parse_delay, parse_seconds
+from postrelay.config_sources import (
+    GenericSource,
+    LobSource,
+    PostalyticsSource,
+    PostGridSource,
+    SignedSource,
+    SourcesConfig,
+    Strict,
+    duration,
+)
+from postrelay.durations import DELAY_FORMS, parse_delay
 from postrelay.events import ALL_TYPES, filter_field_error
 from postrelay.linkconfig import LinksConfig
 from postrelay.ui_config import UiConfig
 
-__all__ = ["Config", "ConfigError", "check_redis_urls", "interpolate",
+__all__ = ["Config", "ConfigError", "GenericSource", "LobSource", "PostGridSource", "PostalyticsSource",
+           "SignedSource", "SourcesConfig", "check_redis_urls", "interpolate",
            "load_config", "load_runtime_config", "parse_config"]
 
 CONFIG_ENV = "POSTRELAY_CONFIG"
 KNOWN_SOURCES = ("postgrid", "lob", "postalytics", "generic")
 DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+_Strict, _duration = Strict, duration  # the names config tables here have always used
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _duration(value: Any) -> float:
-    return parse_seconds(value)
-
-
-class NamedToken(_Strict):
+class NamedToken(Strict):
     """`[[server.tokens]]`: a named API token with a role: `read` (look) or `operate` (also replay, pause, cancel,
     mint links, send mail). `[server] api_token` is an `operate` token named `api_token`."""
 
@@ -47,7 +51,7 @@ class NamedToken(_Strict):
     role: Literal["read", "operate"] = "read"
 
 
-class ServerConfig(_Strict):
+class ServerConfig(Strict):
     """`[server]`: where to listen, which Redis, the read-API token and ingest limits."""
 
     host: str = "127.0.0.1"
@@ -77,7 +81,7 @@ class ServerConfig(_Strict):
     log_format: Literal["json", "text"] = "json"
 
     _dur = field_validator("body_timeout", "dedupe_window", "timeline_retention", "redis_timeout",
-                           "worker_stale_after", mode="before")(_duration)
+                           "worker_stale_after", mode="before")(duration)
 
     @property
     def queue_redis_url(self) -> str | None:
@@ -102,7 +106,7 @@ class ServerConfig(_Strict):
         return v
 
 
-class DeliveryConfig(_Strict):
+class DeliveryConfig(Strict):
     """`[delivery]`: retries, timeouts, leases, circuit breaker and idempotency-marker retention."""
 
     max_attempts: int = 30
@@ -119,76 +123,8 @@ class DeliveryConfig(_Strict):
     done_retention: float = 30 * 86400
 
     _dur = field_validator("max_age", "base_delay", "max_delay", "timeout", "lease", "circuit_cooldown",
-                           "circuit_max_cooldown", "done_retention", mode="before")(_duration)
+                           "circuit_max_cooldown", "done_retention", mode="before")(duration)
 
-
-
-class SignedSource(_Strict):
-    """A source verified by HMAC secrets (several, for rotation) within a timestamp tolerance."""
-
-    secrets: list[str] = Field(min_length=1)
-    tolerance: float = 300.0
-
-    _dur = field_validator("tolerance", mode="before")(_duration)
-
-    @field_validator("secrets")
-    @classmethod
-    def _non_empty(cls, v: list[str]) -> list[str]:
-        if any(not s for s in v):
-            raise ValueError("a secret is empty (is its ${ENV_VAR} set?)")
-        return v
-
-
-class PostGridSource(SignedSource):
-    """PostGrid retries after 1 h, 2 h and 4 h: a signature made at the first attempt must still pass.
-
-    `api_key` (optional) is only used by `postrelay backfill postgrid` (the events list API).
-    """
-
-    tolerance: float = 8 * 3600
-    api_key: str | None = None
-    api_base: str = "https://api.postgrid.com"
-
-
-class LobSource(SignedSource):
-    """Lob webhooks; `api_key` (optional) is only used by `postrelay backfill lob` (the events list API)."""
-
-    api_key: str | None = None
-    api_base: str = "https://api.lob.com"
-
-
-class GenericSource(SignedSource):
-    """Standard Webhooks: secrets look like `whsec_<base64>`."""
-
-
-class PostalyticsSource(_Strict):
-    """Postalytics has no signatures: an unguessable token in the URL path (several, for rotation)."""
-
-    token: str | None = None
-    tokens: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _one_token(self) -> PostalyticsSource:
-        all_tokens = self.all_tokens
-        if not all_tokens:
-            raise ValueError("set `token` (or `tokens`)")
-        if any(len(t) < 16 for t in all_tokens):
-            raise ValueError("a token must be at least 16 characters (it is the only authentication)")
-        return self
-
-    @property
-    def all_tokens(self) -> list[str]:
-        """Every accepted token."""
-        return ([self.token] if self.token else []) + list(self.tokens)
-
-
-class SourcesConfig(_Strict):
-    """`[sources.*]`: a source that is not configured answers 404."""
-
-    postgrid: PostGridSource | None = None
-    lob: LobSource | None = None
-    postalytics: PostalyticsSource | None = None
-    generic: GenericSource | None = None
 
 
 class DestinationConfig(BaseModel):
@@ -215,7 +151,7 @@ def _check_where(where: dict[str, Any]) -> dict[str, Any]:
     return where
 
 
-class RouteConfig(_Strict):
+class RouteConfig(Strict):
     """`[[routes]]`: which events go to which destinations."""
 
     events: list[str] = Field(default_factory=lambda: ["*"])
@@ -233,7 +169,7 @@ class RouteConfig(_Strict):
     _where_fields = field_validator("where")(_check_where)
 
 
-class FollowupConfig(_Strict):
+class FollowupConfig(Strict):
     """`[[followups]]`: a delivery-timed action."""
 
     name: str
@@ -271,7 +207,7 @@ class FollowupConfig(_Strict):
         return str(v)
 
 
-class EstimatesConfig(_Strict):
+class EstimatesConfig(Strict):
     """`[followup_estimates]`: timing delivery-based follow-ups for pieces that never get scans.
 
     A piece is scan-less when its country is not in `scan_countries` or its source is in

@@ -26,6 +26,7 @@ from postrelay.cli.common import (
     CONFIG_ERROR,
     FAILED,
     INTERRUPTED,
+    OK,
     REDIS_UNREACHABLE,
     Target,
     Unreachable,
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         return REDIS_UNREACHABLE
     except KeyboardInterrupt:
         return INTERRUPTED
+    except BrokenPipeError:  # `postrelay status --json | head`: the reader left; nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OK
     except Exception as exc:
         code = getattr(exc, "exit_code", None)
         if isinstance(code, int):  # CannotListen, RunError: their message is the one line

@@ -28,7 +28,7 @@ since_option = click.option("--since", metavar="T", callback=_when,
                             help="ISO time (UTC unless an offset is given), or a duration ago such as 2h or 3d")
 
 
-@click.command("status", short_help="one screen: queues, workers, destinations, DLQ, follow-ups, events")
+@click.command("status", short_help="one screen: queues, workers, destinations, DLQ, follow-ups")
 @config_option
 @json_option
 def status(config: str | None, as_json: bool) -> int:

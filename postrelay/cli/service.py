@@ -128,7 +128,7 @@ def serve(config: str | None, host: str | None, port: int | None, log_format: st
     return OK
 
 
-@click.command("worker", short_help="dispatcher, deliveries (RQ), follow-up scheduler, lease reaper")
+@click.command("worker", short_help="dispatcher, delivery executor, due-time loop, follow-ups")
 @config_option
 @log_format_option
 @click.option("--burst", is_flag=True, help="exit when the delivery queue is empty")

@@ -14,6 +14,7 @@ from tests.cli.conftest import postrelay
 
 SECRET_TOKEN = "pat-na1-top secret-4f9a1c2e7b0d"  # a HubSpot token with a space: invalid, and never printed
 SECRET_HEADER = "hdr-secret-8d3e6a0f5c1b27e4d"
+SECRET_PASSWORD = "redis-pw-secret-5c1b27e4d"
 BASE = '[sources.lob]\nsecrets = ["lob_secret_current_1b2c3d4e5f"]\n'
 SERVER_KEYS = ", ".join(ServerConfig.model_fields)
 TYPES = ", ".join(sorted(ADAPTERS))
@@ -56,6 +57,10 @@ MISTAKES = {
     "not one of the choices": ("[server]\nlog_format = \"xml\"\n", "server.log_format: expected 'json' or 'text'"),
     "short token": ("[server]\napi_token = \"short-tok\"\n",
                     "server.api_token: api_token must be at least 16 characters"),
+    "bad Redis Cluster URL": (f'[server]\nredis_url = "redis+cluster://:{SECRET_PASSWORD}@c1:x/"\n'
+                              'queue_url = "redis://q:6379/0"\n',
+                              "server.redis_url: Redis Cluster URL 'redis+cluster://c1:x/': port 'x' of 'c1' is not a "
+                              "number"),
     "unknown destination setting": (HOOK + "retries = 3\n",
                                     "destinations.crm.retries: unknown key; known: url, secret, headers, timeout"),
 }
@@ -71,7 +76,7 @@ def write(tmp_path: Path, text: str, name: str = "postrelay.toml") -> Path:
 def test_each_mistake_is_one_line_naming_file_key_and_what_is_expected(tmp_path: Path, kind: str) -> None:
     text, line = MISTAKES[kind]
     cfg = write(tmp_path, BASE + text)
-    result = postrelay("check-config", str(cfg), secrets=[SECRET_TOKEN, SECRET_HEADER])
+    result = postrelay("check-config", str(cfg), secrets=[SECRET_TOKEN, SECRET_HEADER, SECRET_PASSWORD])
     assert result.code == 2
     assert result.lines == [f"config error: {cfg}: {line}"]
     assert result.out == ""
@@ -85,7 +90,7 @@ def test_every_mistake_is_reported_at_once(tmp_path: Path) -> None:
     text = (BASE + server + MISTAKES["unknown table"][0] + MISTAKES["bad duration"][0].replace("[delivery]\n", "[delivery]\n")
             + MISTAKES["bad destination token"][0] + MISTAKES["bad header value"][0] + MISTAKES["missing required key"][0])
     cfg = write(tmp_path, text)
-    result = postrelay("check-config", "--config", str(cfg), secrets=[SECRET_TOKEN, SECRET_HEADER])
+    result = postrelay("check-config", "--config", str(cfg), secrets=[SECRET_TOKEN, SECRET_HEADER, SECRET_PASSWORD])
     assert result.code == 2
     assert sorted(result.lines) == sorted(f"config error: {cfg}: {MISTAKES[k][1]}" for k in kinds)
 

@@ -197,3 +197,26 @@ def test_unknown_command_and_bad_flag_are_usage_errors() -> None:
     for args in (["frobnicate"], ["status", "--nope"], ["dlq"], ["dlq", "list", "--since", "last tuesday"]):
         result = postrelay(*args, env=clean_env())
         assert result.code == 2, (args, result)
+
+
+def test_run_stops_the_rest_when_its_embedded_redis_dies(tmp_path: Path, running: list[Running]) -> None:
+    proc, port = start_run(tmp_path, running)
+    children = descendants(proc.proc.pid)
+    redis_pid = next(pid for pid in children if "redis-server" in Path(f"/proc/{pid}/cmdline").read_text())
+    os.kill(redis_pid, signal.SIGKILL)
+    assert proc.proc.wait(60) == 1
+    assert "postrelay: the embedded Redis stopped (ended by SIGKILL); stopping the receiver and the rest" in proc.output()
+    assert wait_for(lambda: not any(alive(pid) for pid in children), 30)
+    assert refused(port)
+    check_output(proc.output())
+
+
+def test_a_second_run_on_the_same_data_dir_is_refused(tmp_path: Path, running: list[Running]) -> None:
+    first, _ = start_run(tmp_path, running)
+    port = free_port()
+    result = postrelay("run", "--config", str(DEV_CONFIG), "--port", str(port), cwd=tmp_path)
+    assert result.code == 1
+    assert result.lines == [f"postrelay: another `postrelay run` (pid {first.proc.pid}) uses the embedded Redis in "
+                            f"{tmp_path / '.postrelay'}: stop it first, or set another [server] data_dir"]
+    assert refused(port)
+    assert postrelay("status", cwd=tmp_path).code == 0  # the first one is untouched
