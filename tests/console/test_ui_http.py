@@ -146,3 +146,23 @@ def test_prefix_and_switch(make_service, redis_url: str) -> None:
     form = moved.http.get("/console/signin")
     assert form.status_code == 200 and 'action="/console/signin"' in form.text
     assert "Path=/console" in form.headers["set-cookie"]
+
+
+def test_redis_down_is_a_503_for_the_api_and_a_page_for_the_console(make_service) -> None:
+    from tests.support.redis_server import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    svc = make_service(config_data=console_config(dead, "http://127.0.0.1:9/unused"))
+    for path in ("/v1/mailpieces?q=ada", "/v1/campaigns/spring", "/v1/dlq", "/v1/followups"):
+        resp = svc.http.get(path, headers={"Authorization": f"Bearer {READ_TOKEN}"})
+        assert resp.status_code == 503 and resp.json()["error"] == "redis_unavailable", path
+        assert resp.headers["retry-after"] == "17"
+    resp = svc.http.post("/v1/destinations/crm/pause", headers={"Authorization": f"Bearer {OPERATE_TOKEN}"})
+    assert resp.status_code == 503 and resp.json()["error"] == "redis_unavailable"
+    client = httpx.Client(base_url=svc.url)
+    form = client.get("/ui/signin")  # the form itself needs no Redis
+    assert form.status_code == 200
+    page = client.post("/ui/signin", data={"csrf": csrf_of(form.text), "token": READ_TOKEN})
+    assert page.status_code == 503 and "Redis is unreachable" in page.text and "Traceback" not in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    assert page.headers["retry-after"] == "17"
