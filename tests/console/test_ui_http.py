@@ -166,3 +166,27 @@ def test_redis_down_is_a_503_for_the_api_and_a_page_for_the_console(make_service
     assert page.status_code == 503 and "Redis is unreachable" in page.text and "Traceback" not in page.text
     assert page.headers["content-security-policy"].startswith("default-src 'none'")
     assert page.headers["retry-after"] == "17"
+
+
+def test_replay_the_selected_or_every_dead_letter_of_a_destination(ui: Service) -> None:
+    from postrelay import keys
+    from postrelay.stores import dlq
+    from tests.console.conftest import piece_event
+
+    dead = []
+    for n in range(3):
+        e = piece_event(f"ltr_{n}", "mailed", 1)
+        dlq.add(ui.redis, f"crm|{e.id}", {"event": e.model_dump_json()}, "HTTP 410", [], 1_790_000_000.0 + n)
+        dead.append(f"crm|{e.id}")
+    ops = sign_in(ui, OPERATE_TOKEN)
+    page = ops.get("/ui/deliveries")
+    assert page.text.count('class="dead-letter"') == 3 and 'id="replay-all-crm"' in page.text
+    resp = ops.post("/ui/deliveries/replay", data={"csrf": csrf_of(page.text), "ids": dead[:2]})
+    assert resp.status_code == 303
+    assert "Replayed 2 dead letter(s)." in ops.get(resp.headers["location"]).text
+    assert {m.decode() for m in ui.redis.zrange(keys.DELIVERIES_DUE, 0, -1)} == set(dead[:2])
+    resp = ops.post("/ui/deliveries/replay", data={"csrf": csrf_of(page.text), "destination": "crm"})
+    assert "Replayed 1 dead letter(s)." in ops.get(resp.headers["location"]).text
+    assert ui.redis.hlen(keys.DLQ) == 0 and ui.redis.zcard(keys.DELIVERIES_DUE) == 3
+    resp = ops.post("/ui/deliveries/replay", data={"csrf": csrf_of(page.text)})
+    assert "Select at least one dead letter" in ops.get(resp.headers["location"]).text
