@@ -61,8 +61,9 @@ def index_bytes(r: Any) -> int:
     return with_index - int(r.info("memory")["used_memory"])
 
 
-def _targets(r: Any, rng: random.Random, n: int) -> list[tuple[str, str]]:
-    """(label, path) of `n` requests per page and endpoint, with parameters drawn from the data."""
+def _targets(r: Any, rng: random.Random, n: int) -> tuple[list[tuple[str, str]], list[str]]:
+    """(label, path) of `n` requests per page and endpoint (shuffled), with parameters drawn from the data; and
+    the labels in order."""
     members = [m.decode() for m in r.zrandmember(keys.INDEX_ALL, 500)]
     campaigns = [c.decode() for c in r.zrange(keys.INDEX_CAMPAIGNS, 0, -1)]
     emails = [e.decode() for e in (r.hget(keys.piece(*m.split(":", 1)), "email") for m in members[:200]) if e]
@@ -92,7 +93,7 @@ def _targets(r: Any, rng: random.Random, n: int) -> list[tuple[str, str]]:
     }
     out = [(label, make()) for label, make in kinds.items() for _ in range(n)]
     rng.shuffle(out)
-    return out
+    return out, list(kinds)
 
 
 def _session(url: str) -> httpx.Client:
@@ -139,7 +140,7 @@ def run(pieces: int, campaigns: int, per_kind: int) -> str:
                                env={"POSTRELAY_LOG_LEVEL": "INFO"}).start()
         ui, api = _session(proc.url), httpx.Client(base_url=proc.url, timeout=60,
                                                    headers={"Authorization": f"Bearer {TOKEN}"})
-        targets = _targets(redis.r, random.Random(5), per_kind)
+        targets, labels = _targets(redis.r, random.Random(5), per_kind)
         for label, path in targets[:20]:  # warm-up (connections, template compilation)
             (ui if label.startswith("page") else api).get(path)
         before = len(_server_times(log_path))
@@ -150,7 +151,7 @@ def run(pieces: int, campaigns: int, per_kind: int) -> str:
             wanted.append((label, path))
         assert wait_for(lambda: len(_server_times(log_path)) >= before + len(wanted), 10)
         times = _server_times(log_path)[before:before + len(wanted)]
-        by_label: dict[str, list[float]] = {}
+        by_label: dict[str, list[float]] = {label: [] for label in labels}  # pages, then the API
         for (label, path), (logged, ms, _status) in zip(wanted, times, strict=True):
             assert logged.split("?")[0] == path.split("?")[0], (logged, path)
             by_label.setdefault(label, []).append(ms)

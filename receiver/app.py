@@ -229,6 +229,9 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
         await receiver.redis.aclose()
         if receiver.pieces is not receiver.redis:
             await receiver.pieces.aclose()
+        sync_queue = getattr(receiver, "_sync_queue", None)  # the operator stores' client (receiver.api.operations)
+        if sync_queue is not None:
+            sync_queue.close()
 
     webhook = WebhookEndpoint(receiver)
     visits = LinkVisits(receiver)

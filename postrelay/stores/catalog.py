@@ -145,6 +145,10 @@ async def _q_key(redis: Any, q: str, sources: tuple[str, ...]) -> str | None:
     scores = await pipe.execute()
     ids = {m: s for m, s in zip(members, scores, strict=True) if s is not None}
     words = [keys.index_set("name", w) for w in name_words(q)]
+    if not ids and len(words) == 1:
+        return words[0]  # one name word: its own set, nothing to combine
+    if not ids and not words:
+        return None
     digest = hashlib.sha1(q.encode()).hexdigest()
     tmp = f"{keys.INDEX_PREFIX}:tmp:q:{digest}"
     pipe = redis.pipeline(transaction=False)

@@ -146,3 +146,47 @@ def test_prefix_and_switch(make_service, redis_url: str) -> None:
     form = moved.http.get("/console/signin")
     assert form.status_code == 200 and 'action="/console/signin"' in form.text
     assert "Path=/console" in form.headers["set-cookie"]
+
+
+def test_redis_down_is_a_503_for_the_api_and_a_page_for_the_console(make_service) -> None:
+    from tests.support.redis_server import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    svc = make_service(config_data=console_config(dead, "http://127.0.0.1:9/unused"))
+    for path in ("/v1/mailpieces?q=ada", "/v1/campaigns/spring", "/v1/dlq", "/v1/followups"):
+        resp = svc.http.get(path, headers={"Authorization": f"Bearer {READ_TOKEN}"})
+        assert resp.status_code == 503 and resp.json()["error"] == "redis_unavailable", path
+        assert resp.headers["retry-after"] == "17"
+    resp = svc.http.post("/v1/destinations/crm/pause", headers={"Authorization": f"Bearer {OPERATE_TOKEN}"})
+    assert resp.status_code == 503 and resp.json()["error"] == "redis_unavailable"
+    client = httpx.Client(base_url=svc.url)
+    form = client.get("/ui/signin")  # the form itself needs no Redis
+    assert form.status_code == 200
+    page = client.post("/ui/signin", data={"csrf": csrf_of(form.text), "token": READ_TOKEN})
+    assert page.status_code == 503 and "Redis is unreachable" in page.text and "Traceback" not in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    assert page.headers["retry-after"] == "17"
+
+
+def test_replay_the_selected_or_every_dead_letter_of_a_destination(ui: Service) -> None:
+    from postrelay import keys
+    from postrelay.stores import dlq
+    from tests.console.conftest import piece_event
+
+    dead = []
+    for n in range(3):
+        e = piece_event(f"ltr_{n}", "mailed", 1)
+        dlq.add(ui.redis, f"crm|{e.id}", {"event": e.model_dump_json()}, "HTTP 410", [], 1_790_000_000.0 + n)
+        dead.append(f"crm|{e.id}")
+    ops = sign_in(ui, OPERATE_TOKEN)
+    page = ops.get("/ui/deliveries")
+    assert page.text.count('class="dead-letter"') == 3 and 'id="replay-all-crm"' in page.text
+    resp = ops.post("/ui/deliveries/replay", data={"csrf": csrf_of(page.text), "ids": dead[:2]})
+    assert resp.status_code == 303
+    assert "Replayed 2 dead letter(s)." in ops.get(resp.headers["location"]).text
+    assert {m.decode() for m in ui.redis.zrange(keys.DELIVERIES_DUE, 0, -1)} == set(dead[:2])
+    resp = ops.post("/ui/deliveries/replay", data={"csrf": csrf_of(page.text), "destination": "crm"})
+    assert "Replayed 1 dead letter(s)." in ops.get(resp.headers["location"]).text
+    assert ui.redis.hlen(keys.DLQ) == 0 and ui.redis.zcard(keys.DELIVERIES_DUE) == 3
+    resp = ops.post("/ui/deliveries/replay", data={"csrf": csrf_of(page.text)})
+    assert "Select at least one dead letter" in ops.get(resp.headers["location"]).text
