@@ -1,12 +1,12 @@
 # postrelay — two commands on a fresh machine with only Python 3.11+:
 #   make run    installs into .venv and starts receiver + worker on an embedded Redis (examples/dev.toml)
-#   make test   installs test dependencies into .venv and runs ruff + every test
+#   make test   installs test dependencies into .venv and runs ruff, mypy and every test
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= examples/dev.toml
 
-.PHONY: install run test lint bench bench-smoke validate-deploy clean
+.PHONY: install run test lint typecheck bench bench-smoke validate-deploy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,12 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 
+typecheck: install
+	$(BIN)/mypy
+
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 bench: install
@@ -34,4 +38,4 @@ validate-deploy:
 	bash .ci/validate-deploy
 
 clean:
-	rm -rf $(VENV) .postrelay .pytest_cache .ruff_cache bench/out
+	rm -rf $(VENV) .postrelay .pytest_cache .ruff_cache .mypy_cache bench/out

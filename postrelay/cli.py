@@ -13,8 +13,12 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from postrelay.config import CONFIG_ENV, REDIS_URL_ENV, Config, ConfigError, load_runtime_config
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -158,7 +162,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runtime(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _runtime(args: argparse.Namespace) -> Runtime:
     from workers.runtime import from_config
 
     return from_config(_config(args))

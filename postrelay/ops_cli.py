@@ -41,7 +41,7 @@ def _configure_backfill(p: argparse.ArgumentParser) -> None:
 
 
 async def _backfill(args: argparse.Namespace) -> int:
-    from postrelay.redis_url import async_client
+    from postrelay.redis_url import async_queue_client
     from receiver.backfill import BackfillError, Progress, backfill, parse_when
     from receiver.ingest import IngestQueue
 
@@ -60,7 +60,7 @@ async def _backfill(args: argparse.Namespace) -> int:
         print(f"backfill: {exc}", file=sys.stderr)
         return 2
     # the ingest script's keys (stream, dedupe markers) live on the queue Redis
-    redis = async_client(config.server.queue_redis_url or config.server.redis_url, max(5.0, config.server.redis_timeout))
+    redis = async_queue_client(config.server.queue_url or config.server.redis_url, max(5.0, config.server.redis_timeout))
     progress = Progress(f"backfill {args.source}", enabled=not args.no_progress)
     try:
         counts = await backfill(args.source, settings, IngestQueue(redis, config.server.dedupe_window), since, until,

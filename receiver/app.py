@@ -21,7 +21,7 @@ from starlette.types import Receive
 
 from postrelay import keys
 from postrelay.config import KNOWN_SOURCES, Config
-from postrelay.redis_url import AsyncClient, async_client
+from postrelay.redis_url import AsyncClient, async_client, async_queue_client
 from postrelay.stats import heartbeat_ages
 from postrelay.timeline import read_piece
 from receiver.auth import Principal, Role, bearer
@@ -220,7 +220,7 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
     if redis_client is None:
         if not server.queue_redis_url or not server.redis_url:
             raise ValueError("server.redis_url is required (postrelay run starts an embedded Redis)")
-        redis_client = async_client(server.queue_redis_url, server.redis_timeout)
+        redis_client = async_queue_client(server.queue_redis_url, server.redis_timeout)
     if pieces_client is None and server.split_stores and server.redis_url:
         pieces_client = async_client(server.redis_url, server.redis_timeout)
     receiver = Receiver(config, redis_client, clock, pieces_client)

@@ -55,7 +55,8 @@ class IngestQueue:
     async def _flush_all(self) -> None:
         try:
             while self._pending:
-                batch, size = [], 0
+                batch: list[_Waiter] = []
+                size = 0
                 while self._pending and (not batch or size + len(self._pending[0][0]) <= MAX_BATCH_EVENTS):
                     waiter = self._pending.pop(0)
                     batch.append(waiter)

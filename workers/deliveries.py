@@ -37,6 +37,7 @@ from adapters.base import DeliveryContext, Outcome, redact
 from postrelay import keys, stats
 from postrelay.events import CanonicalEvent
 from postrelay.logs import log_fields
+from postrelay.replies import members, text, text_map
 from postrelay.stores import deliveries as store
 from postrelay.stores import dlq
 from workers import runtime
@@ -327,7 +328,7 @@ def attempt(rt: Runtime, key: str, seq: str = "") -> str:
         return "locked"
     r.zadd(INFLIGHT, {key: rt.clock() + lease})
     try:
-        memo = {k.decode(): v.decode() for k, v in r.hgetall(memo_key(key)).items()}
+        memo = text_map(r.hgetall(memo_key(key)))
         return _run(rt, adapter, key, seq, event_id, record, lock, memo)
     finally:
         lock.release()
@@ -600,11 +601,10 @@ def reap(rt: Runtime, limit: int = 500) -> int:
     now = rt.clock()
     lease = rt.config.delivery.lease
     count = 0
-    for raw in r.zrangebyscore(INFLIGHT, "-inf", now, start=0, num=limit):
-        key = raw.decode()
+    for key in members(r.zrangebyscore(INFLIGHT, "-inf", now, start=0, num=limit)):
         event_id = split_key(key)[1]
-        rec_seq = r.hget(record_key(key), "seq")
-        seq = rec_seq.decode() if rec_seq is not None else ""
+        rec_seq = text(r.hget(record_key(key), "seq"))
+        seq = rec_seq if rec_seq is not None else ""
         if r.exists(done_key(key)) or r.hexists(dlq.DLQ, key) or rec_seq is None:
             if rec_seq is not None:
                 _finish(rt, key, seq, event_id)
@@ -636,10 +636,11 @@ def _job_pending(rt: Runtime, key: str) -> bool:
     """
     from rq.job import Job
 
-    job_id = rt.redis.hget(JOBS, key)
-    if job_id is None:
+    raw_id = rt.redis.hget(JOBS, key)
+    if raw_id is None:
         return False
-    status = rt.redis.hget(Job.key_for(job_id.decode()), "status")
+    job_id = text(raw_id)
+    status = rt.redis.hget(Job.key_for(job_id), "status")
     if status not in PENDING_JOB_STATES:
         return False
     return status != b"queued" or rt.redis.lpos(rt.queue.intermediate_queue_key, job_id) is None

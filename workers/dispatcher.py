@@ -21,6 +21,7 @@ from redis.client import Pipeline
 
 from postrelay import keys, stats
 from postrelay.events import CanonicalEvent
+from postrelay.replies import StreamEntries, stream_entries
 from postrelay.timeline import TimelineWriter
 from workers.deliveries import run_or_submit, stage_batch, stage_local
 from workers.routing import destinations_for
@@ -118,9 +119,9 @@ class Dispatcher:
                                         count=count, block=self.block_ms if block_ms is None else block_ms)
         if not resp:
             return 0
-        return self.process(resp[0][1])
+        return self.process(stream_entries(resp))
 
-    def process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+    def process(self, entries: StreamEntries) -> int:
         """Apply, stage effects and acknowledge a batch of stream entries."""
         if not entries:
             return 0

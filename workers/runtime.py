@@ -34,9 +34,9 @@ QUEUE_NAME = keys.RQ_QUEUE_NAME
 
 def connect_redis(url: str, timeout: float | None = None) -> Redis:
     """A sync Redis client; no read timeout by default because RQ blocks on BLPOP for minutes."""
-    from postrelay.redis_url import sync_client
+    from postrelay.redis_url import sync_queue_client
 
-    return sync_client(url, timeout)
+    return sync_queue_client(url, timeout)
 
 
 def build_adapters(config: Config, client: httpx.Client) -> dict[str, Adapter]:
@@ -66,11 +66,9 @@ class Runtime:
     adapters: dict[str, Adapter] = field(default_factory=dict)
     rates: dict[str, float] = field(default_factory=dict)
     executor: DeliveryExecutor | None = None  # set by the worker process; None runs attempts inline
-    pieces: Redis | RedisCluster | None = None  # the mailpiece store; None: the same as `redis`
+    pieces_client: Redis | RedisCluster | None = None  # the mailpiece store; None: the same as `redis`
 
     def __post_init__(self) -> None:
-        if self.pieces is None:
-            self.pieces = self.redis
         if self.client is None:
             self.client = relay_client(self.config.delivery.timeout)
         if not self.adapters:
@@ -80,12 +78,17 @@ class Runtime:
         self.breaker = CircuitBreaker(self.redis, self.config.delivery)
         self.limiter = RateLimiter(self.redis)
 
+    @property
+    def pieces(self) -> Redis | RedisCluster:
+        """The mailpiece store's client (`redis` unless `[server] redis_url` names another store)."""
+        return self.redis if self.pieces_client is None else self.pieces_client
+
     def close(self) -> None:
         """Close the HTTP client, and the mailpiece store's client when it is a separate one."""
         if self.client is not None:
             self.client.close()
-        if self.pieces is not None and self.pieces is not self.redis:
-            self.pieces.close()
+        if self.pieces_client is not None and self.pieces_client is not self.redis:
+            self.pieces_client.close()
 
 
 _current: Runtime | None = None
@@ -124,4 +127,4 @@ def from_config(config: Config, **kwargs: Any) -> Runtime:
     if not url or not config.server.redis_url:
         raise ValueError("server.redis_url is required")
     queue = connect_redis(url)
-    return Runtime(config=config, redis=queue, pieces=connect_pieces(config, queue), **kwargs)
+    return Runtime(config=config, redis=queue, pieces_client=connect_pieces(config, queue), **kwargs)

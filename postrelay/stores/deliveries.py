@@ -84,10 +84,6 @@ def forget(client: Any, key: str) -> None:
     client.zrem(DUE, key)
 
 
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def get(r: Redis, key: str) -> dict[str, Any] | None:
     """One delivery as stored: record, attempts, done marker, due time, lock; None when nothing is stored.
 

@@ -14,6 +14,7 @@ from redis import Redis
 
 from postrelay import keys
 from postrelay.config import Config
+from postrelay.replies import value
 from postrelay.stores import deliveries, dlq
 from postrelay.stores.circuit import CircuitBreaker
 
@@ -40,7 +41,7 @@ def resume(r: Redis, config: Config, dest: str, now: float) -> int:
     CircuitBreaker(r, config.delivery).reset(dest)
     count = 0
     while True:
-        raw = r.lpop(keys.destination_parked(dest))
+        raw = value(r.lpop(keys.destination_parked(dest)))
         if raw is None:
             return count
         key, _seq = json.loads(raw)
