@@ -11,24 +11,12 @@ vendor's logs and support can tell postrelay's calls apart.
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Any
 
 import httpx
 
 from adapters.transport import StdlibTransport
-
-
-def user_agent() -> str:
-    """`postrelay/<version>` of the installed package (`postrelay/0+unknown` when run from a bare checkout)."""
-    try:
-        version = metadata.version("postrelay")
-    except metadata.PackageNotFoundError:
-        version = "0+unknown"
-    return f"postrelay/{version}"
-
-
-USER_AGENT = user_agent()
+from postrelay.version import USER_AGENT
 
 
 class _NoCookies(httpx.Cookies):

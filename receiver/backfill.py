@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from postrelay.config import LobSource, PostGridSource
+from postrelay.version import USER_AGENT
 from receiver.errors import HTTPError
 from receiver.ingest import IngestQueue
 from receiver.providers import lob, postgrid
@@ -267,7 +268,7 @@ async def backfill(source: str, settings: PostGridSource | LobSource, queue: Ing
     provider = postgrid if source == "postgrid" else lob
     counts = Counts()
     own_client = client is None
-    http = client or httpx.AsyncClient(timeout=30.0, follow_redirects=False)
+    http = client or httpx.AsyncClient(timeout=30.0, follow_redirects=False, headers={"User-Agent": USER_AGENT})
     http.headers.update(pager.headers)
     if pager.auth is not None:
         http.auth = pager.auth

@@ -9,6 +9,7 @@ from adapters.base import DeliveryContext
 from adapters.client import relay_client
 from adapters.hubspot import HubSpotAdapter
 from adapters.webhook import WebhookAdapter
+from postrelay.version import USER_AGENT
 from tests.support.http_server import LocalHTTPServer, Reply
 
 
@@ -21,5 +22,5 @@ def test_every_request_carries_user_agent_postrelay_version(server: LocalHTTPSer
             make_event(), DeliveryContext(destination="hs"))
     agents = [r.headers.get("user-agent") for r in server.requests]
     assert len(agents) == 3  # the webhook POST, HubSpot's contact PATCH and note POST
-    assert set(agents) == {f"postrelay/{metadata.version('postrelay')}"}
+    assert set(agents) == {f"postrelay/{metadata.version('postrelay')}"} == {USER_AGENT}
     assert re.fullmatch(r"postrelay/\d+\.\d+\.\d+\S*", agents[0])

@@ -242,3 +242,22 @@ def test_adapter_exception_is_retried_not_lost(make_runtime, monkeypatch):
         dispatch(rt)
         drain(rt)
         assert len(scheduled(rt)) == 1 and dlq.size(rt.redis) == 0
+
+
+def test_webhook_4xx_is_retried_on_the_schedule_not_dead_lettered(make_runtime, clock):
+    """Standard Webhooks: a receiver's 400/401/404 (a deploy in progress, a rotated key) is retried with
+    backoff like a 5xx; only 410 dead-letters."""
+    with LocalHTTPServer(Script(Reply(400, {"error": "bad"}), Reply(401), Reply(404))) as hook:
+        rt = make_runtime(relay(hook.url))
+        push(rt, event())
+        dispatch(rt)
+        drain(rt)
+        for _ in range(3):
+            assert len(scheduled(rt)) == 1 and dlq.size(rt.redis) == 0
+            [(_, when)] = scheduled(rt)
+            assert when >= clock.now  # scheduled through the retry schedule (full jitter may make it now)
+            clock.advance(3600)
+            promote(rt)
+            drain(rt)
+        assert [r.headers["webhook-id"] for r in hook.requests] == [hook.requests[0].headers["webhook-id"]] * 4
+        assert dlq.size(rt.redis) == 0 and scheduled(rt) == []
