@@ -1,6 +1,6 @@
 """`postrelay status`: one screen on the whole system, read from Redis (no worker or receiver is asked).
 
-Ingest stream length and entries read but not yet acknowledged, delivery queue (ready and scheduled jobs),
+Ingest stream length and entries read but not yet acknowledged, deliveries (due now, due later, overdue),
 workers alive (heartbeat younger than `[server] worker_stale_after`), each destination's circuit and backlog,
 the dead-letter store, pending follow-ups and the next one due, and events processed in the last hour by
 type (from the dispatcher's per-minute counters, `postrelay.stats`). When the mailpieces live on another
@@ -10,7 +10,6 @@ its key count.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +17,11 @@ import redis
 from redis.cluster import RedisCluster
 
 from postrelay import keys, stats
-from postrelay.stores import destinations
+from postrelay.redis_url import mask_url
+from postrelay.stores import deliveries, destinations
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
-
-_URL_PASSWORD = re.compile(r"(://[^:@/]*:)[^@/]+@")
 
 
 def _iso(epoch: float) -> str:
@@ -41,10 +39,6 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
-def _mask(url: str | None) -> str:
-    return _URL_PASSWORD.sub(r"\1***@", url or "")
-
-
 def pieces_store(rt: Runtime) -> dict[str, Any] | None:
     """The mailpiece store when it is not the queue Redis: its URL and, for a cluster, each primary's keys."""
     from postrelay.redis_url import is_cluster
@@ -52,7 +46,7 @@ def pieces_store(rt: Runtime) -> dict[str, Any] | None:
     pieces = rt.pieces
     if pieces is rt.redis:
         return None
-    out: dict[str, Any] = {"redis": _mask(rt.config.server.redis_url), "cluster": is_cluster(pieces)}
+    out: dict[str, Any] = {"redis": mask_url(rt.config.server.redis_url), "cluster": is_cluster(pieces)}
     if isinstance(pieces, RedisCluster):
         out["nodes"] = [{"node": node.name, "keys": int(pieces.dbsize(target_nodes=node))}
                         for node in sorted(pieces.get_primaries(), key=lambda n: n.name)]
@@ -86,6 +80,7 @@ def gather(rt: Runtime) -> dict[str, Any]:
     for item in (stream, dlq, fu_pending, fu_next, fu_overdue, beats, *res[7:]):
         if isinstance(item, Exception):
             raise item
+    due = deliveries.due_counts(r, now, deliveries.OVERDUE_AFTER)
     stale_after = rt.config.server.worker_stale_after
     ages = stats.heartbeat_ages(beats, now)
     alive = sorted((name for name, age in ages.items() if age <= stale_after), key=lambda n: ages[n])
@@ -97,11 +92,12 @@ def gather(rt: Runtime) -> dict[str, Any]:
                     "in_seconds": round(score - now, 1)}
     return {
         "at": _iso(now),
-        "redis": _mask(rt.config.server.queue_redis_url),
+        "redis": mask_url(rt.config.server.queue_redis_url),
         "pieces": pieces_store(rt),
         "ingest": {"stream": int(stream), "pending": pending},
-        "deliveries": {"queued": int(rt.queue.count), "scheduled": int(rt.queue.scheduled_job_registry.count)},
-        "queue_depth": int(stream) + int(rt.queue.count),
+        "deliveries": {"queued": due["ready"], "scheduled": due["scheduled"], "overdue": due["overdue"],
+                       "oldest_overdue_s": due["oldest_overdue_s"]},
+        "queue_depth": int(stream) + due["ready"],
         "workers": {"alive": len(alive), "registered": len(ages), "stale_after": stale_after,
                     "newest_heartbeat_age": round(min(ages.values()), 1) if ages else None,
                     "alive_names": alive},
@@ -135,7 +131,9 @@ def render(s: dict[str, Any]) -> str:
         "",
         f"  ingest stream      {s['ingest']['stream']} entries ({s['ingest']['pending']} read, not yet acknowledged)",
         f"  delivery queue     {s['deliveries']['queued']} ready, {s['deliveries']['scheduled']} scheduled "
-        f"(retries and delayed)",
+        f"(retries and delayed), {s['deliveries']['overdue']} overdue"
+        + (f" (oldest {_ago(s['deliveries']['oldest_overdue_s'])} late: are workers running?)"
+           if s["deliveries"]["overdue"] else ""),
         f"  queue depth        {s['queue_depth']}",
         f"  workers            {workers}",
         f"  dead letters       {s['dlq']}" + ("  (postrelay dlq list)" if s["dlq"] else ""),
