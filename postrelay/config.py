@@ -19,6 +19,7 @@ from postrelay.config_checks import check_redis_urls, interpolate, reference_pro
 from postrelay.config_errors import ConfigError, KeyProblem, format_validation, located, secret_values
 from postrelay.durations import DELAY_FORMS, parse_delay, parse_seconds
 from postrelay.events import ALL_TYPES, filter_field_error
+from postrelay.ui_config import UiConfig
 
 __all__ = ["Config", "ConfigError", "check_redis_urls", "interpolate",
            "load_config", "load_runtime_config", "parse_config"]
@@ -305,6 +306,7 @@ class Config(BaseModel):
     routes: list[RouteConfig] = Field(default_factory=list)
     followups: list[FollowupConfig] = Field(default_factory=list)
     followup_estimates: EstimatesConfig = Field(default_factory=EstimatesConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:

@@ -103,7 +103,7 @@ class FollowupHandler:
         pieces = sorted({e.piece_key for e in events})
         if not pieces or self.rt.pieces is self.rt.redis:
             return {}
-        read = self.rt.pieces.pipeline()  # a cluster pipeline sends each node its pieces' reads
+        read = self.rt.piece_store.pipeline()  # a cluster pipeline sends each node its pieces' reads
         for src, pid in pieces:
             read.smembers(keys.piece_types(src, pid))
         return {piece: sorted(members(types)) for piece, types in zip(pieces, read.execute(), strict=True)}
@@ -175,7 +175,7 @@ class Scheduler:
         data = json.loads(raw)
         rule = next((r for r in rt.config.followups if r.name == data["rule"]), None)
         event = CanonicalEvent.model_validate(data["event"])
-        seen = set(members(rt.pieces.smembers(keys.piece_types(source, piece_id))))
+        seen = set(members(rt.piece_store.smembers(keys.piece_types(source, piece_id))))
         pipe = rt.redis.pipeline(transaction=True)
         cancel_in(pipe, fid, source, piece_id)
         if rule is None or seen & set(rule.unless):

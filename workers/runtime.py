@@ -63,9 +63,11 @@ class Runtime:
     client: httpx.Client | None = None
     adapters: dict[str, Adapter] = field(default_factory=dict)
     rates: dict[str, float] = field(default_factory=dict)
-    pieces_client: Redis | RedisCluster | None = None  # the mailpiece store; None: the same as `redis`
+    pieces: Redis | RedisCluster | None = None  # the mailpiece store; None: the same as `redis` (see piece_store)
 
     def __post_init__(self) -> None:
+        if self.pieces is None:
+            self.pieces = self.redis
         if self.client is None:
             self.client = relay_client(self.config.delivery.timeout)
         if not self.adapters:
@@ -75,16 +77,16 @@ class Runtime:
         self.limiter = RateLimiter(self.redis)
 
     @property
-    def pieces(self) -> Redis | RedisCluster:
-        """The mailpiece store's client (`redis` unless `[server] redis_url` names another store)."""
-        return self.redis if self.pieces_client is None else self.pieces_client
+    def piece_store(self) -> Redis | RedisCluster:
+        """The mailpiece store's client, typed as never None (`redis` unless `[server] redis_url` names another)."""
+        return self.redis if self.pieces is None else self.pieces
 
     def close(self) -> None:
         """Close the HTTP client, and the mailpiece store's client when it is a separate one."""
         if self.client is not None:
             self.client.close()
-        if self.pieces_client is not None and self.pieces_client is not self.redis:
-            self.pieces_client.close()
+        if self.pieces is not None and self.pieces is not self.redis:
+            self.pieces.close()
 
 
 def connect_pieces(config: Config, queue: Redis) -> Redis | RedisCluster:
@@ -106,4 +108,4 @@ def from_config(config: Config, **kwargs: Any) -> Runtime:
     if not url or not config.server.redis_url:
         raise ValueError("server.redis_url is required")
     queue = connect_redis(url)
-    return Runtime(config=config, redis=queue, pieces_client=connect_pieces(config, queue), **kwargs)
+    return Runtime(config=config, redis=queue, pieces=connect_pieces(config, queue), **kwargs)

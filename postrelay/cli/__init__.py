@@ -4,6 +4,7 @@
     postrelay check-config [FILE]             validate every key, destination, rule (postrelay.cli.validate)
     postrelay status | dlq list|replay | destinations [pause|resume NAME] | backfill  (postrelay.cli.ops)
     postrelay followups list|cancel                                              (postrelay.cli.followups)
+    postrelay reindex [--rebuild] | demo [--pieces N]  the console's indexes, its demo data (postrelay.cli.console)
 
 This package is the top layer: it may import `receiver` and `workers`; nothing below imports it. `main()` maps
 every user error and unreachable service to one line on stderr and a documented exit code, never a traceback:
@@ -19,7 +20,7 @@ import sys
 
 import click
 
-from postrelay.cli import followups, ops, service, validate
+from postrelay.cli import console, followups, ops, service, validate
 from postrelay.cli.common import (
     CONFIG_ERROR,
     FAILED,
@@ -56,6 +57,8 @@ TREE: list[click.Command] = [
     ops.destinations,  # pause NAME, resume NAME
     followups.followups,  # list, cancel ID
     ops.backfill,
+    console.reindex,
+    console.demo,
 ]
 for command in TREE:
     cli.add_command(command)

@@ -43,7 +43,7 @@ def pieces_store(rt: Runtime) -> dict[str, Any] | None:
     """The mailpiece store when it is not the queue Redis: its URL and, for a cluster, each primary's keys."""
     from postrelay.redis_url import is_cluster
 
-    pieces = rt.pieces
+    pieces = rt.piece_store
     if pieces is rt.redis:
         return None
     out: dict[str, Any] = {"redis": mask_url(rt.config.server.redis_url), "cluster": is_cluster(pieces)}

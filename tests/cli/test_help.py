@@ -32,6 +32,8 @@ FLAGS = {
     ("followups", "list"): {"--config", "--mailpiece", "--json"},
     ("followups", "cancel"): {"--config"},
     ("backfill",): {"--config", "--since", "--until", "--page-size", "--max-pages", "--no-progress", "--json"},
+    ("reindex",): {"--config", "--rebuild", "--no-progress"},
+    ("demo",): {"--config", "--pieces", "--campaigns", "--seed", "--no-progress"},
 }
 
 
@@ -39,7 +41,7 @@ def test_the_tree_has_every_command() -> None:
     names = {path for path, _ in every_command()}
     assert set(FLAGS) <= names
     assert [c.name for c in cli.TREE] == ["run", "serve", "worker", "check-config", "status", "dlq", "destinations",
-                                          "followups", "backfill"]
+                                          "followups", "backfill", "reindex", "demo"]
 
 
 @pytest.mark.parametrize("path", list(FLAGS), ids=" ".join)
