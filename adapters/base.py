@@ -8,6 +8,7 @@ imports receiver or worker internals; the worker owns retries, dead letters and 
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -96,7 +97,7 @@ class Adapter:
     """Base class: subclasses set `type`, `Settings`, and implement `deliver`."""
 
     type: ClassVar[str]
-    Settings: ClassVar[type[AdapterSettings]] = AdapterSettings
+    Settings: ClassVar[builtins.type[AdapterSettings]] = AdapterSettings  # `type` above shadows the builtin
 
     def __init__(self, name: str, settings: AdapterSettings, client: httpx.Client) -> None:
         self.name = name

@@ -32,7 +32,7 @@ class _NoCookies(httpx.Cookies):
 class RelayClient(httpx.Client):
     """`httpx.Client` whose cookie jar stays empty (cookies passed to a single request still go out)."""
 
-    @property  # type: ignore[override]
+    @property
     def cookies(self) -> httpx.Cookies:
         """Always empty."""
         return _NoCookies()

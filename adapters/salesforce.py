@@ -115,9 +115,9 @@ class SalesforceAdapter(Adapter):
                 return response
             if not response.is_success:
                 return self._classify(response)
-            record_id = _crm.dig(response, "id")
-            if record_id or not need_id:
-                return record_id or ""
+            upserted = _crm.dig(response, "id")
+            if upserted or not need_id:
+                return upserted or ""
             if response.status_code in (201, 204) and not response.content.strip():
                 return self._read_id(path)
             return _crm.missing_id(response, f"Salesforce {obj} upsert")

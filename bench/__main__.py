@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info(str(raw.get("redis_version", "?")), driver)
     machine["postrelay processes"] = ("POSTRELAY_LOG_LEVEL=WARNING (the default, INFO, writes one JSON line per request "
                                       "and per delivery; the \"at INFO\" rows measure it), bench/bench.toml")
-    load = raw.get("loadavg") or {}
-    if load:
+    load = raw.get("loadavg")
+    if isinstance(load, dict):
         machine["load average (1/5/15 min)"] = (f"start {' / '.join(f'{x:.2f}' for x in load['start'])}, "
                                                 f"end {' / '.join(f'{x:.2f}' for x in load['end'])} "
                                                 "(the machine is shared: other tenants' work shows here)")

@@ -1,12 +1,12 @@
 """Experiments behind the performance proposals in bench/RESULTS.md; not part of `python -m bench`.
 
 `python -m bench.proposals receiver` — the stock receiver against the *same* app with proposed changes
-patched in (bench-only, nothing in receiver/ is edited): `no_requestlog` drops the request-log middleware,
-`timeout_cm` reads the body under `asyncio.timeout()` instead of `asyncio.wait_for()` (no task per
-request), `orjson` parses bodies with orjson (when importable, e.g. `pip install --target DIR orjson` and
-`BENCH_EXTRA_PATH=DIR`). Saturation in interleaved rounds and a fixed rate, same drivers as the bench.
-(The first proposal measured here, coalescing concurrent requests' enqueues into one script call, has
-landed in receiver/ingest.py.)
+patched in (bench-only, nothing in receiver/ is edited): `no_requestlog` drops the edge middleware
+(`receiver.edge.Edge`: request log, counters, limits, error answers), `orjson` parses bodies with orjson
+(when importable, e.g. `pip install --target DIR orjson` and `BENCH_EXTRA_PATH=DIR`). Saturation in
+interleaved rounds and a fixed rate, same drivers as the bench. (Landed from here: coalescing concurrent
+requests' enqueues into one script call, receiver/ingest.py; the body read without a task or timer per
+request, receiver/body.py `Deadlines`, which replaced the `timeout_cm` variant.)
 
 `python -m bench.proposals worker` — Redis round trips per delivery, attributed to the code that made them
 (RQ's worker loop vs postrelay's delivery job vs the dispatcher), by counting `send_packed_command` calls
@@ -16,7 +16,6 @@ inside a `postrelay worker` draining N prefilled events to the no-op sink.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import json
 import os
@@ -38,31 +37,7 @@ from bench.profiles import FULL
 EXTRA_PATH_ENV = "BENCH_EXTRA_PATH"
 
 
-async def read_body_timeout_cm(request: Any, limit: int, timeout: float) -> bytes:
-    """receiver.body.read_body with `asyncio.timeout()` instead of `asyncio.wait_for()` (no task per request)."""
-    from receiver.body import HTTPError, too_large
-
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not (declared.isascii() and declared.isdigit()):
-            raise HTTPError(400, "invalid_content_length", "Content-Length is not a number")
-        if len(declared) > 18 or int(declared) > limit:
-            raise too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise too_large(limit)
-                chunks.append(chunk)
-    except TimeoutError:
-        raise HTTPError(408, "body_timeout", f"the body was not received within {timeout:g} s") from None
-    return b"".join(chunks)
-
-
-VARIANTS = ("no_requestlog", "timeout_cm", "orjson")
+VARIANTS = ("no_requestlog", "orjson")
 
 
 def _orjson_json_module() -> Any:
@@ -80,19 +55,18 @@ def make_variant_app() -> Any:
     $BENCH_VARIANT (comma-separated, see VARIANTS)."""
     import receiver.app as receiver_app
     from postrelay.config import load_runtime_config
+    from receiver.edge import Edge
     from receiver.providers import base
 
     variant = set(filter(None, os.environ.get("BENCH_VARIANT", "").split(",")))
     unknown = variant - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown BENCH_VARIANT parts {sorted(unknown)}; known: {VARIANTS}")
-    if "timeout_cm" in variant:
-        receiver_app.read_body = read_body_timeout_cm  # type: ignore[assignment]
     if "orjson" in variant:
-        base.json = _orjson_json_module()  # type: ignore[assignment]
+        base.json = _orjson_json_module()
     app = receiver_app.create_app(load_runtime_config())
     if "no_requestlog" in variant:
-        app.user_middleware = [m for m in app.user_middleware if m.cls.__name__ != "Edge"]  # log, count, limits
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not Edge]  # log, count, limits, errors
     return app
 
 
@@ -124,10 +98,10 @@ def receiver_experiment(rounds: int, seconds: float, rates: Sequence[int]) -> di
         if os.environ.get(EXTRA_PATH_ENV):
             env["PYTHONPATH"] = os.environ[EXTRA_PATH_ENV]
         variants = [("stock", ["-m", "postrelay.cli", "serve", "--config", str(CONFIG)]),
-                    ("no_requestlog,timeout_cm", ["-m", "bench.proposals", "serve-variant", "no_requestlog,timeout_cm"])]
+                    ("no_requestlog", ["-m", "bench.proposals", "serve-variant", "no_requestlog"])]
         if _orjson_importable():
-            variants.append(("no_requestlog,timeout_cm,orjson",
-                             ["-m", "bench.proposals", "serve-variant", "no_requestlog,timeout_cm,orjson"]))
+            variants.append(("no_requestlog,orjson",
+                             ["-m", "bench.proposals", "serve-variant", "no_requestlog,orjson"]))
         variants.append(("bare", ["-m", "bench.baselines", "bare"]))
         for name, argv in variants:
             port = free_port()

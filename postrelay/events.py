@@ -228,12 +228,12 @@ class CanonicalEvent(BaseModel):
             if value is None and head != "location":
                 return self._piece.get(dotted)
             return value
-        value: Any = self.model_dump(mode="json")
+        tree: Any = self.model_dump(mode="json")
         for part in dotted.split("."):
-            if not isinstance(value, dict) or part not in value:
+            if not isinstance(tree, dict) or part not in tree:
                 return None
-            value = value[part]
-        return value
+            tree = tree[part]
+        return tree
 
 
 PIECE_ATTRS: tuple[str, ...] = (

@@ -236,7 +236,7 @@ class RedactingFormatter(logging.Formatter):
         return self.redactor(self.inner.format(record))
 
 
-class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class LineHandler(logging.StreamHandler[TextIO]):
     """The stream handler `setup_logging` installs; `emit_fields` is the direct path of `log_fields`."""
 
     def __init__(self, stream: TextIO, inner: logging.Formatter, redactor: Redactor) -> None:

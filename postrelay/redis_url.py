@@ -35,7 +35,7 @@ def mask_url(url: str | None) -> str:
 
 def is_cluster_url(url: str | None) -> bool:
     """True for a `redis+cluster://` or `rediss+cluster://` URL."""
-    return bool(url) and url.split("://", 1)[0].lower() in CLUSTER_SCHEMES  # type: ignore[union-attr]
+    return url is not None and url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
 
 
 def is_cluster(client: object) -> bool:
@@ -179,3 +179,22 @@ def _python_parser(url: str) -> dict[str, Any]:
         return {}
     protocol = dict(parse_qsl(urlsplit(url).query)).get("protocol", "")
     return {"parser_class": _AsyncRESP2Parser if protocol == "2" else _AsyncRESP3Parser}
+
+
+_NOT_A_CLUSTER = "the queue Redis ([server] queue_url, else redis_url) cannot be a Redis Cluster"
+
+
+def sync_queue_client(url: str, timeout: float | None = 5.0) -> redis.Redis:
+    """`sync_client` for the queue Redis, which holds multi-key scripts and RQ: one Redis, never a cluster."""
+    client = sync_client(url, timeout)
+    if not isinstance(client, redis.Redis):
+        raise ValueError(_NOT_A_CLUSTER)
+    return client
+
+
+def async_queue_client(url: str, timeout: float) -> redis.asyncio.Redis:
+    """`async_client` for the queue Redis (see `sync_queue_client`)."""
+    client = async_client(url, timeout)
+    if not isinstance(client, redis.asyncio.Redis):
+        raise ValueError(_NOT_A_CLUSTER)
+    return client

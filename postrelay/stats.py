@@ -21,6 +21,7 @@ from typing import Any
 
 from postrelay import keys
 from postrelay.events import CanonicalEvent
+from postrelay.replies import text
 
 STATS = keys.STATS
 HIST_PREFIX = keys.STATS_HIST_PREFIX
@@ -85,16 +86,13 @@ def count_events(pipe: Any, events: Sequence[CanonicalEvent], now: float) -> Non
     pipe.expire(source_minute, SOURCES_TTL)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
 
 def parse_stats(raw: Mapping[Any, Any]) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
     """(deliveries by (destination, outcome), events processed by type) from the `pr:stats` hash."""
     deliveries: dict[tuple[str, str], int] = {}
     events: dict[str, int] = {}
     for k, v in raw.items():
-        parts = _text(k).split("|")
+        parts = text(k).split("|")
         if parts[0] == "deliveries" and len(parts) == 3:
             deliveries[(parts[1], parts[2])] = int(v)
         elif parts[0] == "events" and len(parts) == 2:
@@ -104,7 +102,7 @@ def parse_stats(raw: Mapping[Any, Any]) -> tuple[dict[tuple[str, str], int], dic
 
 def parse_histogram(name: str, raw: Mapping[Any, Any]) -> tuple[list[tuple[float, int]], float, int]:
     """(cumulative buckets [(upper bound, count)] ending with +inf, sum, count) of histogram `name`."""
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = {text(k): text(v) for k, v in raw.items()}
     buckets, running = [], 0
     for bound in (*HISTOGRAMS[name], math.inf):
         running += int(fields.get(_bound(bound), 0))
@@ -129,7 +127,7 @@ def sum_types(hashes: Iterable[Mapping[Any, Any]]) -> dict[str, int]:
     total: Counter[str] = Counter()
     for raw in hashes:
         for k, v in raw.items():
-            total[_text(k)] += int(v)
+            total[text(k)] += int(v)
     return dict(total.most_common())
 
 
@@ -138,7 +136,7 @@ def heartbeat_ages(raw: Mapping[Any, Any], now: float) -> dict[str, float]:
     out = {}
     for k, v in raw.items():
         try:
-            out[_text(k)] = max(0.0, now - float(v))
+            out[text(k)] = max(0.0, now - float(v))
         except ValueError:
             continue
     return out

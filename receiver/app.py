@@ -16,12 +16,12 @@ from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive
 
 from postrelay import keys
 from postrelay.config import KNOWN_SOURCES, Config
-from postrelay.redis_url import AsyncClient, async_client
+from postrelay.redis_url import AsyncClient, async_client, async_queue_client
 from postrelay.stats import heartbeat_ages
 from postrelay.stores.deliveries import OVERDUE_AFTER
 from receiver.api.routes import api_routes
@@ -217,7 +217,7 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
     if redis_client is None:
         if not server.queue_redis_url or not server.redis_url:
             raise ValueError("server.redis_url is required (postrelay run starts an embedded Redis)")
-        redis_client = async_client(server.queue_redis_url, server.redis_timeout)
+        redis_client = async_queue_client(server.queue_redis_url, server.redis_timeout)
     if pieces_client is None and server.split_stores and server.redis_url:
         pieces_client = async_client(server.redis_url, server.redis_timeout)
     receiver = Receiver(config, redis_client, clock, pieces_client)
@@ -237,7 +237,7 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
     visits = LinkVisits(receiver)
     # The route table. The webhook routes come first: they carry the load, and the router tries routes in order
     # (`{source}` never matches `postalytics/<token>`: a path parameter matches no slash).
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/webhooks/{source}", webhook, methods=["POST"]),
         Route("/webhooks/postalytics/{token}", webhook, methods=["POST"]),
         Route("/t/{token}", visits, methods=["GET", "HEAD"]),  # tracking-link visits carry load too

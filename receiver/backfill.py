@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -92,7 +92,7 @@ class Fetcher:
     max_delay: float = 60.0
     rng: random.Random = field(default_factory=random.Random)
 
-    async def get_json(self, url: str, params: dict[str, Any] | list[tuple[str, str]]) -> dict[str, Any]:
+    async def get_json(self, url: str, params: httpx.QueryParams) -> dict[str, Any]:
         """The JSON object at `url`; BackfillError when it cannot be had."""
         for attempt in range(1, self.max_attempts + 1):
             try:
@@ -142,14 +142,15 @@ class PostGridPager:
         """Pages until totalCount, an empty page or a short page."""
         skip = 0
         while True:
-            body = await fetch.get_json(self.url, {"limit": self.page_size, "skip": skip})
+            body = await fetch.get_json(self.url, httpx.QueryParams({"limit": self.page_size, "skip": skip}))
             data = body.get("data")
             items = data if isinstance(data, list) else []
             total = body.get("totalCount")
             total = total if isinstance(total, int) and not isinstance(total, bool) else None
             yield Page(items, total)
             skip += len(items)
-            limit = body.get("limit") if isinstance(body.get("limit"), int) else self.page_size
+            limit = body.get("limit")
+            limit = limit if isinstance(limit, int) else self.page_size
             if not items or (total is not None and skip >= total) or (total is None and len(items) < limit):
                 return
 
@@ -168,7 +169,7 @@ class LobPager:
 
     async def pages(self, fetch: Fetcher) -> AsyncIterator[Page]:
         """Pages while `next_url` names a further page."""
-        params: list[tuple[str, str]] = [("limit", str(self.page_size))]
+        params = httpx.QueryParams({"limit": self.page_size})
         seen_cursors: set[str] = set()
         while True:
             body = await fetch.get_json(self.url, params)
@@ -183,7 +184,7 @@ class LobPager:
             if not query or query in seen_cursors:  # no cursor, or the same page again: stop, never loop
                 return
             seen_cursors.add(query)
-            params = parse_qsl(query, keep_blank_values=True)
+            params = httpx.QueryParams(query)  # keeps blank values, as parse_qsl(keep_blank_values=True)
 
 
 class Progress:

@@ -68,7 +68,7 @@ def safe_path(path: str, literals: frozenset[str]) -> str:
 def _route_literals(app: Any) -> frozenset[str]:
     cached = getattr(app.state, "route_literals", None)
     if cached is None:
-        words = set()
+        words: set[str] = set()
         for route in app.routes:
             words.update(seg for seg in getattr(route, "path", "").split("/") if seg and "{" not in seg)
         cached = app.state.route_literals = frozenset(words)
@@ -109,4 +109,4 @@ def routing_error(request: Request, exc: HTTPException) -> JSONResponse:
         detail = f"no route for {request.method} {safe_path(path, literals)}"
     else:
         detail = str(exc.detail or code)
-    return error_response(status, code, detail, exc.headers)
+    return error_response(status, code, detail, dict(exc.headers or {}))

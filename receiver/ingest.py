@@ -101,7 +101,8 @@ class IngestQueue:
     async def _flush_all(self) -> None:
         try:
             while self._pending or self._reads or self._visits:
-                batch, size = [], 0
+                batch: list[_Waiter] = []
+                size = 0
                 while self._pending and (not batch or size + len(self._pending[0][0]) <= MAX_BATCH_EVENTS):
                     waiter = self._pending.pop(0)
                     batch.append(waiter)

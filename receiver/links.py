@@ -209,7 +209,7 @@ class LinkVisits:
         event = visit_json(link, _TYPES[kind], datetime.fromtimestamp(now, UTC), visit_id)
         try:
             marker = await self._marker(link.token, kind, now, scope, agent, event.id)
-            accepted, _ = await self.receiver.queue.enqueue([event], [marker])  # type: ignore[list-item]
+            accepted, _ = await self.receiver.queue.enqueue([event], [marker])
         except REDIS_FAILURES as exc:
             log.warning("link visit not recorded (redis: %s); visitor redirected", type(exc).__name__)
             return "missed"

@@ -142,7 +142,7 @@ class ReceiverMetrics:
         out = generate_latest(self.registry)
         extra = list(families)
         if extra:
-            out += generate_latest(_Static(extra))  # type: ignore[arg-type]
+            out += generate_latest(_Static(extra))
         return out
 
 

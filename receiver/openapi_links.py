@@ -7,7 +7,7 @@ from typing import Any
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _TOKEN = {"name": "token", "in": "path", "required": True,
           "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,43}$"}}
-_AUTH = [{"bearerAuth": []}]
+_AUTH: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 _RETRY = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}}
 
 
@@ -37,7 +37,7 @@ _SPEC = {"type": "object", "required": ["target_url"], "additionalProperties": F
     "query": {"type": "object", "additionalProperties": {"type": "string"}},
     "goal_url": {"type": ["string", "null"], "description": "where /t/{token}/goal redirects (else a 1x1 pixel)"},
 }}
-_MINTED = {"type": "object", "required": ["token", "url", "qr_svg_url", "qr_png_url"], "properties": {
+_MINTED: dict[str, Any] = {"type": "object", "required": ["token", "url", "qr_svg_url", "qr_png_url"], "properties": {
     "token": {"type": "string"}, "url": {"type": "string"}, "qr_svg_url": {"type": "string"},
     "qr_png_url": {"type": "string"}}}
 _LINK = {"type": "object", "required": ["token", "url", "target_url", "status"], "properties": {

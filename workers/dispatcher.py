@@ -24,6 +24,7 @@ from redis.client import Pipeline
 from postrelay import keys, stats
 from postrelay.events import CanonicalEvent
 from postrelay.logs import log_fields
+from postrelay.replies import StreamEntries, stream_entries
 from postrelay.stores import deliveries
 from postrelay.stores.link_binding import LinkBinder, is_attached
 from postrelay.timeline import TimelineWriter
@@ -101,7 +102,7 @@ class Dispatcher:
         self.batch = batch
         self.block_ms = block_ms
         self.claim_idle_ms = int(claim_idle * 1000)
-        self.timeline = TimelineWriter(rt.pieces, rt.config.server.timeline_retention, index=rt.redis)
+        self.timeline = TimelineWriter(rt.piece_store, rt.config.server.timeline_retention, index=rt.redis)
         self.links = LinkBinder(rt.redis)
         ensure_group(rt.redis)
 
@@ -127,9 +128,9 @@ class Dispatcher:
                                         count=count, block=self.block_ms if block_ms is None else block_ms)
         if not resp:
             return 0
-        return self.process(resp[0][1])
+        return self.process(stream_entries(resp))
 
-    def process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+    def process(self, entries: StreamEntries) -> int:
         """Apply, stage effects and acknowledge a batch of stream entries."""
         if not entries:
             return 0

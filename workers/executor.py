@@ -78,7 +78,8 @@ class DeliveryExecutor:
             raise
         return True
 
-    def _attempt(self, dest: str, dest_slot: threading.BoundedSemaphore | None, key: str, seq: str) -> None:
+    def _attempt(self, dest: str, slot: threading.BoundedSemaphore, key: str, seq: str) -> None:
+        dest_slot: threading.BoundedSemaphore | None = slot  # None once given back
         try:
             while True:
                 try:
@@ -89,7 +90,7 @@ class DeliveryExecutor:
                     self._pending[dest] -= 1
                     line = self._waiting.get(dest)
                     if not line:
-                        dest_slot.release()  # under the lock: a submit now either gets the slot or sees us gone
+                        slot.release()  # under the lock: a submit now either gets the slot or sees us gone
                         dest_slot = None
                         break
                     key, seq, _ = line.popleft()

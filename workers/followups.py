@@ -26,6 +26,7 @@ from postrelay import keys, stats
 from postrelay.config import Config, FollowupConfig
 from postrelay.durations import Delay, parse_delay
 from postrelay.events import CanonicalEvent, EventType
+from postrelay.replies import members, scored
 from postrelay.scripts import lua
 from postrelay.stores import deliveries
 from postrelay.stores import followups as followups_store
@@ -102,10 +103,10 @@ class FollowupHandler:
         pieces = sorted({e.piece_key for e in events})
         if not pieces or self.rt.pieces is self.rt.redis:
             return {}
-        read = self.rt.pieces.pipeline()  # a cluster pipeline sends each node its pieces' reads
+        read = self.rt.piece_store.pipeline()  # a cluster pipeline sends each node its pieces' reads
         for src, pid in pieces:
             read.smembers(keys.piece_types(src, pid))
-        return {piece: sorted(t.decode() for t in types) for piece, types in zip(pieces, read.execute(), strict=True)}
+        return {piece: sorted(members(types)) for piece, types in zip(pieces, read.execute(), strict=True)}
 
     def _trigger(self, rule: FollowupConfig, event: CanonicalEvent) -> tuple[datetime, bool] | None:
         """(trigger time, estimated) when `event` triggers `rule`, else None."""
@@ -157,7 +158,7 @@ class Scheduler:
         fired = self.run_once()
         if fired >= self.batch:
             return 0.0
-        head = self.rt.redis.zrange(DUE, 0, 0, withscores=True)
+        head = scored(self.rt.redis.zrange(DUE, 0, 0, withscores=True))
         if not head:
             return longest
         return min(longest, max(0.005, head[0][1] - self.rt.clock()))
@@ -174,7 +175,7 @@ class Scheduler:
         data = json.loads(raw)
         rule = next((r for r in rt.config.followups if r.name == data["rule"]), None)
         event = CanonicalEvent.model_validate(data["event"])
-        seen = {t.decode() for t in rt.pieces.smembers(keys.piece_types(source, piece_id))}
+        seen = set(members(rt.piece_store.smembers(keys.piece_types(source, piece_id))))
         pipe = rt.redis.pipeline(transaction=True)
         cancel_in(pipe, fid, source, piece_id)
         if rule is None or seen & set(rule.unless):

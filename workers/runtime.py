@@ -28,10 +28,10 @@ from workers.ratelimit import RateLimiter, parse_rate
 
 
 def connect_redis(url: str, timeout: float | None = None) -> Redis:
-    """A sync Redis client; no read timeout by default (the dispatcher blocks on XREADGROUP)."""
-    from postrelay.redis_url import sync_client
+    """A sync client of the queue Redis; no read timeout by default (the dispatcher blocks on XREADGROUP)."""
+    from postrelay.redis_url import sync_queue_client
 
-    return sync_client(url, timeout)
+    return sync_queue_client(url, timeout)
 
 
 def build_adapters(config: Config, client: httpx.Client) -> dict[str, Adapter]:
@@ -63,7 +63,7 @@ class Runtime:
     client: httpx.Client | None = None
     adapters: dict[str, Adapter] = field(default_factory=dict)
     rates: dict[str, float] = field(default_factory=dict)
-    pieces: Redis | RedisCluster | None = None  # the mailpiece store; None: the same as `redis`
+    pieces: Redis | RedisCluster | None = None  # the mailpiece store; None: the same as `redis` (see piece_store)
 
     def __post_init__(self) -> None:
         if self.pieces is None:
@@ -75,6 +75,11 @@ class Runtime:
         self.rates = {n: parse_rate(d.rate_limit) for n, d in self.config.destinations.items() if d.rate_limit}
         self.breaker = CircuitBreaker(self.redis, self.config.delivery)
         self.limiter = RateLimiter(self.redis)
+
+    @property
+    def piece_store(self) -> Redis | RedisCluster:
+        """The mailpiece store's client, typed as never None (`redis` unless `[server] redis_url` names another)."""
+        return self.redis if self.pieces is None else self.pieces
 
     def close(self) -> None:
         """Close the HTTP client, and the mailpiece store's client when it is a separate one."""

@@ -6,6 +6,7 @@ embedded Redis itself (AOF under `[server] data_dir`, where `postrelay run` find
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,7 @@ class Bar:
         if not self.enabled:
             return
         if self._bar is None:
-            self._bar = click.progressbar(length=max(total, 1), label=self.label, file=click.get_text_stream("stderr"),
+            self._bar = click.progressbar(length=max(total, 1), label=self.label, file=sys.stderr,
                                           show_pos=True)
             self._bar.__enter__()
         self._bar.update(done - self._done)

@@ -11,7 +11,7 @@ import csv
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TextIO
+from typing import IO, Any
 
 import click
 
@@ -50,7 +50,7 @@ def row_spec(row: dict[str, str], line: int, target_url: str | None = None,
         raise CsvError(f"line {line}: {exc}") from None
 
 
-def read_rows(stream: TextIO) -> tuple[list[str], list[dict[str, str]]]:
+def read_rows(stream: IO[str]) -> tuple[list[str], list[dict[str, str]]]:
     """(column names, rows) of a CSV with a header row."""
     reader = csv.DictReader(stream)
     if not reader.fieldnames:
@@ -82,7 +82,7 @@ def mint_specs(redis: Any, config: LinksConfig, specs: Sequence[store.LinkSpec],
     return out
 
 
-def write_rows(stream: TextIO, columns: Iterable[str], rows: Sequence[dict[str, str]],
+def write_rows(stream: IO[str], columns: Iterable[str], rows: Sequence[dict[str, str]],
                minted: Sequence[dict[str, str]]) -> None:
     """The input rows with the link columns appended."""
     names = [c for c in columns if c not in OUTPUT_COLUMNS] + list(OUTPUT_COLUMNS)

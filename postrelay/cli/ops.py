@@ -164,7 +164,7 @@ def backfill(source: str, config: str | None, since: str, until: str | None, pag
 
 async def _backfill(source: str, config_path: str | None, since_text: str, until_text: str | None,
                     page_size: int, max_pages: int | None, no_progress: bool, as_json: bool) -> int:
-    from postrelay.redis_url import async_client
+    from postrelay.redis_url import async_queue_client
     from receiver.backfill import BackfillError, Progress, backfill
     from receiver.ingest import IngestQueue
 
@@ -181,7 +181,7 @@ async def _backfill(source: str, config_path: str | None, since_text: str, until
         click.echo(f"backfill: {exc}", err=True)
         return CONFIG_ERROR
     # the ingest script's keys (stream, dedupe markers) live on the queue Redis
-    redis = async_client(config.server.queue_redis_url or "", max(5.0, config.server.redis_timeout))
+    redis = async_queue_client(config.server.queue_redis_url or "", max(5.0, config.server.redis_timeout))
     progress = Progress(f"backfill {source}", enabled=not no_progress)
     try:
         counts = await backfill(source, settings, IngestQueue(redis, config.server.dedupe_window), since, until,

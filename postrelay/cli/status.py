@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from postrelay import keys, stats
 from postrelay.redis_url import mask_url
@@ -42,14 +43,15 @@ def pieces_store(rt: Runtime) -> dict[str, Any] | None:
     """The mailpiece store when it is not the queue Redis: its URL and, for a cluster, each primary's keys."""
     from postrelay.redis_url import is_cluster
 
-    if rt.pieces is rt.redis or rt.pieces is None:
+    pieces = rt.piece_store
+    if pieces is rt.redis:
         return None
-    out: dict[str, Any] = {"redis": mask_url(rt.config.server.redis_url), "cluster": is_cluster(rt.pieces)}
-    if out["cluster"]:
-        out["nodes"] = [{"node": node.name, "keys": int(rt.pieces.dbsize(target_nodes=node))}
-                        for node in sorted(rt.pieces.get_primaries(), key=lambda n: n.name)]
+    out: dict[str, Any] = {"redis": mask_url(rt.config.server.redis_url), "cluster": is_cluster(pieces)}
+    if isinstance(pieces, RedisCluster):
+        out["nodes"] = [{"node": node.name, "keys": int(pieces.dbsize(target_nodes=node))}
+                        for node in sorted(pieces.get_primaries(), key=lambda n: n.name)]
     else:
-        out["keys"] = int(rt.pieces.dbsize())
+        out["keys"] = int(pieces.dbsize())
     return out
 
 

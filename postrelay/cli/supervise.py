@@ -147,7 +147,8 @@ class Supervisor:
             if banner and self.server.started:
                 say(banner)
                 banner = ""
-            for name, proc in (("the worker", self.worker), ("the embedded Redis", self.redis and self.redis.proc)):
+            redis_proc = self.redis.proc if self.redis is not None else None
+            for name, proc in (("the worker", self.worker), ("the embedded Redis", redis_proc)):
                 if proc is not None and proc.poll() is not None:
                     self.died = name
                     say(f"{name} stopped ({_how(proc.returncode)}); stopping the receiver and the rest")
@@ -167,7 +168,7 @@ class Supervisor:
             embedded.remove_record(self.config.server.data_dir)
             stopped.append(f"the embedded Redis ({url}; its data stays in {where})")
         if stopped:
-            how = {signal.SIGTERM: " on SIGTERM", signal.SIGINT: " on SIGINT"}.get(self.signal or 0, "")
+            how = {int(signal.SIGTERM): " on SIGTERM", int(signal.SIGINT): " on SIGINT"}.get(self.signal or 0, "")
             say(f"stopped{how}: " + ", ".join(stopped))
 
     @staticmethod

@@ -19,6 +19,7 @@ from redis import Redis
 
 from postrelay import keys
 from postrelay.config import DeliveryConfig
+from postrelay.replies import text_map
 from postrelay.scripts import lua
 
 CODES = {"closed": 0, "half_open": 1, "open": 2}  # postrelay_circuit_state
@@ -77,7 +78,7 @@ class CircuitBreaker:
 
     def state(self, dest: str, now: float) -> dict[str, Any]:
         """closed / open / half_open, plus failures, last error and when it may probe again."""
-        raw = {k.decode(): v.decode() for k, v in self.redis.hgetall(keys.circuit(dest)).items()}
+        raw = text_map(self.redis.hgetall(keys.circuit(dest)))
         state = state_name(raw.get("state"), raw.get("open_until"), now)
         until = float(raw.get("open_until", 0) or 0)
         return {"state": state, "failures": int(raw.get("failures", 0) or 0), "last_error": raw.get("last_error"),

@@ -29,6 +29,7 @@ from redis import Redis
 
 from postrelay import keys
 from postrelay.events import CanonicalEvent
+from postrelay.replies import members
 
 DUE = keys.DELIVERIES_DUE
 # Due this long ago and still not claimed: no worker is running delayed work on time (/metrics, /readyz, status).
@@ -87,10 +88,6 @@ def forget(client: Any, key: str) -> None:
     client.zrem(DUE, key)
 
 
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def get(r: Redis, key: str) -> dict[str, Any] | None:
     """One delivery as stored: record, attempts, done marker, due time, lock; None when nothing is stored.
 
@@ -136,8 +133,8 @@ def backlog(r: Redis, destinations: Iterable[str] = ()) -> dict[str, int]:
     """Pending deliveries per destination: those in the due-time set (due, scheduled or running) plus, for the
     named `destinations`, those parked while paused. No SCAN of the keyspace (the console shows it on every load)."""
     out: dict[str, int] = {}
-    for raw in r.zrange(DUE, 0, -1):
-        dest = split_key(raw.decode())[0]
+    for key in members(r.zrange(DUE, 0, -1)):
+        dest = split_key(key)[0]
         out[dest] = out.get(dest, 0) + 1
     names = list(destinations)
     if names:

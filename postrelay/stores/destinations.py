@@ -14,6 +14,7 @@ from redis import Redis
 
 from postrelay import keys
 from postrelay.config import Config
+from postrelay.replies import members, value
 from postrelay.stores import deliveries
 from postrelay.stores.circuit import CircuitBreaker
 
@@ -40,7 +41,7 @@ def resume(r: Redis, config: Config, dest: str, now: float) -> int:
     CircuitBreaker(r, config.delivery).reset(dest)
     count = 0
     while True:
-        raw = r.lpop(keys.destination_parked(dest))
+        raw = value(r.lpop(keys.destination_parked(dest)))
         if raw is None:
             return count
         key, _seq = json.loads(raw)
@@ -51,9 +52,9 @@ def resume(r: Redis, config: Config, dest: str, now: float) -> int:
 def report(r: Redis, config: Config, now: float) -> list[dict[str, Any]]:
     """Per destination: type, circuit state, paused flag, backlog (pending deliveries), parked, dead, last error."""
     dead_by_dest: dict[str, int] = {}
-    for raw in r.zrange(keys.DLQ_INDEX, 0, -1):  # the keys name the destination: no entry is read
-        dest = deliveries.split_key(raw.decode())[0]
-        dead_by_dest[dest] = dead_by_dest.get(dest, 0) + 1
+    for key in members(r.zrange(keys.DLQ_INDEX, 0, -1)):  # the keys name the destination: no entry is read
+        name = deliveries.split_key(key)[0]
+        dead_by_dest[name] = dead_by_dest.get(name, 0) + 1
     backlog = deliveries.backlog(r, config.destinations)
     breaker = CircuitBreaker(r, config.delivery)
     rows = []

@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
+from redis.typing import EncodableT
 
 from postrelay import keys
+from postrelay.replies import members
 from postrelay.stores import deliveries
 
 DLQ = keys.DLQ
@@ -45,7 +47,7 @@ def add(client: Any, key: str, record: dict[str, str], reason: str, attempts: li
 def entries(redis: Redis, destination: str | None = None, since: float | None = None,
             limit: int | None = None) -> list[dict[str, Any]]:
     """Dead deliveries, oldest first, optionally for one destination and since a time."""
-    ids = redis.zrangebyscore(INDEX, since if since is not None else "-inf", "+inf")
+    ids = members(redis.zrangebyscore(INDEX, since if since is not None else "-inf", "+inf"))
     out = []
     for raw in redis.hmget(DLQ, ids) if ids else []:
         if raw is None:
@@ -86,7 +88,7 @@ def replay_one(redis: Redis, key: str, now: float) -> str:
     if deliveries.is_done(redis, key):
         pipe.execute()
         return "skipped_done"
-    mapping: dict[str, Any] = {"event": json.dumps(item["event"]), "created": now, "seq": ""}
+    mapping: dict[EncodableT, EncodableT] = {"event": json.dumps(item["event"]), "created": now, "seq": ""}
     if item.get("extra"):
         mapping["extra"] = json.dumps(item["extra"])
     pipe.delete(keys.delivery_record(key))

@@ -16,6 +16,7 @@ from typing import Any
 from redis import Redis
 
 from postrelay import keys
+from postrelay.replies import members
 
 DUE = keys.FOLLOWUPS_DUE
 CANCELLED_KEEP = 400 * 86400  # as long as a timeline is kept by default
@@ -49,7 +50,7 @@ def cancel(r: Redis, fid: str, now: float | None = None, by: str = "") -> bool:
 
 def pending(r: Redis, mailpiece: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
     """Pending follow-ups (soonest first), optionally for one mailpiece id (any source)."""
-    ids = [i.decode() for i in r.zrange(DUE, 0, -1)]
+    ids = members(r.zrange(DUE, 0, -1))
     if mailpiece:
         ids = [i for i in ids if i.split("|", 2)[2] == mailpiece]
     out = []

@@ -141,14 +141,14 @@ async def replay(receiver: Any, ids: list[str] | None = None, destination: str |
             known_destination(receiver, destination)
         counts = await _run(receiver, dlq.replay, now, destination)
         return {**counts, "not_found": []}
-    counts: dict[str, Any] = {"replayed": 0, "skipped_done": 0, "not_found": []}
+    tally: dict[str, Any] = {"replayed": 0, "skipped_done": 0, "not_found": []}
     for key in ids:
         outcome = await _run(receiver, dlq.replay_one, key, now)
         if outcome == "not_found":
-            counts["not_found"].append(key)
+            tally["not_found"].append(key)
         else:
-            counts[outcome] += 1
-    return counts
+            tally[outcome] += 1
+    return tally
 
 
 async def pending_followups(receiver: Any, rule: str, cursor: str | None, limit: int

@@ -240,6 +240,7 @@ def parse_time(value: Any, what: str) -> datetime:
     if not isinstance(value, str) or not value.strip():
         raise bad_request("invalid_payload", f"{what} is missing or not a timestamp")
     text = value.strip()
+    parsed: datetime | None
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:

@@ -74,7 +74,7 @@ async def current(redis: Any, config: Config, request: Request) -> Session | Non
     data = {k.decode(): v.decode() for k, v in raw.items()}
     if not any(name == data.get("name") and role == data.get("role") for name, _, role in known_tokens(config.server)):
         return None
-    return Session(Principal(data["name"], data["role"]), data["csrf"], _hash(sid))  # type: ignore[arg-type]
+    return Session(Principal(data["name"], data["role"]), data["csrf"], _hash(sid))
 
 
 async def close_session(redis: Any, session: Session) -> None:

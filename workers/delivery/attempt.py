@@ -18,6 +18,7 @@ from adapters.base import Adapter, DeliveryContext, Outcome, redact
 from postrelay import keys
 from postrelay.events import CanonicalEvent
 from postrelay.logs import log_fields
+from postrelay.replies import text_map
 from postrelay.scripts import lua
 from postrelay.stores import deliveries, destinations
 from workers.delivery.lock import Lock
@@ -108,7 +109,7 @@ def _slow(rt: Runtime, adapter: Adapter | None, key: str, seq: str, record: dict
         return "locked"
     deliveries.schedule(r, key, rt.clock() + rt.config.delivery.lease)
     try:
-        memo = {k.decode(): v.decode() for k, v in r.hgetall(keys.delivery_memo(key)).items()}
+        memo = text_map(r.hgetall(keys.delivery_memo(key)))
         return _run(rt, adapter, key, seq, record, lock, memo, start)
     finally:
         lock.release()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from postrelay.replies import scored
 from postrelay.scripts import lua
 from postrelay.stores import deliveries
 from workers.runtime import Runtime
@@ -44,7 +45,7 @@ class DueLoop:
         count = self.run_once()
         if count >= self.batch:
             return 0.0
-        head = self.rt.redis.zrange(deliveries.DUE, 0, 0, withscores=True)
+        head = scored(self.rt.redis.zrange(deliveries.DUE, 0, 0, withscores=True))
         if not head:
             return longest
         return min(longest, max(0.005, head[0][1] - self.rt.clock()))
