@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from postrelay.config_mailings import MailingsConfig, TriggerConfig, check_triggers
 from postrelay.durations import parse_delay, parse_seconds
 from postrelay.events import ALL_TYPES
 
@@ -278,6 +279,8 @@ class Config(BaseModel):
     routes: list[RouteConfig] = Field(default_factory=list)
     followups: list[FollowupConfig] = Field(default_factory=list)
     followup_estimates: EstimatesConfig = Field(default_factory=EstimatesConfig)
+    mailings: MailingsConfig = Field(default_factory=MailingsConfig)
+    triggers: list[TriggerConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -297,6 +300,7 @@ class Config(BaseModel):
                 raise ValueError(f"followups[{i}].do: unknown destination {rule.do!r} (define it under [destinations])")
             if not _NAME.match(rule.name):
                 raise ValueError(f"followups[{i}].name: use letters, digits, '_' and '-' only")
+        check_triggers(self.triggers, self.destinations)
         return self
 
 

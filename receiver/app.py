@@ -25,6 +25,8 @@ from postrelay.config import KNOWN_SOURCES, Config
 from postrelay.redis_url import AsyncClient, async_client
 from postrelay.stats import heartbeat_ages
 from postrelay.timeline import read_piece
+from receiver.api.mailings import Mailings
+from receiver.api.triggers import Triggers
 from receiver.auth import Principal, Role, bearer
 from receiver.body import Deadlines, receive_body
 from receiver.errors import (
@@ -250,6 +252,8 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
         Route("/metrics", receiver.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
+    mailings = Mailings(receiver)
+    routes += [*mailings.routes(), *Triggers(receiver, mailings).routes()]
     app = WebhookApp(
         routes=routes,
         lifespan=lifespan,

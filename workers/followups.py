@@ -27,7 +27,7 @@ from postrelay import keys, stats
 from postrelay.config import Config, FollowupConfig
 from postrelay.durations import Delay, parse_delay
 from postrelay.events import CanonicalEvent, EventType
-from workers import calendar
+from workers import calendar, mailings
 from workers.deliveries import stage_delivery
 from workers.routing import matches
 from workers.runtime import Runtime
@@ -265,10 +265,15 @@ class Scheduler:
         extra = {"followup": rule.name, "trigger_event_id": event.id, "trigger_type": event.type.value,
                  "estimated": bool(data["estimated"]), "late": now - due > LATE_AFTER,
                  "scheduled_for": data["scheduled_for"], "fired_at": datetime.fromtimestamp(now, UTC).isoformat()}
-        job = stage_delivery(pipe, rt, rule.do, event, tag=rule.name, extra=extra, ordered=False)
+        if mailings.is_mailer(rt, rule.do):  # one mailing path: stored before the fired marker, found again on re-fire
+            extra["mailing_id"] = mailings.enqueue_followup(rt, fid, rule.do, event, extra)
+            jobs = []
+        else:
+            jobs = [stage_delivery(pipe, rt, rule.do, event, tag=rule.name, extra=extra, ordered=False)]
         pipe.set(fired_key(fid), json.dumps(extra), ex=int(rt.config.delivery.done_retention))
         stats.observe(pipe, "followup_lag", now - due)
-        rt.queue.enqueue_many([job], pipeline=pipe)
+        if jobs:
+            rt.queue.enqueue_many(jobs, pipeline=pipe)
         pipe.execute()
         log.info("follow-up fired", extra={"followup": fid, "late": extra["late"], "event_id": event.id,
                                            "mailpiece_id": piece_id, "source": source, "destination": rule.do,

@@ -105,9 +105,10 @@ def start_background(rt: Runtime, stop: threading.Event, claim_idle: float = 30.
 
 def run_worker(config: Config, burst: bool = False) -> None:
     """Run until SIGINT/SIGTERM: background loops plus the RQ worker for deliveries."""
-    from workers import followups
+    from workers import followups, mailings
 
     followups.register()
+    mailings.register()
     rt = runtime.install(runtime.from_config(config))
     if not burst:
         rt.executor = DeliveryExecutor(lambda key, seq: deliveries.attempt(rt, key, seq),
