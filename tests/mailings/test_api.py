@@ -8,6 +8,7 @@ import pytest
 
 from tests.mailings.conftest import ADA, LOB_KEY, PG_KEY, READ_TOKEN, SENDER, Env, mailing
 from tests.receiver.harness import assert_error
+from tests.support.http_server import Reply
 
 CASES = [("pg", "postcard"), ("pg", "letter"), ("lob", "postcard"), ("lob", "letter")]
 
@@ -150,8 +151,7 @@ def test_idempotency_key_and_operate_token_are_required(env: Env) -> None:
 
 
 def test_secrets_never_appear_in_a_mailing_view(env: Env) -> None:
-    env.postgrid.script.append(__import__("tests.support.http_server", fromlist=["Reply"]).Reply(
-        400, {"error": {"type": "validation_error", "message": f"bad key {PG_KEY}"}}))
+    env.postgrid.script.append(Reply(400, {"error": {"type": "validation_error", "message": f"bad key {PG_KEY}"}}))
     mid = env.post_mailing(mailing()).json()["mailing_id"]
     env.work()
     text = env.get_mailing(mid).text
