@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 MAILER_TYPES = ("postgrid", "lob")
 """Destination types that can create mailings."""
@@ -84,7 +84,9 @@ class MailingRequest(BaseModel):
 
     @field_validator("metadata")
     @classmethod
-    def _metadata(cls, v: dict[str, Scalar]) -> dict[str, Scalar]:
+    def _metadata(cls, v: dict[str, Scalar], info: ValidationInfo) -> dict[str, Scalar]:
+        if info.context and info.context.get("stored"):
+            return v  # a stored mailing: follow-ups add their `postrelay_*` links themselves
         if len(v) > MAX_METADATA_KEYS:
             raise ValueError(f"at most {MAX_METADATA_KEYS} keys (the provider allows 20; postrelay adds one)")
         for key, value in v.items():
@@ -127,6 +129,11 @@ class MailingRequest(BaseModel):
     def fingerprint(self) -> str:
         """A stable hash of the request: a repeated Idempotency-Key with another body is a conflict."""
         return hashlib.sha256(json.dumps(self.as_json(), sort_keys=True).encode()).hexdigest()[:32]
+
+
+def stored_request(data: dict[str, Any]) -> MailingRequest:
+    """A mailing request as stored with its record (postrelay's own `postrelay_*` metadata allowed)."""
+    return MailingRequest.model_validate(data, context={"stored": True})
 
 
 def mailing_id(scope: str, key: str) -> str:

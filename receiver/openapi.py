@@ -12,6 +12,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from receiver.api.openapi_mailings import paths as mailing_paths
+from receiver.api.openapi_mailings import schemas as mailing_schemas
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -118,6 +121,7 @@ def document() -> dict[str, Any]:
             "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["operations"],
                                  "responses": {"200": {"description": "Prometheus text exposition format",
                                                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            **mailing_paths(),
             "/openapi.json": {"get": {"summary": "This document", "tags": ["operations"],
                                       "responses": {"200": {"description": "OpenAPI 3.1",
                                                             "content": {"application/json": {
@@ -140,6 +144,7 @@ def document() -> dict[str, Any]:
                                              "pieces": {"type": "string", "description": "the mailpiece store, "
                                                         "when `queue_url` names another Redis (a Redis Cluster)"},
                                              "failed": {"type": "array", "items": {"type": "string"}}}},
+                **mailing_schemas(),
                 "Mailpiece": {
                     "type": "object", "required": ["source", "id", "stage", "events"],
                     "properties": {"source": {"type": "string"}, "id": {"type": "string"},

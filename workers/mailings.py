@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from adapters._mailing import Mailer
 from adapters.base import Outcome
 from postrelay.events import CanonicalEvent
-from postrelay.mailing import MAILER_TYPES, MAX_METADATA_KEYS, Address, MailingRequest, mailing_id
+from postrelay.mailing import MAILER_TYPES, MAX_METADATA_KEYS, Address, MailingRequest, mailing_id, stored_request
 from postrelay.stores import mailings as store
 from workers.policy import next_attempt
 from workers.runtime import Runtime
@@ -76,7 +76,10 @@ class Creator:
         if adapter is None or not hasattr(adapter, "create_mailing"):
             return self._fail(mid, rec, f"provider {rec['provider']!r} is no longer a postgrid or lob destination")
         mailer: Mailer = adapter  # type: ignore[assignment]
-        request = MailingRequest.model_validate(json.loads(rec["request"]))
+        try:
+            request = stored_request(json.loads(rec["request"]))
+        except (ValueError, ValidationError) as exc:
+            return self._fail(mid, rec, f"the stored request is not valid: {exc}")
         if rec.get("dry_run") == "1":
             rendered = json.dumps(mailer.mailing_body(request, mid))
             store.update(rt.redis, mid, {"status": "dry_run", "rendered": rendered}, now=rt.clock())
