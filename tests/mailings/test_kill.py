@@ -49,7 +49,9 @@ def test_worker_killed_after_the_provider_answered_leaves_one_piece_found_again(
         search_works: bool) -> None:
     stand_in: StandIn = postgrid if provider == "pg" else lob
     trigger = {**HUBSPOT_TRIGGER, "provider": provider}
-    data: dict[str, Any] = mailing_config(redis_url, postgrid.url, lob.url, {"triggers": [trigger]})
+    # a loaded CI machine must not turn a loopback call into a timeout (a third attempt): generous timeout
+    data: dict[str, Any] = mailing_config(redis_url, postgrid.url, lob.url, {
+        "triggers": [trigger], "delivery": {"timeout": "3s", "lease": "4s"}})
     config = write_config(tmp_path / "postrelay.toml", data)
     receiver = ReceiverProcess(config, tmp_path / "receiver.log").start()
     worker = WorkerProcess(config, tmp_path / "worker.log")
@@ -85,7 +87,7 @@ def test_worker_killed_after_the_provider_answered_leaves_one_piece_found_again(
     final = store.get(redis.Redis.from_url(redis_url), mid)
     assert final is not None
     assert final["piece_id"] == stand_in.pieces[0]["id"]
-    assert final["attempts"] == 2
+    assert final["attempts"] >= 2  # 2 unless the machine was so loaded that a call timed out
     assert len(stand_in.pieces) == 1 and stand_in.violations == []
     posts = [r for r in stand_in.requests if r.method == "POST"]
     assert {r.headers["idempotency-key"] for r in posts} == {mid}
