@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from postrelay.cli import COMMANDS
-from postrelay.config import load_runtime_config
+from postrelay.config import ConfigError, load_runtime_config
 from postrelay.mailing import STATUSES
 from postrelay.stores import mailings as store
 
@@ -51,7 +51,9 @@ def _run(args: argparse.Namespace) -> int:
     from postrelay.redis_url import sync_client
 
     config = load_runtime_config(args.config)
-    client = sync_client(config.server.queue_redis_url or "", 5.0)
+    if not config.server.queue_redis_url:
+        raise ConfigError("server.redis_url: required here (or set POSTRELAY_REDIS_URL to the running Redis)")
+    client = sync_client(config.server.queue_redis_url, 5.0)
     if args.action == "show":
         if not args.id:
             print("mailings show needs the mailing id (see `postrelay mailings list`)")
