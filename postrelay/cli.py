@@ -175,12 +175,12 @@ def _parse_since(text: str | None) -> float | None:
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     """List or replay dead-lettered deliveries."""
-    from workers import deliveries, dlq
+    from postrelay.stores import dlq
 
     rt = _runtime(args)
     since = _parse_since(args.since)
     if args.dlq_command == "replay":
-        counts = deliveries.replay_dead(rt, args.destination, since)
+        counts = dlq.replay(rt.redis, rt.clock(), args.destination, since)
         print(f"replayed {counts['replayed']} delivery(ies); skipped {counts['skipped_done']} already delivered")
         return 0
     entries = dlq.entries(rt.redis, args.destination, since, limit=args.limit)
@@ -198,7 +198,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 def cmd_destinations(args: argparse.Namespace) -> int:
     """Show each destination's circuit, backlog and last error; pause or resume one."""
-    from workers import deliveries
+    from postrelay.stores import destinations
 
     rt = _runtime(args)
     action = args.dest_command or "list"
@@ -207,15 +207,13 @@ def cmd_destinations(args: argparse.Namespace) -> int:
             print(f"unknown destination {args.name!r}", file=sys.stderr)
             return 2
         if action == "pause":
-            rt.redis.set(deliveries.paused_key(args.name), "1")
+            destinations.pause(rt.redis, args.name)
             print(f"paused {args.name}: deliveries wait until `postrelay destinations resume {args.name}`")
         else:
-            rt.redis.delete(deliveries.paused_key(args.name))
-            rt.breaker.reset(args.name)
-            n = deliveries.resume_parked(rt, args.name)
+            n = destinations.resume(rt.redis, rt.config, args.name, rt.clock())
             print(f"resumed {args.name}: {n} parked delivery(ies) re-queued")
         return 0
-    rows = deliveries.destination_report(rt)
+    rows = destinations.report(rt.redis, rt.config, rt.clock())
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -11,18 +11,39 @@ from __future__ import annotations
 PREFIX = "pr"
 INGEST_STREAM = f"{PREFIX}:{{in}}:stream"
 INGEST_GROUP = "dispatch"
+POISON = f"{PREFIX}:{{in}}:poison"  # stream entries no worker could parse
 WORKER_HEARTBEATS = f"{PREFIX}:workers"
 DLQ = f"{PREFIX}:dlq"
 DLQ_INDEX = f"{PREFIX}:dlq:index"
 FOLLOWUPS_DUE = f"{PREFIX}:fu:due"
+# Every delivery that must make progress, scored by when a worker must look at it next: its due time
+# (first attempt, retry, circuit / rate-limit wait) or, while it is claimed or running, its lease deadline.
+DELIVERIES_DUE = f"{PREFIX}:dlv:inflight"
+DELIVERY_JOBS = f"{PREFIX}:dlv:jobs"  # legacy (RQ job ids of deliveries, before the due-time loop): cleared
+STATS = f"{PREFIX}:stats"
+STATS_HIST_PREFIX = f"{PREFIX}:stats:hist:"
+STATS_TYPES_PREFIX = f"{PREFIX}:stats:types:"
 RQ_QUEUE_NAME = "postrelay"
 RQ_QUEUE = f"rq:queue:{RQ_QUEUE_NAME}"  # RQ's own key names (read by /metrics without importing RQ)
 RQ_SCHEDULED = f"rq:scheduled:{RQ_QUEUE_NAME}"
 
+_RECORD = f"{PREFIX}:dlv:{{"
+_SEQ = f"{PREFIX}:seq:{{"
+
 
 def circuit(dest: str) -> str:
-    """Hash with a destination's circuit-breaker state."""
+    """Hash with a destination's circuit-breaker state (`postrelay.stores.circuit`)."""
     return f"{PREFIX}:cb:{{{dest}}}"
+
+
+def circuit_probe(dest: str) -> str:
+    """Marker held by the one half-open probe delivery of a destination."""
+    return f"{PREFIX}:cb:{{{dest}}}:probe"
+
+
+def rate_limit(dest: str) -> str:
+    """GCRA theoretical arrival time of a destination's rate limit."""
+    return f"{PREFIX}:rl:{{{dest}}}"
 
 
 def seen(event_id: str) -> str:
@@ -48,3 +69,103 @@ def piece_events(source: str, piece_id: str) -> str:
 def piece_types(source: str, piece_id: str) -> str:
     """Set of the canonical event types a mailpiece has had (follow-up `unless` checks)."""
     return f"{PREFIX}:piece:{{{source}:{piece_id}}}:types"
+
+
+# --- deliveries (`postrelay.stores.deliveries`); a delivery key is `<destination>|<event id>[|<tag>]` ---
+
+def delivery_record(key: str) -> str:
+    """Hash holding a delivery's record (event JSON, extra, created, attempts, sequence key)."""
+    return f"{_RECORD}{key}}}"
+
+
+DELIVERY_RECORD_PATTERN = f"{_RECORD}*}}"  # SCAN match for every delivery record
+
+
+def delivery_of_record(record_key: str) -> str:
+    """The delivery key inside a record key (inverse of `delivery_record`)."""
+    return record_key[len(_RECORD):-1]
+
+
+def delivery_done(key: str) -> str:
+    """Success marker of a delivery (JSON: remote id, time): a delivery whose marker exists is never re-sent."""
+    return f"{PREFIX}:done:{{{key}}}"
+
+
+def delivery_memo(key: str) -> str:
+    """Remote ids of an adapter's completed steps for a delivery."""
+    return f"{PREFIX}:memo:{{{key}}}"
+
+
+def delivery_lock(key: str) -> str:
+    """Execution lock so two workers never run the same delivery at once."""
+    return f"{PREFIX}:lock:{{{key}}}"
+
+
+def delivery_seq(dest: str, source: str, piece_id: str) -> str:
+    """Per (destination, mailpiece) FIFO of event ids: only its head is delivered."""
+    return f"{_SEQ}{dest}:{source}:{piece_id}}}"
+
+
+def seq_destination(seq: str) -> str:
+    """The destination a sequence key belongs to."""
+    return seq[len(_SEQ):].split(":", 1)[0]
+
+
+def destination_paused(dest: str) -> str:
+    """Flag set while a destination is paused."""
+    return f"{PREFIX}:dest:{{{dest}}}:paused"
+
+
+def destination_parked(dest: str) -> str:
+    """Deliveries (JSON [key, seq]) that came due while their destination was paused."""
+    return f"{PREFIX}:dest:{{{dest}}}:parked"
+
+
+# --- follow-ups (`postrelay.stores.followups`); a follow-up id is `<rule>|<source>|<mailpiece id>` ---
+
+def followup(fid: str) -> str:
+    """Hash with a pending follow-up."""
+    return f"{PREFIX}:fu:{{{fid}}}"
+
+
+def followup_fired(fid: str) -> str:
+    """Marker: this follow-up fired."""
+    return f"{PREFIX}:fu:fired:{{{fid}}}"
+
+
+def followup_piece(source: str, piece_id: str) -> str:
+    """Set of a piece's pending follow-up ids."""
+    return f"{PREFIX}:fu:piece:{{{source}:{piece_id}}}"
+
+
+# --- stats (`postrelay.stats`) ---
+
+def stats_hist(name: str) -> str:
+    """Hash holding histogram `name`."""
+    return STATS_HIST_PREFIX + name
+
+
+def stats_minute(minute: int) -> str:
+    """Per-type event counts of one minute (epoch // 60)."""
+    return f"{STATS_TYPES_PREFIX}{minute}"
+
+
+# --- mailings (`postrelay.stores.mailings`); a mailing id is `ml_<hash of its idempotency key>` ---
+
+MAILINGS_DUE = f"{PREFIX}:ml:due"  # mailings a worker must work on, scored by when (claimed with a lease)
+MAILINGS_INDEX = f"{PREFIX}:ml:index"  # every mailing by creation time
+
+
+def mailing(mid: str) -> str:
+    """Hash with one mailing's record."""
+    return f"{PREFIX}:ml:{{{mid}}}"
+
+
+def mailing_cooldown(trigger: str, recipient: str) -> str:
+    """A trigger's cooldown marker for one recipient (hashed address); its value is the mailing id."""
+    return f"{PREFIX}:ml:cool:{{{trigger}}}:{recipient}"
+
+
+def mailing_cap(day: str, trigger: str | None = None) -> str:
+    """Pieces created on a UTC day (`YYYY-MM-DD`), in total or for one trigger."""
+    return f"{PREFIX}:ml:cap:{day}" + (f":{trigger}" if trigger else "")

@@ -18,11 +18,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from postrelay import keys
 from postrelay.events import CanonicalEvent
 
-STATS = "pr:stats"
-HIST_PREFIX = "pr:stats:hist:"
-TYPES_PREFIX = "pr:stats:types:"
+STATS = keys.STATS
+HIST_PREFIX = keys.STATS_HIST_PREFIX
+TYPES_PREFIX = keys.STATS_TYPES_PREFIX
 TYPES_TTL = 2 * 3600
 OUTCOMES = ("ok", "retry", "permanent", "dead")
 
@@ -41,12 +42,12 @@ def _bound(value: float) -> str:
 
 def hist_key(name: str) -> str:
     """Hash holding histogram `name`."""
-    return HIST_PREFIX + name
+    return keys.stats_hist(name)
 
 
 def minute_key(epoch: float) -> str:
     """Per-type event counts of the minute containing `epoch`."""
-    return f"{TYPES_PREFIX}{int(epoch // 60)}"
+    return keys.stats_minute(int(epoch // 60))
 
 
 def count_delivery(pipe: Any, destination: str, outcome: str) -> None:
@@ -106,7 +107,7 @@ def parse_histogram(name: str, raw: Mapping[Any, Any]) -> tuple[list[tuple[float
 def last_hour_keys(now: float, minutes: int = 60) -> list[str]:
     """The per-minute keys of the last `minutes` minutes, the current one included."""
     current = int(now // 60)
-    return [f"{TYPES_PREFIX}{m}" for m in range(current - minutes + 1, current + 1)]
+    return [keys.stats_minute(m) for m in range(current - minutes + 1, current + 1)]
 
 
 def sum_types(hashes: Iterable[Mapping[Any, Any]]) -> dict[str, int]:
@@ -116,17 +117,6 @@ def sum_types(hashes: Iterable[Mapping[Any, Any]]) -> dict[str, int]:
         for k, v in raw.items():
             total[_text(k)] += int(v)
     return dict(total.most_common())
-
-
-CIRCUIT_CODES = {"closed": 0, "half_open": 1, "open": 2}  # postrelay_circuit_state
-
-
-def circuit_state(state: bytes | str | None, open_until: bytes | str | float | None, now: float) -> str:
-    """closed / open / half_open from a breaker hash's `state` and `open_until` (as `CircuitBreaker.state`)."""
-    text = state.decode() if isinstance(state, bytes) else (state or "closed")
-    if text == "open" and now >= float(open_until or 0):
-        return "half_open"
-    return text
 
 
 def heartbeat_ages(raw: Mapping[Any, Any], now: float) -> dict[str, float]:

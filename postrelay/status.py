@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from postrelay import keys, stats
+from postrelay.stores import destinations
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
@@ -60,8 +61,6 @@ def pieces_store(rt: Runtime) -> dict[str, Any] | None:
 
 def gather(rt: Runtime) -> dict[str, Any]:
     """Everything the status screen shows, as plain data (also the `--json` output)."""
-    from workers import deliveries
-
     r = rt.redis
     now = rt.clock()
     pipe = r.pipeline(transaction=False)
@@ -107,7 +106,7 @@ def gather(rt: Runtime) -> dict[str, Any]:
         "dlq": int(dlq),
         "followups": {"pending": int(fu_pending), "overdue": int(fu_overdue), "next": next_due},
         "events_last_hour": {"total": sum(events.values()), "by_type": events},
-        "destinations": deliveries.destination_report(rt),
+        "destinations": destinations.report(rt.redis, rt.config, now),
     }
 
 

@@ -1,9 +1,10 @@
 """The request path's one Redis round trip: dedupe and enqueue atomically, coalesced across requests.
 
-A Lua script, per canonical event, checks the dedupe marker and, only if it is absent, appends the event to
-the ingest stream and then sets the marker (`SET EX window`). Both happen or neither does, so a crash, a lost
-connection or a failing XADD can never leave an event marked seen but not queued: the provider's retry is then
-accepted, not dropped. (Redis does not roll back a script that errors half-way, hence XADD before SET.)
+A Lua script (`postrelay/lua/ingest_enqueue.lua`), per canonical event, checks the dedupe marker and, only if
+it is absent, appends the event to the ingest stream and then sets the marker (`SET EX window`). Both happen
+or neither does, so a crash, a lost connection or a failing XADD can never leave an event marked seen but not
+queued: the provider's retry is then accepted, not dropped. (Redis does not roll back a script that errors
+half-way, hence XADD before SET.)
 
 Concurrent requests share round trips: while one script call is in flight, the events of requests that
 arrive meanwhile wait in a buffer and go together in the next call (auto-pipelining). Each request still
@@ -20,21 +21,8 @@ from redis.asyncio import Redis
 
 from postrelay import keys
 from postrelay.events import CanonicalEvent
+from postrelay.scripts import lua
 
-_ENQUEUE = """
-local flags = {}
-local ttl = ARGV[1]
-for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
-    redis.call('SET', KEYS[i], '1', 'EX', ttl)
-    flags[i - 1] = '1'
-  else
-    flags[i - 1] = '0'
-  end
-end
-return table.concat(flags)
-"""
 MAX_BATCH_EVENTS = 500
 
 _Waiter = tuple[Sequence[CanonicalEvent], "asyncio.Future[tuple[int, int]]"]
@@ -46,7 +34,7 @@ class IngestQueue:
     def __init__(self, redis: Redis, dedupe_window: float) -> None:
         self.redis = redis
         self.ttl = max(1, int(dedupe_window))
-        self._script = redis.register_script(_ENQUEUE)
+        self._script = lua("ingest_enqueue").register(redis)
         self._pending: list[_Waiter] = []
         self._flushing = False
 

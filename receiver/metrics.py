@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 
 from postrelay import keys, stats
 from postrelay.config import KNOWN_SOURCES, Config
+from postrelay.stores import circuit as breaker
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -152,7 +153,7 @@ async def read_redis_state(redis: Redis, config: Config, now: float) -> dict[str
     res = await pipe.execute()
     stream, queued, scheduled, dlq, pending, overdue, beats, raw_stats = res[:8]
     hists = dict(zip(stats.HISTOGRAMS, res[8:8 + len(stats.HISTOGRAMS)], strict=True))
-    circuits = {d: stats.circuit_state(s, until, now) for d, (s, until) in
+    circuits = {d: breaker.state_name(s, until, now) for d, (s, until) in
                 zip(dests, res[8 + len(stats.HISTOGRAMS):], strict=True)}
     deliveries, events = stats.parse_stats(raw_stats)
     return {"stream": int(stream), "queued": int(queued), "scheduled": int(scheduled), "dlq": int(dlq),
@@ -186,7 +187,7 @@ def redis_families(state: dict[str, Any], config: Config) -> list[Metric]:
     circuit = GaugeMetricFamily("postrelay_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",
                                 labels=["destination"])
     for dest, name in state["circuits"].items():
-        circuit.add_metric([dest], stats.CIRCUIT_CODES.get(name, 0))
+        circuit.add_metric([dest], breaker.CODES.get(name, 0))
     out.append(circuit)
     deliveries = CounterMetricFamily("postrelay_deliveries_total",
                                      "Delivery attempts by destination and outcome (ok, retry, permanent, dead)",

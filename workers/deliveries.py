@@ -34,18 +34,18 @@ from redis.client import Pipeline
 from rq import Retry
 
 from adapters.base import DeliveryContext, Outcome, redact
-from postrelay import stats
+from postrelay import keys, stats
 from postrelay.events import CanonicalEvent
-from postrelay.keys import circuit as circuit_key
 from postrelay.logs import log_fields
-from workers import dlq, runtime
-from workers.circuit import _probe_key as circuit_probe_key
+from postrelay.stores import deliveries as store
+from postrelay.stores import dlq
+from workers import runtime
 from workers.policy import next_attempt
 from workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.delivery")
-INFLIGHT = "pr:dlv:inflight"
-JOBS = "pr:dlv:jobs"
+INFLIGHT = keys.DELIVERIES_DUE
+JOBS = keys.DELIVERY_JOBS
 PENDING_JOB_STATES = frozenset({b"queued", b"scheduled", b"deferred"})
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 # KEYS: inflight zset, seq list. ARGV: delivery key, event id, destination, next deadline. Atomic, so a head
@@ -136,50 +136,15 @@ return pop_head(KEYS[1], ARGV[1]) or ''
 """
 
 
-def delivery_key(dest: str, event_id: str, tag: str = "") -> str:
-    """The identity of one delivery."""
-    return f"{dest}|{event_id}|{tag}" if tag else f"{dest}|{event_id}"
-
-
-def split_key(key: str) -> tuple[str, str, str]:
-    """(destination, event id, tag) of a delivery key."""
-    parts = key.split("|")
-    return parts[0], parts[1], parts[2] if len(parts) > 2 else ""
-
-
-def record_key(key: str) -> str:
-    """Hash holding the delivery's record."""
-    return f"pr:dlv:{{{key}}}"
-
-
-def done_key(key: str) -> str:
-    """Success marker of a delivery."""
-    return f"pr:done:{{{key}}}"
-
-
-def memo_key(key: str) -> str:
-    """Remote ids of an adapter's completed steps for a delivery."""
-    return f"pr:memo:{{{key}}}"
-
-
-def lock_key(key: str) -> str:
-    """Execution lock so two workers never run the same delivery at once."""
-    return f"pr:lock:{{{key}}}"
-
-
-def seq_key(dest: str, event: CanonicalEvent) -> str:
-    """Per (destination, mailpiece) FIFO of event ids."""
-    return f"pr:seq:{{{dest}:{event.source}:{event.mailpiece.id}}}"
-
-
-def paused_key(dest: str) -> str:
-    """Flag set while a destination is paused."""
-    return f"pr:dest:{{{dest}}}:paused"
-
-
-def parked_key(dest: str) -> str:
-    """Deliveries that arrived while their destination was paused."""
-    return f"pr:dest:{{{dest}}}:parked"
+delivery_key = store.delivery_key
+split_key = store.split_key
+record_key = keys.delivery_record
+done_key = keys.delivery_done
+memo_key = keys.delivery_memo
+lock_key = keys.delivery_lock
+seq_key = store.seq_key
+paused_key = keys.destination_paused
+parked_key = keys.destination_parked
 
 
 def _stage_record(pipe: Pipeline, rt: Runtime, dest: str, event: CanonicalEvent, tag: str,
@@ -305,7 +270,7 @@ def attempt(rt: Runtime, key: str, seq: str = "") -> str:
     rec_key = record_key(key)
     for _ in range(2):
         res = prepare(keys=[done_key(key), rec_key, memo_key(key), lock.key, INFLIGHT, seq or rec_key,
-                            paused_key(dest), circuit_key(dest)],
+                            paused_key(dest), keys.circuit(dest)],
                       args=[event_id, seq, lock.token, lock.ttl_ms, rt.clock() + lease, key, may_lock])
         if res[0] != b"seq":
             break
@@ -542,8 +507,8 @@ def _run(rt: Runtime, adapter: Any, key: str, seq: str, event_id: str, record: d
 
         def store_done() -> None:
             head[:] = [complete(
-                keys=[done_key(key), record_key(key), lock.key, INFLIGHT, JOBS, circuit_key(dest),
-                      circuit_probe_key(dest), seq or record_key(key), *ops.keys],
+                keys=[done_key(key), record_key(key), lock.key, INFLIGHT, JOBS, keys.circuit(dest),
+                      keys.circuit_probe(dest), seq or record_key(key), *ops.keys],
                 args=[done, retention, key, lock.token, rt.config.delivery.circuit_cooldown, event_id, seq,
                       _seq_dest(seq), rt.clock() + rt.config.delivery.lease, len(ops.keys), *ops.args])]
 
@@ -587,7 +552,9 @@ def _log_fields(dest: str, key: str, event: CanonicalEvent, attempts: list[dict[
 
 def _dead(rt: Runtime, key: str, seq: str, event_id: str, record: dict[str, str], reason: str,
           attempts: list[dict[str, Any]], outcome: str = "dead", fields: dict[str, Any] | None = None) -> None:
-    dlq.add(rt.redis, key, record, reason, attempts, rt.clock())
+    pipe = rt.redis.pipeline()
+    dlq.add(pipe, key, record, reason, attempts, rt.clock())
+    pipe.execute()
     stats.count_delivery(rt.redis, split_key(key)[0], outcome)
     _finish(rt, key, seq, event_id)
     rt.redis.delete(record_key(key))  # last: until then the reaper can still find the sequence to advance
@@ -618,7 +585,7 @@ def _start(rt: Runtime, seq: str, head: str) -> None:
 
 
 def _seq_dest(seq: str) -> str:
-    return seq[len("pr:seq:{"):].split(":", 1)[0]
+    return keys.seq_destination(seq)
 
 
 def reap(rt: Runtime, limit: int = 500) -> int:
@@ -676,54 +643,3 @@ def _job_pending(rt: Runtime, key: str) -> bool:
     if status not in PENDING_JOB_STATES:
         return False
     return status != b"queued" or rt.redis.lpos(rt.queue.intermediate_queue_key, job_id) is None
-
-
-def resume_parked(rt: Runtime, dest: str) -> int:
-    """Re-enqueue every delivery parked while `dest` was paused; returns how many."""
-    count = 0
-    while True:
-        raw = rt.redis.lpop(parked_key(dest))
-        if raw is None:
-            return count
-        key, seq = json.loads(raw)
-        enqueue(rt, key, seq)
-        count += 1
-
-
-def replay_dead(rt: Runtime, destination: str | None = None, since: float | None = None) -> dict[str, int]:
-    """Re-deliver dead-lettered deliveries (unordered: their piece has moved on). Already-done ones are skipped."""
-    counts = {"replayed": 0, "skipped_done": 0}
-    for entry in dlq.entries(rt.redis, destination, since):
-        key = entry["key"]
-        if rt.redis.exists(done_key(key)):
-            dlq.remove(rt.redis, key)
-            counts["skipped_done"] += 1
-            continue
-        mapping = {"event": json.dumps(entry["event"]), "created": rt.clock(), "seq": ""}
-        if entry.get("extra"):
-            mapping["extra"] = json.dumps(entry["extra"])
-        rt.redis.hset(record_key(key), mapping=mapping)
-        dlq.remove(rt.redis, key)
-        enqueue(rt, key, "")
-        counts["replayed"] += 1
-    return counts
-
-
-def destination_report(rt: Runtime) -> list[dict[str, Any]]:
-    """Per destination: type, circuit state, paused flag, backlog (queued+retrying+parked), dead, last error."""
-    now = rt.clock()
-    dead_by_dest: dict[str, int] = {}
-    for entry in dlq.entries(rt.redis):
-        dead_by_dest[entry["destination"]] = dead_by_dest.get(entry["destination"], 0) + 1
-    backlog: dict[str, int] = {}
-    for raw in rt.redis.scan_iter(match="pr:dlv:{*}", count=1000):
-        dest = raw.decode()[len("pr:dlv:{"):].split("|", 1)[0]
-        backlog[dest] = backlog.get(dest, 0) + 1
-    rows = []
-    for name, dest in rt.config.destinations.items():
-        state = rt.breaker.state(name, now)
-        rows.append({"name": name, "type": dest.type, "state": state["state"], "failures": state["failures"],
-                     "paused": bool(rt.redis.exists(paused_key(name))), "backlog": backlog.get(name, 0),
-                     "parked": int(rt.redis.llen(parked_key(name))), "dead": dead_by_dest.get(name, 0),
-                     "last_error": state["last_error"], "open_until": state["open_until"]})
-    return rows

@@ -27,7 +27,7 @@ from workers.routing import destinations_for
 from workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.dispatcher")
-POISON = "pr:{in}:poison"
+POISON = keys.POISON
 
 
 class EventHandler(Protocol):

@@ -27,6 +27,8 @@ from postrelay import keys, stats
 from postrelay.config import Config, FollowupConfig
 from postrelay.durations import Delay, parse_delay
 from postrelay.events import CanonicalEvent, EventType
+from postrelay.scripts import lua
+from postrelay.stores import followups as followups_store
 from workers import calendar, mailings
 from workers.deliveries import stage_delivery
 from workers.routing import matches
@@ -38,56 +40,11 @@ LATE_AFTER = 60.0
 ESTIMABLE = frozenset({EventType.IN_TRANSIT, EventType.IN_LOCAL_AREA, EventType.PROCESSED_FOR_DELIVERY,
                        EventType.DELIVERED})
 
-# KEYS: record, due zset, piece set, fired marker, piece types set
-# ARGV: id, due, estimated flag, unless types (json list), record json, types already seen (json list; read from
-#       the mailpiece store when it is another Redis)
-_SCHEDULE = """
-if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
-local unless = cjson.decode(ARGV[4])
-local seen = {}
-for _, t in ipairs(cjson.decode(ARGV[6])) do seen[t] = true end
-for _, t in ipairs(unless) do
-  if seen[t] or redis.call('SISMEMBER', KEYS[5], t) == 1 then return 0 end
-end
-local existing = redis.call('HGET', KEYS[1], 'estimated')
-if existing and not (existing == '1' and ARGV[3] == '0') then return 0 end
-redis.call('HSET', KEYS[1], 'data', ARGV[5], 'estimated', ARGV[3], 'due', ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[1])
-return 1
-"""
-# KEYS: due zset. ARGV: now, lease, limit. Claims due ids by pushing their score past the lease.
-_CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, id in ipairs(ids) do
-  local due = redis.call('ZSCORE', KEYS[1], id)
-  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
-  table.insert(out, id)
-  table.insert(out, due)
-end
-return out
-"""
-
-
-def followup_id(rule: str, source: str, piece_id: str) -> str:
-    """Deterministic id of a rule's follow-up for one piece."""
-    return f"{rule}|{source}|{piece_id}"
-
-
-def record_key(fid: str) -> str:
-    """Hash with a pending follow-up."""
-    return f"pr:fu:{{{fid}}}"
-
-
-def fired_key(fid: str) -> str:
-    """Marker: this follow-up fired."""
-    return f"pr:fu:fired:{{{fid}}}"
-
-
-def piece_key(source: str, piece_id: str) -> str:
-    """Set of a piece's pending follow-up ids."""
-    return f"pr:fu:piece:{{{source}:{piece_id}}}"
+record_key = keys.followup
+fired_key = keys.followup_fired
+piece_key = keys.followup_piece
+followup_id = followups_store.followup_id
+cancel_in = followups_store.cancel_in
 
 
 def is_scanless(event: CanonicalEvent, config: Config) -> bool:
@@ -122,7 +79,6 @@ class FollowupHandler:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.rules = rt.config.followups
-        self._schedule = rt.redis.register_script(_SCHEDULE)
 
     def stage(self, pipe: Pipeline, events: Sequence[CanonicalEvent]) -> list[Any]:
         """Add cancellations and schedules for `events` to the ack transaction."""
@@ -170,44 +126,9 @@ class FollowupHandler:
         data = json.dumps({"rule": rule.name, "do": rule.do, "event": event.model_dump(mode="json"),
                            "estimated": estimated, "scheduled_for": due.isoformat()})
         src, pid = event.source, event.mailpiece.id
-        self._schedule(keys=[record_key(fid), DUE, piece_key(src, pid), fired_key(fid), keys.piece_types(src, pid)],
-                       args=[fid, due.timestamp(), int(estimated), json.dumps(rule.unless), data, json.dumps(seen)],
-                       client=pipe)
-
-
-def cancel_in(pipe: Pipeline, fid: str, source: str, piece_id: str) -> None:
-    """Add the commands removing a pending follow-up to `pipe`."""
-    pipe.zrem(DUE, fid)
-    pipe.delete(record_key(fid))
-    pipe.srem(piece_key(source, piece_id), fid)
-
-
-def cancel(rt: Runtime, fid: str) -> bool:
-    """Remove one pending follow-up; False when there is none with that id."""
-    if not rt.redis.exists(record_key(fid)):
-        return False
-    _, source, piece_id = fid.split("|", 2)
-    pipe = rt.redis.pipeline()
-    cancel_in(pipe, fid, source, piece_id)
-    pipe.execute()
-    return True
-
-
-def pending(rt: Runtime, mailpiece: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-    """Pending follow-ups (soonest first), optionally for one mailpiece id (any source)."""
-    ids = [i.decode() for i in rt.redis.zrange(DUE, 0, -1)]
-    if mailpiece:
-        ids = [i for i in ids if i.split("|", 2)[2] == mailpiece]
-    out = []
-    for fid in ids[:limit]:
-        raw = rt.redis.hget(record_key(fid), "data")
-        if raw is None:
-            continue
-        data = json.loads(raw)
-        out.append({"id": fid, "rule": data["rule"], "do": data["do"], "mailpiece": data["event"]["mailpiece"]["id"],
-                    "source": data["event"]["source"], "due": data["scheduled_for"], "estimated": data["estimated"],
-                    "trigger": data["event"]["type"]})
-    return out
+        lua("followup_schedule")(
+            pipe, keys=[record_key(fid), DUE, piece_key(src, pid), fired_key(fid), keys.piece_types(src, pid)],
+            args=[fid, due.timestamp(), int(estimated), json.dumps(rule.unless), data, json.dumps(seen)])
 
 
 class Scheduler:
@@ -216,13 +137,12 @@ class Scheduler:
     def __init__(self, rt: Runtime, batch: int = 500) -> None:
         self.rt = rt
         self.batch = batch
-        self._claim = rt.redis.register_script(_CLAIM)
 
     def run_once(self) -> int:
         """Fire everything due now; returns how many fired."""
         rt = self.rt
         now = rt.clock()
-        claimed = self._claim(keys=[DUE], args=[now, rt.config.delivery.lease, self.batch])
+        claimed = lua("due_claim")(rt.redis, keys=[DUE], args=[now, rt.config.delivery.lease, self.batch])
         fired = 0
         for i in range(0, len(claimed), 2):
             fid, due = claimed[i].decode(), float(claimed[i + 1])
@@ -279,20 +199,3 @@ class Scheduler:
                                            "mailpiece_id": piece_id, "source": source, "destination": rule.do,
                                            "lag_s": round(now - due, 1)})
         return 1
-
-
-def _handler_factory(rt: Runtime) -> FollowupHandler:
-    return FollowupHandler(rt)
-
-
-def _scheduler_loop(rt: Runtime):  # type: ignore[no-untyped-def]
-    return Scheduler(rt).tick
-
-
-def register() -> None:
-    """Plug the handler and the scheduler loop into the worker process."""
-    from workers import worker
-
-    if _handler_factory not in worker.HANDLERS:
-        worker.HANDLERS.append(_handler_factory)
-        worker.LOOPS.append(("followups", _scheduler_loop, 1.0))

@@ -18,20 +18,20 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from workers import followups
+    from postrelay.stores import followups
     from workers.runtime import from_config
 
-    rt = from_config(load_runtime_config(args.config))
+    r = from_config(load_runtime_config(args.config)).redis
     if args.action == "cancel":
         if not args.id:
             print("followups cancel needs the follow-up id (see `postrelay followups list`)")
             return 2
-        if followups.cancel(rt, args.id):
+        if followups.cancel(r, args.id):
             print(f"cancelled {args.id}")
             return 0
         print(f"no pending follow-up {args.id!r}")
         return 1
-    rows = followups.pending(rt, args.mailpiece)
+    rows = followups.pending(r, args.mailpiece)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

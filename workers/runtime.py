@@ -25,7 +25,7 @@ from adapters.base import Adapter
 from adapters.client import relay_client
 from postrelay import keys
 from postrelay.config import Config
-from workers.circuit import CircuitBreaker
+from postrelay.stores.circuit import CircuitBreaker
 from workers.executor import DeliveryExecutor
 from workers.ratelimit import RateLimiter, parse_rate
 

@@ -3,7 +3,8 @@
 Loops (each in a daemon thread, each bounded by the stop event):
 - dispatcher: reads the ingest stream, reclaims entries of dead consumers every `reclaim_every` seconds;
 - housekeeping: heartbeat, re-enqueue deliveries whose lease expired (killed workers);
-- extra loops registered by other modules (e.g. the follow-up scheduler) via `LOOPS`.
+- followups: fires follow-ups when due;
+- mailings: creates the pieces of queued mailings (`workers.mailings`).
 RQ's SimpleWorker (no fork per job: about twice the throughput of the forking worker) runs delivery jobs, with
 its scheduler for delayed retries.
 """
@@ -26,16 +27,13 @@ from postrelay.config import Config
 from workers import deliveries, runtime
 from workers.dispatcher import Dispatcher, EventHandler, RelayHandler
 from workers.executor import DeliveryExecutor
+from workers.followups import FollowupHandler, Scheduler
+from workers.mailings import Creator
 from workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.worker")
 HEARTBEAT_EVERY = 5.0
 
-# Extra periodic work: (name, factory(rt) -> callable run every `interval` seconds, interval)
-Loop = tuple[str, Callable[[Runtime], Callable[[], object]], float]
-LOOPS: list[Loop] = []
-# Extra event handlers staged in the dispatcher's ack transaction: factory(rt) -> handler
-HANDLERS: list[Callable[[Runtime], EventHandler]] = []
 
 
 def _periodic(stop: threading.Event, name: str, fn: Callable[[], object], interval: float) -> None:
@@ -79,7 +77,7 @@ def prune_heartbeats(rt: Runtime, older_than: float = 86400.0) -> int:
 def start_background(rt: Runtime, stop: threading.Event, claim_idle: float = 30.0) -> list[threading.Thread]:
     """Start the dispatcher, housekeeping and registered loops; returns their threads."""
     name = f"{socket.gethostname()}:{os.getpid()}"
-    handlers: list[EventHandler] = [RelayHandler(rt), *(factory(rt) for factory in HANDLERS)]
+    handlers: list[EventHandler] = [RelayHandler(rt), FollowupHandler(rt)]
     dispatcher = Dispatcher(rt, handlers, consumer=name, claim_idle=claim_idle)
     prune_heartbeats(rt)
 
@@ -95,9 +93,10 @@ def start_background(rt: Runtime, stop: threading.Event, claim_idle: float = 30.
         threading.Thread(target=_periodic, args=(stop, "housekeeping", housekeeping, 2.0),
                          name="housekeeping", daemon=True),
     ]
-    for loop_name, factory, interval in LOOPS:
-        threads.append(threading.Thread(target=_periodic, args=(stop, loop_name, factory(rt), interval),
-                                        name=loop_name, daemon=True))
+    threads.append(threading.Thread(target=_periodic, args=(stop, "followups", Scheduler(rt).tick, 1.0),
+                                    name="followups", daemon=True))
+    threads.append(threading.Thread(target=_periodic, args=(stop, "mailings", Creator(rt).tick, 1.0),
+                                    name="mailings", daemon=True))
     for t in threads:
         t.start()
     return threads
@@ -105,10 +104,6 @@ def start_background(rt: Runtime, stop: threading.Event, claim_idle: float = 30.
 
 def run_worker(config: Config, burst: bool = False) -> None:
     """Run until SIGINT/SIGTERM: background loops plus the RQ worker for deliveries."""
-    from workers import followups, mailings
-
-    followups.register()
-    mailings.register()
     rt = runtime.install(runtime.from_config(config))
     if not burst:
         rt.executor = DeliveryExecutor(lambda key, seq: deliveries.attempt(rt, key, seq),

@@ -1,1 +1,10 @@
-"""Stores: each owns its Redis keys and scripts; the receiver, the workers and the CLI call the same functions."""
+"""Stores: what lives in Redis, read and written by the receiver, the workers and the CLI alike.
+
+Each store owns its keys (built in `postrelay.keys`) and its Lua (`postrelay/lua/`):
+- `deliveries` — delivery records, attempts, done markers, the due-time set and scheduling;
+- `dlq` — dead letters: list, add, replay;
+- `destinations` — pause / resume and the per-destination report;
+- `circuit` — each destination's circuit breaker;
+- `followups` — pending follow-ups: list, cancel;
+- `mailings` — mailing records, their work queue, idempotency, cooldowns and daily caps.
+"""

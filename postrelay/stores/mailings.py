@@ -1,6 +1,6 @@
 """The mailings store: records, the work queue, idempotency, per-recipient cooldowns and daily caps.
 
-Keys (all on the queue Redis, never a cluster):
+Keys (`postrelay.keys`, all on the queue Redis, never a cluster; scripts in `postrelay/lua/mailing_*.lua`):
 - `pr:ml:{<id>}` — the record hash (status, request JSON, provider piece id, reason, attempts, …). The id is
   derived from the idempotency key (`postrelay.mailing.mailing_id`), so the record itself is the
   idempotency marker: creating it is one script that finds an existing record or writes a new one;
@@ -24,93 +24,15 @@ from typing import Any
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-PREFIX = "pr:ml"
-DUE = f"{PREFIX}:due"
-INDEX = f"{PREFIX}:index"
+from postrelay import keys
+from postrelay.scripts import lua
+
+DUE = keys.MAILINGS_DUE
+INDEX = keys.MAILINGS_INDEX
 DAY = 86400
-
-# KEYS: record, due, index, cooldown marker (the record key when there is none)
-# ARGV: id, fields (json object of strings), now, retention s, cooldown s (0 = none), queue ('1' = due now)
-# Returns {'existing', fingerprint, status} | {'cooldown', other mailing id} | {'created'}
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local r = redis.call('HMGET', KEYS[1], 'fingerprint', 'status')
-  return {'existing', r[1] or '', r[2] or ''}
-end
-if tonumber(ARGV[5]) > 0 then
-  local other = redis.call('GET', KEYS[4])
-  if other then return {'cooldown', other} end
-end
-local fields = cjson.decode(ARGV[2])
-for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-if ARGV[6] == '1' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) end
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
-if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[5]) end
-return {'created'}
-"""
-# KEYS: due. ARGV: now, lease s, limit. Claims due ids by pushing their score past the lease; counts attempts.
-_CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
-  redis.call('HINCRBY', 'pr:ml:{' .. id .. '}', 'attempts', 1)
-end
-return ids
-"""
-# KEYS: record, due. ARGV: id, fields json, due time ('' = done: leave the queue).
-# Only a queued mailing changes (a stale worker never overwrites an outcome). Returns 1 when applied.
-_UPDATE = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  return 0
-end
-for k, v in pairs(cjson.decode(ARGV[2])) do redis.call('HSET', KEYS[1], k, v) end
-if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[1]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) end
-return 1
-"""
-# KEYS: record, day counter, trigger day counter (the day counter again when there is no trigger)
-# ARGV: max per day (0 = none), trigger max per day (0 = none), day, counter ttl, has trigger ('1'/'0')
-# Returns 'ok' (reserved now or by an earlier attempt) or the name of the cap that is full.
-_RESERVE = """
-if redis.call('HEXISTS', KEYS[1], 'cap_day') == 1 then return 'ok' end
-local total = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tonumber(ARGV[1]) > 0 and total >= tonumber(ARGV[1]) then return 'max_per_day' end
-if ARGV[5] == '1' then
-  local mine = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if tonumber(ARGV[2]) > 0 and mine >= tonumber(ARGV[2]) then return 'trigger_max_per_day' end
-  redis.call('INCR', KEYS[3])
-  redis.call('EXPIRE', KEYS[3], ARGV[4])
-end
-redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('HSET', KEYS[1], 'cap_day', ARGV[3])
-return 'ok'
-"""
-# KEYS: record, day counter, trigger day counter. ARGV: has trigger. Gives a reservation back (nothing mailed).
-_RELEASE = """
-if redis.call('HEXISTS', KEYS[1], 'cap_day') == 0 then return 0 end
-redis.call('HDEL', KEYS[1], 'cap_day')
-if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then redis.call('DECR', KEYS[2]) end
-if ARGV[1] == '1' and tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then redis.call('DECR', KEYS[3]) end
-return 1
-"""
-
-
-def record_key(mid: str) -> str:
-    """The hash of one mailing (the `_CLAIM` script builds the same name)."""
-    return f"{PREFIX}:{{{mid}}}"
-
-
-def cooldown_key(trigger: str, recipient: str) -> str:
-    """A trigger's cooldown marker for one recipient (hashed address)."""
-    return f"{PREFIX}:cool:{{{trigger}}}:{recipient}"
-
-
-def cap_key(day: str, trigger: str | None = None) -> str:
-    """Pieces created on a UTC day (`YYYY-MM-DD`), in total or for one trigger."""
-    return f"{PREFIX}:cap:{day}" + (f":{trigger}" if trigger else "")
+record_key = keys.mailing
+cooldown_key = keys.mailing_cooldown
+cap_key = keys.mailing_cap
 
 
 def utc_day(now: float) -> str:
@@ -139,8 +61,8 @@ def new_fields(mid: str, request: dict[str, Any], fingerprint: str, origin: str,
 def _create_args(fields: dict[str, str], now: float, retention: float, cooldown: tuple[str, float] | None,
                  ) -> tuple[list[str], list[Any]]:
     mid = fields["id"]
-    marker, ttl = cooldown if cooldown else (record_key(mid), 0)
-    return ([record_key(mid), DUE, INDEX, marker],
+    marker, ttl = cooldown if cooldown else (keys.mailing(mid), 0)
+    return ([keys.mailing(mid), DUE, INDEX, marker],
             [mid, json.dumps(fields), now, int(retention), int(ttl), "1" if fields["status"] == "queued" else "0"])
 
 
@@ -160,15 +82,15 @@ def create(client: Redis, fields: dict[str, str], now: float, retention: float,
     Returns `{"result": "created"}`, `{"result": "existing", "fingerprint", "status"}` or
     `{"result": "cooldown", "other": <mailing id>}`. `cooldown` is (marker key, seconds).
     """
-    keys, args = _create_args(fields, now, retention, cooldown)
-    return _create_result(client.eval(_CREATE, len(keys), *keys, *args))
+    slots, args = _create_args(fields, now, retention, cooldown)
+    return _create_result(lua("mailing_create")(client, slots, args))
 
 
 async def acreate(client: AsyncRedis, fields: dict[str, str], now: float, retention: float,
                   cooldown: tuple[str, float] | None = None) -> dict[str, str]:
     """`create` on an asyncio client."""
-    keys, args = _create_args(fields, now, retention, cooldown)
-    return _create_result(await client.eval(_CREATE, len(keys), *keys, *args))  # type: ignore[misc]
+    slots, args = _create_args(fields, now, retention, cooldown)
+    return _create_result(await lua("mailing_create").register(client)(keys=slots, args=args))
 
 
 def decode(raw: dict[Any, Any]) -> dict[str, Any] | None:
@@ -232,8 +154,16 @@ async def alisting(client: AsyncRedis, status: str | None = None, trigger: str |
 
 
 def claim(client: Redis, now: float, lease: float, limit: int = 10) -> list[str]:
-    """Take up to `limit` due mailings for `lease` seconds (each claim counts an attempt)."""
-    return [i.decode() for i in client.eval(_CLAIM, 1, DUE, now, lease, limit)]
+    """Take up to `limit` due mailings for `lease` seconds (the shared `due_claim` script) and count an attempt
+    for each, before any provider call: a claimer that dies lets them come due again when the lease runs out."""
+    raw = lua("due_claim")(client, [DUE], [now, lease, limit])
+    ids = [raw[i].decode() for i in range(0, len(raw), 2)]
+    if ids:
+        pipe = client.pipeline(transaction=False)
+        for mid in ids:
+            pipe.hincrby(keys.mailing(mid), "attempts", 1)
+        pipe.execute()
+    return ids
 
 
 def raw_record(client: Redis, mid: str) -> dict[str, str]:
@@ -246,15 +176,15 @@ def update(client: Redis, mid: str, fields: dict[str, Any], due: float | None = 
     """Change a queued mailing: an outcome (`due` None: it leaves the queue) or a retry at `due`."""
     strs = {k: ("" if v is None else str(v)) for k, v in fields.items()}
     strs["updated_at"] = iso(now if now is not None else time.time())
-    return bool(client.eval(_UPDATE, 2, record_key(mid), DUE, mid, json.dumps(strs), "" if due is None else due))
+    return bool(lua("mailing_update")(client, [keys.mailing(mid), DUE], [mid, json.dumps(strs), "" if due is None else due]))
 
 
 def reserve(client: Redis, mid: str, trigger: str | None, now: float, max_per_day: int,
             trigger_max: int) -> str:
     """Count this mailing against today's caps (once per mailing); 'ok' or the name of the full cap."""
     day = utc_day(now)
-    result = client.eval(_RESERVE, 3, record_key(mid), cap_key(day), cap_key(day, trigger) if trigger else cap_key(day),
-                         max_per_day, trigger_max, day, 2 * DAY, "1" if trigger else "0")
+    result = lua("mailing_reserve")(client, [keys.mailing(mid), cap_key(day), cap_key(day, trigger or None)],
+                                    [max_per_day, trigger_max, day, 2 * DAY, "1" if trigger else "0"])
     return result.decode() if isinstance(result, bytes) else str(result)
 
 
@@ -264,8 +194,8 @@ def release(client: Redis, mid: str, trigger: str | None) -> bool:
     if not day:
         return False
     day = day.decode()
-    return bool(client.eval(_RELEASE, 3, record_key(mid), cap_key(day), cap_key(day, trigger) if trigger else
-                            cap_key(day), "1" if trigger else "0"))
+    return bool(lua("mailing_release")(client, [keys.mailing(mid), cap_key(day), cap_key(day, trigger or None)],
+                                       ["1" if trigger else "0"]))
 
 
 def used_today(client: Redis, now: float, trigger: str | None = None) -> int:

@@ -88,7 +88,10 @@ def dispatch(rt: Runtime, **kwargs: Any) -> Dispatcher:
 
 def drain(rt: Runtime, max_rounds: int = 20) -> None:
     """Run queued delivery jobs (and those they queue) until the queue is empty."""
+    from workers import deliveries
+
     for _ in range(max_rounds):
+        deliveries.reap(rt)
         if rt.queue.count == 0:
             return
         SimpleWorker([rt.queue], connection=rt.redis).work(burst=True, logging_level="ERROR")

@@ -7,9 +7,10 @@ import json
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from postrelay.stores import destinations, dlq
 from tests.support.http_server import LocalHTTPServer, Reply
 from tests.workers.conftest import dispatch, drain, event, promote, push, scheduled
-from workers import deliveries, dlq
+from workers import deliveries
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci10ZXN0cy0wMTIzNDU2Nzg5"
 
@@ -110,10 +111,10 @@ def test_400_is_permanent_dead_lettered_with_attempts_and_replayed_once(make_run
         assert "zap-key-super-secret" not in json.dumps(entry)
         assert entry["event"]["id"] == e.id
         state["reject"] = False
-        assert deliveries.replay_dead(rt) == {"replayed": 1, "skipped_done": 0}
+        assert dlq.replay(rt.redis, rt.clock()) == {"replayed": 1, "skipped_done": 0}
         drain(rt)
         assert dlq.size(rt.redis) == 0
-        assert deliveries.replay_dead(rt) == {"replayed": 0, "skipped_done": 0}
+        assert dlq.replay(rt.redis, rt.clock()) == {"replayed": 0, "skipped_done": 0}
         drain(rt)
         assert len(hook.requests) == 2  # one rejected, one delivered; never a third
 
@@ -127,7 +128,7 @@ def test_replay_of_an_already_delivered_dead_entry_is_skipped(make_runtime):
         drain(rt)
         key = deliveries.delivery_key("hook", e.id)
         dlq.add(rt.redis, key, {"event": e.model_dump_json()}, "stale entry", [], rt.clock())
-        assert deliveries.replay_dead(rt, destination="hook") == {"replayed": 0, "skipped_done": 1}
+        assert dlq.replay(rt.redis, rt.clock(), destination="hook") == {"replayed": 0, "skipped_done": 1}
         drain(rt)
         assert len(hook.requests) == 1
 
@@ -211,15 +212,14 @@ def test_circuit_opens_waits_and_closes(make_runtime, clock):
 def test_paused_destination_parks_and_resume_delivers(make_runtime):
     with LocalHTTPServer() as hook:
         rt = make_runtime(relay(hook.url))
-        rt.redis.set(deliveries.paused_key("hook"), "1")
+        destinations.pause(rt.redis, "hook")
         push(rt, event())
         dispatch(rt)
         drain(rt)
         assert hook.requests == []
-        report = {r["name"]: r for r in deliveries.destination_report(rt)}
+        report = {r["name"]: r for r in destinations.report(rt.redis, rt.config, rt.clock())}
         assert report["hook"]["paused"] and report["hook"]["parked"] == 1
-        rt.redis.delete(deliveries.paused_key("hook"))
-        assert deliveries.resume_parked(rt, "hook") == 1
+        assert destinations.resume(rt.redis, rt.config, "hook", rt.clock()) == 1
         drain(rt)
         assert len(hook.requests) == 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from postrelay.stores import followups as fu_store
 from tests.support.http_server import LocalHTTPServer, Reply
 from tests.workers.conftest import dispatch, drain, event, push
 from workers import followups
@@ -43,7 +44,7 @@ def test_fires_two_business_days_after_pfd_skipping_thanksgiving(make_runtime, c
         # Wednesday before Thanksgiving (Thu 26 Nov 2026): Fri 27 is day 1, Mon 30 is day 2
         push(rt, event("processed_for_delivery", occurred="2026-11-25T14:00:00+00:00"))
         assert run(rt) == 0
-        [pending] = followups.pending(rt)
+        [pending] = fu_store.pending(rt.redis)
         assert pending["due"] == "2026-11-30T14:00:00+00:00" and pending["estimated"] is False
         clock.now = _ts("2026-11-30T13:59:58+00:00")
         assert Scheduler(rt).run_once() == 0
@@ -54,7 +55,7 @@ def test_fires_two_business_days_after_pfd_skipping_thanksgiving(make_runtime, c
         assert data["followup"] == "email-on-arrival" and data["estimated"] is False and data["late"] is False
         clock.now += 86400
         assert run(rt) == 0 and len(sg.requests) == 1
-        assert followups.pending(rt) == []
+        assert fu_store.pending(rt.redis) == []
 
 
 def test_a_later_event_cancels(make_runtime, clock):
@@ -63,10 +64,10 @@ def test_a_later_event_cancels(make_runtime, clock):
         clock.now = _ts("2026-11-02T12:00:00+00:00")
         push(rt, event("processed_for_delivery", occurred="2026-11-02T10:00:00+00:00"))
         run(rt)
-        assert len(followups.pending(rt)) == 1
+        assert len(fu_store.pending(rt.redis)) == 1
         push(rt, event("returned_to_sender", occurred="2026-11-03T10:00:00+00:00"))
         run(rt)
-        assert followups.pending(rt) == []
+        assert fu_store.pending(rt.redis) == []
         clock.now += 30 * 86400
         push(rt, event("processed_for_delivery", sid="another-scan", occurred="2026-11-04T10:00:00+00:00"))
         assert run(rt) == 0  # a repeated trigger after the cancelling event does not schedule again
@@ -82,7 +83,7 @@ def test_no_event_rule_fires_only_without_the_event(make_runtime, clock):
              event("purl_opened", piece="opened-before", occurred="2026-11-01T10:00:00+00:00"),
              event("delivered", piece="opened-before", occurred="2026-11-02T10:00:00+00:00"))
         run(rt)
-        assert sorted(p["mailpiece"] for p in followups.pending(rt)) == ["never-opened", "opened-later"]
+        assert sorted(p["mailpiece"] for p in fu_store.pending(rt.redis)) == ["never-opened", "opened-later"]
         push(rt, event("purl_opened", piece="opened-later", occurred="2026-11-10T10:00:00+00:00"))
         run(rt)
         clock.now = _ts("2026-11-16T10:00:01+00:00")
@@ -102,7 +103,7 @@ def test_duplicate_triggers_schedule_and_fire_once(make_runtime, clock):
         run(rt)
         push(rt, e)
         run(rt)
-        assert len(followups.pending(rt)) == 1
+        assert len(fu_store.pending(rt.redis)) == 1
         clock.now += 10 * 86400
         assert run(rt) == 1
         push(rt, other_scan)
@@ -119,7 +120,7 @@ def test_canadian_piece_is_estimated_from_mailed(make_runtime, clock):
         # mailed Fri 26 Jun 2026; CA transit 4 business days skips Canada Day (Wed 1 Jul): Jun 29, 30, Jul 2, 3
         push(rt, event("mailed", piece="ca-1", country="CA", occurred="2026-06-26T09:00:00+00:00"))
         run(rt)
-        [pending] = followups.pending(rt)
+        [pending] = fu_store.pending(rt.redis)
         # then the rule's own 2 business days: Mon 6, Tue 7 Jul
         assert pending["estimated"] is True and pending["due"] == "2026-07-07T09:00:00+00:00"
         clock.now = _ts("2026-07-07T09:00:05+00:00")
@@ -133,7 +134,7 @@ def test_us_piece_is_not_estimated_from_mailed(make_runtime, clock):
         rt = make_runtime(config(sg.url, ARRIVAL))
         push(rt, event("mailed", piece="us-1", country="US"))
         run(rt)
-        assert followups.pending(rt) == []
+        assert fu_store.pending(rt.redis) == []
 
 
 def test_overdue_at_start_fires_once_marked_late(make_runtime, clock):
@@ -159,17 +160,17 @@ def test_where_filter_and_cancel_command(make_runtime, clock):
         push(rt, event("processed_for_delivery", piece="vip", metadata={"segment": "vip"}),
              event("processed_for_delivery", piece="regular", metadata={"segment": "std"}))
         run(rt)
-        [pending] = followups.pending(rt, mailpiece="vip")
-        assert followups.pending(rt, mailpiece="regular") == []
-        assert followups.cancel(rt, pending["id"]) is True
-        assert followups.cancel(rt, pending["id"]) is False
+        [pending] = fu_store.pending(rt.redis, mailpiece="vip")
+        assert fu_store.pending(rt.redis, mailpiece="regular") == []
+        assert fu_store.cancel(rt.redis, pending["id"]) is True
+        assert fu_store.cancel(rt.redis, pending["id"]) is False
         clock.now += 30 * 86400
         assert run(rt) == 0 and sg.requests == []
 
 
 def test_failed_action_goes_through_retries(make_runtime, clock):
+    from postrelay.stores import dlq
     from tests.support.http_server import Reply
-    from workers import dlq
 
     with LocalHTTPServer(lambda r: Reply(400, {"errors": [{"message": "bad template"}]})) as sg:
         rt = make_runtime(config(sg.url, ARRIVAL))

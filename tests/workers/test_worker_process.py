@@ -87,7 +87,6 @@ to = ["hook"]
 def test_pending_followup_survives_restart_of_every_process(redis_server, redis_url: str, tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    from workers import followups
 
     with LocalHTTPServer() as hook:
         config = tmp_path / "postrelay.toml"
@@ -109,11 +108,11 @@ do = "hook"
         worker = _start_worker(config)
         try:
             r.xadd(keys.INGEST_STREAM, {"e": e.model_dump_json()})
-            assert _wait(lambda: r.zcard(followups.DUE) == 1, 20), "the follow-up was not scheduled"
+            assert _wait(lambda: r.zcard(keys.FOLLOWUPS_DUE) == 1, 20), "the follow-up was not scheduled"
             _kill(worker)
             redis_server.restart()  # Redis too: the pending follow-up comes back from the AOF
             r = redis.Redis.from_url(redis_url)
-            assert r.zcard(followups.DUE) == 1
+            assert r.zcard(keys.FOLLOWUPS_DUE) == 1
             time.sleep(5.5)  # due while nothing runs
             worker = _start_worker(config)
             assert _wait(lambda: len(hook.requests) == 1, 20), "the overdue follow-up did not fire on start-up"
@@ -122,4 +121,4 @@ do = "hook"
             _kill(worker)
         assert len(hook.requests) == 1
         assert hook.requests[0].headers["webhook-id"] == e.id
-        assert r.zcard(followups.DUE) == 0
+        assert r.zcard(keys.FOLLOWUPS_DUE) == 0
