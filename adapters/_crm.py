@@ -35,6 +35,9 @@ LABELS: dict[EventType, str] = {
     EventType.FAILED: "Mail piece failed",
     EventType.PURL_OPENED: "pURL opened",
     EventType.PURL_COMPLETED: "pURL completed",
+    EventType.INFORMED_DELIVERY_SENT: "USPS Informed Delivery email sent",
+    EventType.INFORMED_DELIVERY_OPENED: "USPS Informed Delivery email opened",
+    EventType.INFORMED_DELIVERY_CLICKED: "USPS Informed Delivery email clicked",
 }
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")

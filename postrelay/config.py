@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from postrelay.config_mailings import MailingsConfig, TriggerConfig, check_triggers
 from postrelay.durations import parse_delay, parse_seconds
-from postrelay.events import ALL_TYPES
+from postrelay.events import ALL_TYPES, filter_field_error
 
 CONFIG_ENV = "POSTRELAY_CONFIG"
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -194,6 +194,16 @@ class DestinationConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+def _check_where(where: dict[str, Any]) -> dict[str, Any]:
+    """Every `where` key must be a field a filter can read (`postrelay.events.FILTER_FIELDS`): a typo such as
+    `contry` would otherwise never match, silently."""
+    for path in where:
+        error = filter_field_error(path)
+        if error:
+            raise ValueError(error)
+    return where
+
+
 class RouteConfig(_Strict):
     """`[[routes]]`: which events go to which destinations."""
 
@@ -208,6 +218,8 @@ class RouteConfig(_Strict):
         if bad:
             raise ValueError(f"unknown event type(s) {bad}; known: {sorted(ALL_TYPES)}")
         return v
+
+    _where_fields = field_validator("where")(_check_where)
 
 
 class FollowupConfig(_Strict):
@@ -235,6 +247,8 @@ class FollowupConfig(_Strict):
         if bad:
             raise ValueError(f"unknown event type(s) {bad}")
         return v
+
+    _where_fields = field_validator("where")(_check_where)
 
     @field_validator("delay", mode="before")
     @classmethod

@@ -1,18 +1,22 @@
 """The canonical mail event: one model for every provider, shared by receiver, workers and adapters.
 
 Taxonomy and ranks follow `shared/design/events.md` §1. Ranked types move a mailpiece's stage forward;
-unranked ones (`re_routed`, `purl_*`) are recorded in its timeline but never change the stage; terminal
-stages stick once reached.
+unranked ones (`re_routed`, `purl_*`, `informed_delivery_*`) are recorded in its timeline but never change the
+stage; terminal stages stick once reached.
+
+`FILTER_FIELDS` lists what a route's or follow-up's `where` may name; `CanonicalEvent.field` reads them, taking
+piece attributes from the piece (`piece_attrs`, set by the timeline writer) when the event itself lacks them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 
 class EventType(StrEnum):
@@ -32,6 +36,9 @@ class EventType(StrEnum):
     FAILED = "failed"
     PURL_OPENED = "purl_opened"
     PURL_COMPLETED = "purl_completed"
+    INFORMED_DELIVERY_SENT = "informed_delivery_sent"
+    INFORMED_DELIVERY_OPENED = "informed_delivery_opened"
+    INFORMED_DELIVERY_CLICKED = "informed_delivery_clicked"
 
 
 RANK: dict[EventType, int] = {
@@ -50,7 +57,10 @@ RANK: dict[EventType, int] = {
 TERMINAL: frozenset[EventType] = frozenset(
     {EventType.RETURNED_TO_SENDER, EventType.CANCELLED, EventType.FAILED}
 )
-ENGAGEMENT: frozenset[EventType] = frozenset({EventType.PURL_OPENED, EventType.PURL_COMPLETED})
+ENGAGEMENT: frozenset[EventType] = frozenset({
+    EventType.PURL_OPENED, EventType.PURL_COMPLETED, EventType.INFORMED_DELIVERY_SENT,
+    EventType.INFORMED_DELIVERY_OPENED, EventType.INFORMED_DELIVERY_CLICKED})
+"""Unranked engagement: the recipient looked at the mail (pURL / QR visits, USPS Informed Delivery emails)."""
 ALL_TYPES: frozenset[str] = frozenset(t.value for t in EventType)
 
 
@@ -82,6 +92,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line/paragraph separators
+
+
 class Mailpiece(BaseModel):
     """The physical piece an event is about."""
 
@@ -93,6 +106,15 @@ class Mailpiece(BaseModel):
     campaign_id: str | None = None
     mailing_class: str | None = None
     tracking_number: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _printable_id(cls, v: str) -> str:
+        # The id is part of the read API's URL and of Redis keys: a newline or other control character could be
+        # stored but never read back (`GET /v1/mailpieces/{source}/{id}`), so it is refused at ingest.
+        if _CONTROL.search(v):
+            raise ValueError("must not contain control characters (newline, tab, NUL, U+2028, ...)")
+        return v
 
 
 class Location(BaseModel):
@@ -112,6 +134,7 @@ class Recipient(BaseModel):
     email: str | None = None
     phone: str | None = None
     address_line1: str | None = None
+    address_line2: str | None = None
     city: str | None = None
     region: str | None = None
     postal_code: str | None = None
@@ -162,21 +185,60 @@ class CanonicalEvent(BaseModel):
             **fields,
         )
 
+    _piece: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def with_piece(self, attrs: dict[str, str]) -> CanonicalEvent:
+        """This event carrying its piece's stored attributes (`PIECE_ATTRS` paths): `field` falls back to them."""
+        self._piece = attrs
+        return self
+
+    @property
+    def piece_attrs(self) -> dict[str, str]:
+        """The piece's stored attributes, as far as the timeline writer attached them (else empty)."""
+        return self._piece
+
     @property
     def piece_key(self) -> tuple[str, str]:
         """(source, mailpiece id): the identity of the piece's timeline."""
         return (self.source, self.mailpiece.id)
 
     def field(self, dotted: str) -> Any:
-        """Value at a dotted path of the serialized event (e.g. `metadata.campaign`, `country`).
+        """Value at a dotted path (one of `FILTER_FIELDS`, e.g. `metadata.campaign`, `recipient.email`, `country`).
 
-        `country` is a shorthand for `mailpiece.country` (falling back to `recipient.country`).
+        Piece attributes (`mailpiece.*`, `recipient.*`, `country`) the event lacks come from its piece.
+        `country` is a shorthand for `mailpiece.country`, falling back to `recipient.country`.
         """
         if dotted == "country":
-            return self.mailpiece.country or self.recipient.country
+            return (self.mailpiece.country or self.recipient.country or self._piece.get("mailpiece.country")
+                    or self._piece.get("recipient.country"))
+        head, _, rest = dotted.partition(".")
+        if head in ("mailpiece", "recipient", "location") and rest and "." not in rest:
+            value = getattr(getattr(self, head), rest, None)
+            if value is None and head != "location":
+                return self._piece.get(dotted)
+            return value
         value: Any = self.model_dump(mode="json")
         for part in dotted.split("."):
             if not isinstance(value, dict) or part not in value:
                 return None
             value = value[part]
         return value
+
+
+PIECE_ATTRS: tuple[str, ...] = (
+    *(f"mailpiece.{name}" for name in Mailpiece.model_fields if name != "id"),
+    *(f"recipient.{name}" for name in Recipient.model_fields),
+)
+"""Piece attributes the timeline store keeps per piece (last value an event sent wins) and filters fall back to."""
+FILTER_FIELDS: tuple[str, ...] = (
+    "country", "type", "source", "stage", "estimated", "mailpiece.id", *PIECE_ATTRS, "location.zip", "metadata.<key>")
+"""What a `where` filter may name; `metadata.` may be followed by any dotted key path (e.g. `metadata.postrelay.issue`)."""
+
+
+def filter_field_error(path: str) -> str | None:
+    """Why `path` cannot be a filter field (None when it can)."""
+    if path in FILTER_FIELDS and path != "metadata.<key>":
+        return None
+    if path.startswith("metadata.") and all(path.split(".")[1:]):
+        return None
+    return f"unknown filter field {path!r}; a filter may name: {', '.join(FILTER_FIELDS)}"

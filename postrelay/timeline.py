@@ -4,6 +4,11 @@ The worker applies events with one atomic script per event: idempotent (an event
 timeline changes nothing), monotonic (the stage only moves forward by lifecycle rank) and sticky for
 terminal stages. The stored event JSON carries the stage the piece reached with it.
 
+The piece hash also keeps the piece's attributes (`postrelay.events.PIECE_ATTRS`: kind, country, campaign,
+mailing class, tracking number, recipient), each the last non-empty value an event sent; the script returns them
+and the writer attaches them to the event (`CanonicalEvent.with_piece`), so a route or follow-up filter on
+`country` matches a QR visit or a cancellation that carries no address.
+
 Every key a script call touches belongs to one mailpiece (one hash tag, one Redis Cluster slot), so the
 store may be a Redis Cluster (`[server] redis_url = "redis+cluster://…"`): a batch is then one cluster
 pipeline, which sends each node its pieces' calls in order, in parallel.
@@ -22,16 +27,23 @@ from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from postrelay import keys
-from postrelay.events import RANK, TERMINAL, CanonicalEvent, EventType
+from postrelay.events import PIECE_ATTRS, RANK, TERMINAL, CanonicalEvent, EventType
 from postrelay.redis_url import is_cluster
+
+# Piece hash field of each attribute: `kind` and `country` (read API) keep their names, the others their path.
+_HASH_FIELD = {path: path.removeprefix("mailpiece.") if path in ("mailpiece.kind", "mailpiece.country") else path
+               for path in PIECE_ATTRS}
+_LUA_FIELDS = ", ".join(f"'{f}'" for f in _HASH_FIELD.values())
 
 # KEYS: piece hash, timeline zset, events hash, types set
 # ARGV: event id, occurred_at epoch, type, rank, terminal(0/1), json head, json tail, kind, country,
-#       occurred_at iso, retention seconds
+#       occurred_at iso, retention seconds, then (hash field, value) pairs of the event's other piece attributes
+# Returns {applied 0/1, stage, piece attribute values (in PIECE_ATTRS order; false = none)}.
 _APPLY = """
+local fields = {""" + _LUA_FIELDS + """}
 local existing = redis.call('HGET', KEYS[3], ARGV[1])
 if existing then
-  return {0, redis.call('HGET', KEYS[1], 'stage') or ''}
+  return {0, redis.call('HGET', KEYS[1], 'stage') or '', redis.call('HMGET', KEYS[1], unpack(fields))}
 end
 local stage = redis.call('HGET', KEYS[1], 'stage')
 local stage_rank = tonumber(redis.call('HGET', KEYS[1], 'stage_rank') or '0')
@@ -43,6 +55,7 @@ if (not stage_terminal) and rank > stage_rank then
 end
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'kind', ARGV[8]) end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'country', ARGV[9]) end
+for i = 12, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSETNX', KEYS[1], 'first_seen', ARGV[10])
 local stage_json = 'null'
 if stage then stage_json = '"' .. stage .. '"' end
@@ -56,7 +69,7 @@ if ttl > 0 then
   redis.call('EXPIRE', KEYS[3], ttl)
   redis.call('EXPIRE', KEYS[4], ttl)
 end
-return {1, stage or ''}
+return {1, stage or '', redis.call('HMGET', KEYS[1], unpack(fields))}
 """
 _SENTINEL = '"stage":"__postrelay_stage__"'
 
@@ -68,12 +81,26 @@ def _apply_args(event: CanonicalEvent, retention: float) -> tuple[list[str], lis
         raise ValueError("serialized event has no stage field")
     etype = EventType(event.type)
     src, pid = event.piece_key
+    extra: list[Any] = []
+    mp, rc = event.mailpiece, event.recipient
+    for path, value in (("mailpiece.campaign_id", mp.campaign_id), ("mailpiece.mailing_class", mp.mailing_class),
+                        ("mailpiece.tracking_number", mp.tracking_number)):
+        if value:
+            extra += (path, value)
+    for name, value in rc:
+        if value:
+            extra += (f"recipient.{name}", value)
     return (
         [keys.piece(src, pid), keys.piece_timeline(src, pid), keys.piece_events(src, pid), keys.piece_types(src, pid)],
         [event.id, event.occurred_at.timestamp(), etype.value, RANK.get(etype, 0), int(etype in TERMINAL),
-         head + '"stage":', tail, event.mailpiece.kind or "", event.mailpiece.country or "",
-         event.occurred_at.isoformat(), int(retention)],
+         head + '"stage":', tail, mp.kind or "", mp.country or rc.country or "",
+         event.occurred_at.isoformat(), int(retention), *extra],
     )
+
+
+def _piece_attrs(values: Sequence[Any]) -> dict[str, str]:
+    return {path: v.decode() if isinstance(v, bytes) else str(v)
+            for path, v in zip(PIECE_ATTRS, values, strict=True) if v}
 
 
 class TimelineWriter:
@@ -98,9 +125,10 @@ class TimelineWriter:
                 self._script(keys=k, args=a, client=pipe)
             results = pipe.execute()
         out = []
-        for event, (_, stage) in zip(events, results, strict=True):
+        for event, (_, stage, attrs) in zip(events, results, strict=True):
             stage_s = stage.decode() if isinstance(stage, bytes) else stage
-            out.append(event.model_copy(update={"stage": EventType(stage_s) if stage_s else None}))
+            applied = event.model_copy(update={"stage": EventType(stage_s) if stage_s else None})
+            out.append(applied.with_piece(_piece_attrs(attrs)))
         return out
 
     def _apply_cluster(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:

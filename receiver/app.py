@@ -154,6 +154,8 @@ class Receiver:
         """GET /v1/mailpieces/{source}/{mailpiece_id}: the piece's stage and its timeline."""
         self._check_token(request)
         source, piece_id = request.path_params["source"], request.path_params["mailpiece_id"]
+        if source not in KNOWN_SOURCES:  # source names hold no `:`, so `{source:id}` keys cannot be ambiguous
+            raise HTTPError(404, "unknown_source", f"unknown source {source[:40]!r}; known: {', '.join(KNOWN_SOURCES)}")
         try:
             piece = await read_piece(self.pieces, source, piece_id)
         except PIECE_ERRORS as exc:

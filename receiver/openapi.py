@@ -76,10 +76,15 @@ def document() -> dict[str, Any]:
                  _header("Lob-Signature-Timestamp", "seconds or milliseconds since the epoch", True)],
                 _JSON_BODY),
             "/webhooks/generic": _webhook(
-                "Standard Webhooks sender", "A canonical event (or a list) signed with Standard Webhooks headers.",
-                [_header("webhook-id", "stable across retries: the dedupe key", True),
-                 _header("webhook-timestamp", "seconds since the epoch", True),
-                 _header("webhook-signature", "`v1,<base64 HMAC-SHA256>`, space-separated for rotation", True)],
+                "Standard Webhooks sender", "A canonical event (or a list) signed with Standard Webhooks headers: "
+                "`webhook-id`, `webhook-timestamp`, `webhook-signature`, or the spec's alternative names `svix-id`, "
+                "`svix-timestamp`, `svix-signature` (one complete set is required).",
+                [_header("webhook-id", "stable across retries: the dedupe key"),
+                 _header("webhook-timestamp", "seconds since the epoch"),
+                 _header("webhook-signature", "`v1,<base64 HMAC-SHA256>`, space-separated for rotation"),
+                 _header("svix-id", "alternative name of `webhook-id`"),
+                 _header("svix-timestamp", "alternative name of `webhook-timestamp`"),
+                 _header("svix-signature", "alternative name of `webhook-signature`")],
                 _JSON_BODY),
             "/webhooks/postalytics/{token}": _webhook(
                 "Postalytics webhook", "Authenticated by the unguessable token in the path (Postalytics signs nothing).",
@@ -89,15 +94,18 @@ def document() -> dict[str, Any]:
                 "summary": "A mailpiece's stage and timeline", "tags": ["read API"],
                 "security": [{"bearerAuth": []}],
                 "parameters": [
-                    {"name": "source", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {"name": "mailpiece_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "source", "in": "path", "required": True, "schema": {"type": "string"},
+                     "description": "`postgrid`, `lob`, `postalytics` or `generic`"},
+                    {"name": "mailpiece_id", "in": "path", "required": True, "schema": {"type": "string"},
+                     "description": "the provider's piece id (may contain `:` and `/`; never control characters)"},
                 ],
                 "responses": {
                     "200": {"description": "the piece",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Mailpiece"}}}},
                     "401": _error("no `Authorization: Bearer <api_token>`, a wrong token, or the read API is off "
                                   "(a token in the query string is never accepted)"),
-                    "404": _error("no events for that piece"),
+                    "404": _error("`unknown_source` (not one of the four sources) or `mailpiece_not_found` "
+                                  "(no events for that piece)"),
                     "503": {**_error("Redis is unreachable"), "headers": _RETRY_AFTER},
                 },
             }},

@@ -60,7 +60,7 @@ def transit_delay(event: CanonicalEvent, config: Config) -> Delay:
     """Expected time from `mailed` to delivery for the piece's country and mailing class."""
     transit = config.followup_estimates.transit
     country = (event.field("country") or "").upper()
-    mclass = event.mailpiece.mailing_class or ""
+    mclass = event.field("mailpiece.mailing_class") or ""
     for key in (f"{country}/{mclass}", country, "*"):
         if key in transit:
             return parse_delay(transit[key])

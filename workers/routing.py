@@ -1,4 +1,8 @@
-"""Matching canonical events to `[[routes]]`: event types plus optional `where` filters."""
+"""Matching canonical events to `[[routes]]`: event types plus optional `where` filters.
+
+A filter names one of `postrelay.events.FILTER_FIELDS` (checked at config load); piece attributes the event lacks
+(country, kind, campaign, mailing class, recipient) are read from the piece (`CanonicalEvent.field`).
+"""
 
 from __future__ import annotations
 

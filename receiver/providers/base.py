@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,9 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from postrelay.events import CanonicalEvent
 from receiver.errors import bad_request
+from receiver.providers.countries import country_code
+
+__all__ = ["Normalized", "country_code", "normalize_each", "opt_str", "parse_json", "parse_time"]
 
 
 @dataclass
@@ -37,6 +42,8 @@ def parse_json(body: bytes) -> Any:
     orjson parses (C speed, UTF-8 validated); whatever it refuses (empty, invalid UTF-8, a BOM, `NaN`, too
     deep, ...) and bodies that may hold an integer of 19+ digits (orjson turns integers past 64 bits into
     floats) go through the standard library parser, so every body gets exactly the answer it got before.
+    Neither path accepts `NaN`, `Infinity`, `-Infinity` or a number that overflows a double (`1e400`): orjson
+    refuses them and the standard path is told to (they would be relayed as `null`).
     """
     if body[:3] == _BOM or _may_hold_big_integer(body):
         return _parse_json_std(body)
@@ -83,7 +90,9 @@ def _parse_json_std(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise bad_request("invalid_json", "the body is not valid UTF-8") from None
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except _NonFinite as exc:
+        raise bad_request("invalid_json", f"the body is not valid JSON: {exc}") from None
     except json.JSONDecodeError as exc:
         raise bad_request("invalid_json", f"the body is not valid JSON: {exc.msg} at position {exc.pos}") from None
     except (RecursionError, ValueError):
@@ -92,6 +101,21 @@ def _parse_json_std(body: bytes) -> Any:
         ensure_encodable(value)
     if text.count("{") + text.count("[") > MAX_DEPTH:  # cheap gate: fewer brackets cannot nest that deep
         ensure_shallow(value)
+    return value
+
+
+class _NonFinite(ValueError):
+    """`NaN`, `Infinity` or a number beyond a double's range: the stdlib accepts them, JSON (RFC 8259) does not."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NonFinite(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFinite(f"the number {text[:40]} is out of range (it would be infinite)")
     return value
 
 
@@ -113,12 +137,18 @@ def ensure_shallow(value: Any, limit: int = MAX_DEPTH) -> None:
 
 
 def ensure_encodable(value: Any) -> None:
-    """400 if `value` holds a lone UTF-16 surrogate (`"\\ud800"` parses, but cannot be stored as UTF-8)."""
+    """400 if `value` holds a lone UTF-16 surrogate (`"\\ud800"` parses, but cannot be stored as UTF-8) or a
+    non-finite number (`NaN`, `Infinity`, `1e400`: e.g. in JWT claims, which PyJWT parses with the stdlib)."""
     try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
         raise bad_request("invalid_json", "the body contains an unpaired UTF-16 surrogate escape") from None
-    except (RecursionError, ValueError):
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise bad_request("invalid_json", "the body is not valid JSON: NaN, Infinity or a number out of "
+                                              "range (it would be infinite)") from None
+        raise bad_request("invalid_json", "the body is not acceptable JSON") from None
+    except RecursionError:
         raise bad_request("invalid_json", "the body is not acceptable JSON") from None
 
 
@@ -133,10 +163,20 @@ def event_items(payload: Any, what: str) -> list[Any]:
 
 def normalize_each(payload: Any, what: str, received_at: datetime,
                    one: Callable[[dict[str, Any], datetime], CanonicalEvent | list[CanonicalEvent] | None]) -> Normalized:
-    """Apply a provider's one-event normalizer to one event object or a list; events that yield none are ignored."""
+    """Apply a provider's one-event normalizer to one event object or a list; events that yield none are ignored.
+
+    A value the canonical model refuses (e.g. a mailpiece id over 200 characters or with a control character)
+    rejects the whole request with a 400 naming the event and the field: nothing of it is accepted, so the
+    provider's retry (or its dashboard) shows the failure instead of a silently shortened batch.
+    """
     out = Normalized()
-    for item in event_items(payload, what):
-        result = one(require_object(item, what), received_at)
+    items = event_items(payload, what)
+    for i, item in enumerate(items):
+        try:
+            result = one(require_object(item, what), received_at)
+        except ValidationError as err:
+            where = f"{what} [{i}]" if isinstance(payload, list) else what
+            raise bad_request("invalid_payload", f"{where}: {validation_detail(err)}") from None
         if not result:
             out.ignored += 1
         elif isinstance(result, list):
@@ -144,6 +184,15 @@ def normalize_each(payload: Any, what: str, received_at: datetime,
         else:
             out.events.append(result)
     return out
+
+
+def validation_detail(err: ValidationError) -> str:
+    """`<canonical field>: <problem>` for the first error (never the value: it may be huge or a secret)."""
+    first = err.errors(include_url=False, include_input=False)[0]
+    model = {"Mailpiece": "mailpiece", "Recipient": "recipient", "Location": "location"}.get(err.title)
+    loc = ".".join([*([model] if model else []), *(str(p) for p in first["loc"])]) or "<event>"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{loc}: {first['msg'].removeprefix('Value error, ')}{more}"
 
 
 def require_object(value: Any, what: str) -> dict[str, Any]:
@@ -214,33 +263,3 @@ def to_utc(value: datetime, what: str) -> datetime:
         return value.astimezone(UTC)
     except OverflowError:
         raise bad_request("invalid_payload", f"{what} is out of range") from None
-
-
-_COUNTRY_NAMES = {
-    "UNITED STATES": "US", "UNITED STATES OF AMERICA": "US", "USA": "US", "U.S.": "US", "U.S.A.": "US",
-    "CANADA": "CA", "CAN": "CA", "UNITED KINGDOM": "GB", "GREAT BRITAIN": "GB", "AUSTRALIA": "AU",
-    "PUERTO RICO": "PR", "MEXICO": "MX", "GERMANY": "DE", "FRANCE": "FR", "IRELAND": "IE", "NEW ZEALAND": "NZ",
-    # ISO alpha-3 codes: the first two letters are often another country (MEX is not ME, AUT is not AU)
-    "PRI": "PR", "MEX": "MX", "GBR": "GB", "AUS": "AU", "NZL": "NZ", "DEU": "DE", "FRA": "FR", "ITA": "IT",
-    "ESP": "ES", "PRT": "PT", "NLD": "NL", "BEL": "BE", "CHE": "CH", "AUT": "AT", "IRL": "IE", "SWE": "SE",
-    "NOR": "NO", "DNK": "DK", "FIN": "FI", "POL": "PL", "JPN": "JP", "CHN": "CN", "KOR": "KR", "IND": "IN",
-    "BRA": "BR",
-}
-_CA_POSTAL = re.compile(r"^[A-Za-z]\d[A-Za-z][ -]?\d[A-Za-z]\d$")
-_US_ZIP = re.compile(r"^\d{5}(-\d{4})?$")
-
-
-def country_code(value: Any, postal_code: str | None = None) -> str | None:
-    """ISO 3166-1 alpha-2 from a code or common name; inferred from a Canadian or US postal code if absent."""
-    text = opt_str(value)
-    if text:
-        upper = text.upper()
-        if len(upper) == 2 and upper.isalpha():
-            return upper
-        return _COUNTRY_NAMES.get(upper)  # an unknown name or alpha-3 code: no country rather than a wrong one
-    if postal_code:
-        if _CA_POSTAL.match(postal_code.strip()):
-            return "CA"
-        if _US_ZIP.match(postal_code.strip()):
-            return "US"
-    return None

@@ -2,7 +2,8 @@
 
 The scheme (key decoding and signing) comes from the `standardwebhooks` package; the timestamp check is
 ours so the tolerance is configurable and the clock injectable. `webhook-id` is stable across retries and
-is the default `source_event_id`, so redeliveries dedupe.
+is the default `source_event_id`, so redeliveries dedupe. The spec's alternative header names `svix-id`,
+`svix-timestamp` and `svix-signature` are accepted too (used when the `webhook-*` set is absent).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from starlette.datastructures import Headers
 from postrelay.config import GenericSource
 from postrelay.events import CanonicalEvent, EventType, Location, Mailpiece, Recipient
 from receiver.errors import bad_request, unauthorized
-from receiver.providers.base import Normalized, parse_json, to_utc
+from receiver.providers.base import Normalized, parse_json, to_utc, validation_detail
 from receiver.signatures import check_tolerance, timestamp_seconds
 
 NAME = "generic"
@@ -43,12 +44,14 @@ class GenericEventIn(BaseModel):
 
 def verify(body: bytes, headers: Headers, settings: GenericSource, now: float) -> Any:
     """Check the Standard Webhooks signature over the raw body; return the parsed JSON and the webhook id."""
-    msg_id = headers.get("webhook-id")
-    msg_ts = headers.get("webhook-timestamp")
-    msg_sig = headers.get("webhook-signature")
+    prefix = "webhook" if "webhook-id" in headers or "svix-id" not in headers else "svix"
+    msg_id = headers.get(f"{prefix}-id")
+    msg_ts = headers.get(f"{prefix}-timestamp")
+    msg_sig = headers.get(f"{prefix}-signature")
     if not (msg_id and msg_ts and msg_sig):
-        raise unauthorized("missing_signature", "webhook-id, webhook-timestamp and webhook-signature are required")
-    ts = timestamp_seconds(msg_ts, "webhook-timestamp")
+        raise unauthorized("missing_signature", "webhook-id, webhook-timestamp and webhook-signature (or svix-id, "
+                                                "svix-timestamp and svix-signature) are required")
+    ts = timestamp_seconds(msg_ts, f"{prefix}-timestamp")
     try:
         text = body.decode()
     except UnicodeDecodeError:
@@ -64,7 +67,7 @@ def verify(body: bytes, headers: Headers, settings: GenericSource, now: float) -
     try:
         when = datetime.fromtimestamp(int(ts), UTC)
     except (OverflowError, OSError, ValueError):  # e.g. `1e300`: checked before the signature, so unauthenticated
-        raise unauthorized("invalid_timestamp", "webhook-timestamp is out of range") from None
+        raise unauthorized("invalid_timestamp", f"{prefix}-timestamp is out of range") from None
     ok = False
     for secret in settings.secrets:
         try:
@@ -74,8 +77,8 @@ def verify(body: bytes, headers: Headers, settings: GenericSource, now: float) -
         for cand in passed:
             ok |= hmac.compare_digest(expected, cand)
     if not ok:
-        raise unauthorized("invalid_signature", "webhook-signature does not match the body for any secret")
-    check_tolerance(ts, now, settings.tolerance, "webhook-timestamp")
+        raise unauthorized("invalid_signature", f"{prefix}-signature does not match the body for any secret")
+    check_tolerance(ts, now, settings.tolerance, f"{prefix}-timestamp")
     return {"webhook_id": msg_id, "body": parse_json(body)}
 
 
@@ -91,9 +94,7 @@ def normalize(payload: Any, received_at: datetime) -> Normalized:
         try:
             incoming = GenericEventIn.model_validate(item)
         except ValidationError as err:
-            first = err.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"]) or "<body>"
-            raise bad_request("invalid_payload", f"{prefix}{loc}: {first['msg']}") from None
+            raise bad_request("invalid_payload", f"{prefix}{validation_detail(err)}") from None
         default_id = webhook_id if len(items) == 1 else f"{webhook_id}#{i}"
         occurred = incoming.occurred_at if incoming.occurred_at.tzinfo else incoming.occurred_at.replace(tzinfo=UTC)
         out.events.append(CanonicalEvent.build(

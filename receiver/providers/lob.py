@@ -3,7 +3,11 @@
 `<resource>.<action>` for letters, postcards, self mailers and checks; certified letters send
 `letter.certified.<action>`; return envelopes have their own lifecycle `letter.return_envelope.<action>`,
 tracked as a separate piece `<letter id>:return_envelope` so they never move the outbound letter.
-The occurrence time is the matching scan's `body.tracking_events[].time`, not `date_created`.
+USPS Informed Delivery emails arrive as `<resource>.informed_delivery.<action>` (unranked engagement types).
+The occurrence time is the matching scan's `body.tracking_events[].time`, not `date_created`; a certified
+scan's `details` (`event` such as `package_lost`, `action_required`, `description`, `notes`) are kept in
+`metadata.postrelay.details`. `*.rejected` and `*.failed` carry the reason in `metadata.postrelay.reason`.
+Ignored (no tracking): `IGNORED_ACTIONS` of every resource and every event of `IGNORED_RESOURCES`.
 """
 
 from __future__ import annotations
@@ -48,7 +52,15 @@ ACTIONS: dict[str, EventType | None] = {
     "returned_to_sender": EventType.RETURNED_TO_SENDER,
     "delivered": EventType.DELIVERED,
     "viewed": EventType.PURL_OPENED,
+    "rejected": EventType.FAILED,  # the piece was never created (e.g. one piece of a batch request failed)
 }
+INFORMED_DELIVERY: dict[str, EventType] = {
+    "email_sent": EventType.INFORMED_DELIVERY_SENT,
+    "email_opened": EventType.INFORMED_DELIVERY_OPENED,
+    "email_clicked_through": EventType.INFORMED_DELIVERY_CLICKED,
+}
+IGNORED_ACTIONS = frozenset(action for action, etype in ACTIONS.items() if etype is None)
+IGNORED_RESOURCES = frozenset({"address", "bank_account"})
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 
 
@@ -91,9 +103,9 @@ def _normalize_one(event: dict[str, Any], received_at: datetime) -> CanonicalEve
     resource = RESOURCES.get(parts[0])
     if resource is None or len(parts) < 2:
         return None
-    variant = parts[1] if len(parts) > 2 and parts[1] in {"certified", "return_envelope"} else None
+    variant = parts[1] if len(parts) > 2 and parts[1] in {"certified", "return_envelope", "informed_delivery"} else None
     action = _slug(parts[-1])
-    etype = ACTIONS.get(action)
+    etype = INFORMED_DELIVERY.get(action) if variant == "informed_delivery" else ACTIONS.get(action)
     if etype is None:
         return None
     body = dict_or_empty(event.get("body"))
@@ -112,6 +124,7 @@ def _normalize_one(event: dict[str, Any], received_at: datetime) -> CanonicalEve
         email=opt_str(to.get("email")),
         phone=opt_str(to.get("phone")),
         address_line1=opt_str(to.get("address_line1")),
+        address_line2=opt_str(to.get("address_line2")),
         city=opt_str(to.get("address_city")),
         region=opt_str(to.get("address_state")),
         postal_code=postal,
@@ -122,7 +135,13 @@ def _normalize_one(event: dict[str, Any], received_at: datetime) -> CanonicalEve
         piece_id, kind = f"{reference}:return_envelope", "return_envelope"
     certified = variant == "certified" or opt_str(body.get("extra_service")) in {"certified", "certified_return_receipt"}
     metadata = dict(dict_or_empty(body.get("metadata")))
-    metadata["postrelay"] = {"provider_type": type_id, "scan": opt_str(scan.get("name")) if scan else None}
+    detail: dict[str, Any] = {"provider_type": type_id, "scan": opt_str(scan.get("name")) if scan else None}
+    scan_details = _scan_details(scan)
+    if scan_details:
+        detail["details"] = scan_details
+    if etype is EventType.FAILED:
+        detail.update(_failure(body))
+    metadata["postrelay"] = detail
     return CanonicalEvent.build(
         source=NAME,
         source_event_id=source_event_id,
@@ -151,3 +170,36 @@ def _matching_scan(tracking_events: Any, action: str) -> dict[str, Any] | None:
     if not matches:
         return None
     return max(matches, key=lambda t: str(t.get("time") or ""))
+
+
+def _scan_details(scan: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A certified scan's `details` (`event`, `description`, `notes`, `action_required`), or None."""
+    details = dict_or_empty(scan.get("details")) if scan else {}
+    if not details:
+        return None
+    out: dict[str, Any] = {name: opt_str(details.get(name)) for name in ("event", "description", "notes")}
+    action_required = details.get("action_required")
+    out["action_required"] = action_required if isinstance(action_required, bool) else None
+    return out
+
+
+def _failure(body: dict[str, Any]) -> dict[str, Any]:
+    """`reason` (and `remediation`) of a rejected or failed piece, from whichever of Lob's shapes is present:
+    `failure_reason` (an object with `failure_reason`/`remediation`/`errors`, or a string), `error`
+    (`{message, code}` or a string), `errors[]`, `reason`, `message`. The shape of `*.rejected` bodies is not
+    documented: every one is looked at."""
+    reason = remediation = None
+    failure = body.get("failure_reason")
+    if isinstance(failure, dict):
+        reason, remediation = opt_str(failure.get("failure_reason")), opt_str(failure.get("remediation"))
+        errors = failure.get("errors")
+    else:
+        reason, errors = opt_str(failure), body.get("errors")
+    error = body.get("error")
+    if not reason and isinstance(error, dict):
+        reason = opt_str(error.get("message")) or opt_str(error.get("code"))
+    reason = reason or opt_str(error) or opt_str(body.get("reason")) or opt_str(body.get("message"))
+    if not reason and isinstance(errors, list):
+        messages = [opt_str(e.get("message")) if isinstance(e, dict) else opt_str(e) for e in errors]
+        reason = "; ".join(m for m in messages if m) or None
+    return {"reason": reason, "remediation": remediation}

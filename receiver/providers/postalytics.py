@@ -1,13 +1,21 @@
 """Postalytics per-campaign webhooks, authenticated by an unguessable token in the URL path.
 
-`eventType` comes as an integer (not in lifecycle order) or as a status-code name; both are accepted.
-Postalytics sends no event id: the dedupe key is (mailId, eventType, eventDate). The casing of the nested
-sections is unconfirmed, so fields are looked up case- and underscore-insensitively.
+`eventType` comes as an integer (not in lifecycle order) or as a status-code name (`ReturnedToSender`, or
+Postalytics' own wording such as "Return to Sender"); both are accepted. The body has four sections: basic
+information, the recipient `to` (older spellings `recipient`, `contact`, `address` and top-level fields are
+fallbacks), a campaign/drop section and `meta.fields`. Their key casing is unconfirmed (Postalytics' sample is an
+image), so fields are looked up case-, space- and underscore-insensitively.
+
+Postalytics sends no event id: the dedupe key is (mailId, eventType, eventDate). An event without `eventDate` is
+deduplicated on a SHA-256 of its raw body (minus `retryAttempts`, which changes between retries), so a retry of
+it is still a duplicate; its `occurred_at` is the arrival time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import json
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +56,7 @@ BY_NAME: dict[str, EventType | None] = {
     "processedfordelivery": EventType.PROCESSED_FOR_DELIVERY,
     "rerouted": EventType.RE_ROUTED,
     "returnedtosender": EventType.RETURNED_TO_SENDER,
+    "returntosender": EventType.RETURNED_TO_SENDER,  # Postalytics' own wording: "Return to Sender"
     "purlopened": EventType.PURL_OPENED,
     "purlcompleted": EventType.PURL_COMPLETED,
     "error": EventType.FAILED,
@@ -132,40 +141,69 @@ def _normalize_one(body: dict[str, Any], received_at: datetime) -> CanonicalEven
         raise bad_request("invalid_payload", "Postalytics event has no `mailId`")
     raw_date = _get(body, "eventDate")
     when = parse_time(raw_date, "eventDate") if raw_date is not None else received_at
-    rec = _section(body, "recipient", "contact", "address") or body
-    postal = opt_str(_get(rec, "zip", "zipCode", "postalCode", "postal_code"))
-    first, last = opt_str(_get(rec, "firstName", "first_name")), opt_str(_get(rec, "lastName", "last_name"))
-    name = opt_str(_get(rec, "name", "fullName")) or " ".join(p for p in (first, last) if p) or None
-    country = country_code(_get(rec, "country", "countryCode"), postal)
-    recipient = Recipient(
-        name=name,
-        email=opt_str(_get(rec, "email")),
-        phone=opt_str(_get(rec, "phone", "phoneNumber")),
-        address_line1=opt_str(_get(rec, "address1", "address", "addressLine1", "address_line1", "street")),
-        city=opt_str(_get(rec, "city")),
-        region=opt_str(_get(rec, "state", "province", "region")),
-        postal_code=postal,
-        country=country,
-    )
+    recipient = _recipient(_section(body, "to", "recipient", "contact", "address") or body)
+    campaign = _campaign(body)
     metadata = meta_fields(_get(body, "meta"))
     metadata["postrelay"] = {
         "event_type": raw_type,
         "status_description": opt_str(_get(body, "statusDescription")),
         "expected_delivery_date": opt_str(_get(body, "expectedDeliveryDate")),
         "retry_attempts": _get(body, "retryAttempts"),
+        **{k: v for k, v in campaign.items() if k != "campaign_id"},
     }
+    dedupe = when.isoformat() if raw_date is not None else f"body-sha256:{_body_digest(body)}"
     return CanonicalEvent.build(
         source=NAME,
-        source_event_id=f"{mail_id}:{etype.value}:{when.isoformat()}",
+        source_event_id=f"{mail_id}:{etype.value}:{dedupe}",
         type=etype,
         occurred_at=when,
         received_at=received_at,
         mailpiece=Mailpiece(
             id=mail_id,
             kind=opt_str(_get(body, "mailpieceType", "kind", "format")),
-            country=country,
-            campaign_id=opt_str(_get(body, "campaignId", "campaign_id", "campaign")),
+            country=recipient.country,
+            campaign_id=campaign.get("campaign_id"),
         ),
         recipient=recipient,
         metadata=metadata,
     )
+
+
+def _recipient(rec: dict[str, Any]) -> Recipient:
+    postal = opt_str(_get(rec, "zip", "zipCode", "postalCode", "postal_code", "postalOrZip"))
+    first, last = opt_str(_get(rec, "firstName", "first_name")), opt_str(_get(rec, "lastName", "last_name"))
+    name = (opt_str(_get(rec, "name", "fullName")) or " ".join(p for p in (first, last) if p)
+            or opt_str(_get(rec, "company", "companyName")))
+    return Recipient(
+        name=name,
+        email=opt_str(_get(rec, "email")),
+        phone=opt_str(_get(rec, "phone", "phoneNumber")),
+        address_line1=opt_str(_get(rec, "address1", "address", "addressLine1", "address_line1", "street")),
+        address_line2=opt_str(_get(rec, "address2", "addressLine2", "address_line2")),
+        city=opt_str(_get(rec, "city")),
+        region=opt_str(_get(rec, "state", "province", "region")),
+        postal_code=postal,
+        country=country_code(_get(rec, "country", "countryCode"), postal),
+    )
+
+
+def _campaign(body: dict[str, Any]) -> dict[str, str | None]:
+    """The campaign/drop section (a `campaign` or `drop` object, or top-level fields): ids, names, drop date."""
+    camp = _section(body, "campaign", "campaignInfo")
+    drop = _section(body, "drop", "dropInfo") or _section(camp, "drop")
+    campaign_id = (opt_str(_get(camp, "id", "campaignId")) if camp else None) or opt_str(
+        _get(body, "campaignId", "campaign_id", "campaign"))
+    return {
+        "campaign_id": campaign_id,
+        "campaign_name": opt_str(_get(camp, "name", "campaignName")) or opt_str(_get(body, "campaignName")),
+        "drop_id": opt_str(_get(drop, "id", "dropId")) or opt_str(_get(camp, "dropId")) or opt_str(_get(body, "dropId")),
+        "drop_date": opt_str(_get(drop, "date", "dropDate")) or opt_str(_get(camp, "dropDate"))
+        or opt_str(_get(body, "dropDate")),
+    }
+
+
+def _body_digest(body: dict[str, Any]) -> str:
+    """Stable digest of the raw event without the fields that change between retries."""
+    stable = {k: v for k, v in body.items() if _key(k) != "retryattempts"}
+    text = json.dumps(stable, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]

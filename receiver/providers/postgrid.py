@@ -192,6 +192,7 @@ def _recipient(to: dict[str, Any]) -> Recipient:
         email=opt_str(to.get("email")),
         phone=opt_str(to.get("phoneNumber")),
         address_line1=opt_str(to.get("addressLine1")),
+        address_line2=opt_str(to.get("addressLine2")),
         city=opt_str(to.get("city")),
         region=opt_str(to.get("provinceOrState")),
         postal_code=postal,

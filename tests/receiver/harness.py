@@ -233,7 +233,7 @@ CANONICAL_KEYS = {"id", "type", "occurred_at", "received_at", "source", "source_
                   "location", "recipient", "metadata", "estimated"}
 MAILPIECE_KEYS = {"id", "kind", "country", "campaign_id", "mailing_class", "tracking_number"}
 LOCATION_KEYS = {"zip"}
-RECIPIENT_KEYS = {"name", "email", "phone", "address_line1", "city", "region", "postal_code", "country"}
+RECIPIENT_KEYS = {"name", "email", "phone", "address_line1", "address_line2", "city", "region", "postal_code", "country"}
 
 
 def assert_canonical_shape(event: dict[str, Any]) -> None:

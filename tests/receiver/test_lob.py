@@ -78,7 +78,8 @@ def test_event_type_maps(service: Service, resource: str, action: str, expected:
                                    "campaign_id": "cmp_e05ee6d3c8a3a0f4", "mailing_class": "usps_first_class",
                                    "tracking_number": None}
     assert queued["recipient"] == {"name": "ADA LOVELACE", "email": "ada@example.com", "phone": "+14155550100",
-                                   "address_line1": "145 MULBERRY ST", "city": "SAN FRANCISCO", "region": "CA",
+                                   "address_line1": "145 MULBERRY ST", "address_line2": "APT 2",
+                                   "city": "SAN FRANCISCO", "region": "CA",
                                    "postal_code": "94107", "country": "US"}
     assert queued["metadata"]["crm_contact_id"] == "0031x00000AbCdE"
     assert queued["metadata"]["postrelay"]["provider_type"] == f"{resource}.{action}"

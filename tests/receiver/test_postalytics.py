@@ -38,7 +38,8 @@ def test_integer_event_type(service: Service, code: int, name: str, expected: st
     assert queued["mailpiece"]["campaign_id"] == "118842"
     assert queued["mailpiece"]["country"] == "US"
     assert queued["recipient"] == {"name": "Ada Lovelace", "email": "ada@example.com", "phone": None,
-                                   "address_line1": "145 Mulberry St", "city": "San Francisco", "region": "CA",
+                                   "address_line1": "145 Mulberry St", "address_line2": "Apt 2",
+                                   "city": "San Francisco", "region": "CA",
                                    "postal_code": "94107", "country": "US"}
     assert queued["metadata"]["postrelay"]["event_type"] == code
     assert queued["metadata"]["postrelay"]["expected_delivery_date"] == "2024-05-09"

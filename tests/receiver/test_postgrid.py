@@ -55,7 +55,8 @@ def test_status_update_maps_to_canonical_type(service: Service, kind: str, statu
     assert queued["mailpiece"] == {"id": order["id"], "kind": kind, "country": "US", "campaign_id": "spring-24",
                                    "mailing_class": "first_class", "tracking_number": None}
     assert queued["recipient"] == {"name": "Ada Lovelace", "email": "ada@example.com", "phone": "+14155550100",
-                                   "address_line1": "145 Mulberry St", "city": "San Francisco", "region": "CA",
+                                   "address_line1": "145 Mulberry St", "address_line2": "Apt 2",
+                                   "city": "San Francisco", "region": "CA",
                                    "postal_code": "94107", "country": "US"}
     assert queued["metadata"]["crm_contact_id"] == "0031x00000AbCdE"
     assert queued["metadata"]["postrelay"]["provider_type"] == f"{kind}.updated"

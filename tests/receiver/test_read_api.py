@@ -159,7 +159,7 @@ def test_postalytics_codes_out_of_numeric_order(service: Service) -> None:
 
 def test_unknown_piece_is_404(service: Service) -> None:
     assert_error(service.get_piece("lob", "ltr_never_seen"), 404, "mailpiece_not_found")
-    assert_error(service.get_piece("nosuchsource", "x"), 404, "mailpiece_not_found")
+    assert_error(service.get_piece("nosuchsource", "x"), 404, "unknown_source")  # issue 18 (13): source is checked
 
 
 def test_missing_token_is_401(service: Service) -> None:

@@ -135,8 +135,9 @@ HOSTILE = "Ada\r\nX-Injected: 1\r\n\r\nGET /admin HTTP/1.1"
 
 
 def _event(**recipient: str) -> CanonicalEvent:
+    # (a piece id with CR/LF is refused by the model itself since issue 18 §13: see test_hostile_inbound.py)
     return CanonicalEvent.build(source="lob", source_event_id="evt_inj", type="delivered",
-                                occurred_at=P.NOW, mailpiece=Mailpiece(id=HOSTILE, kind="letter", campaign_id=HOSTILE),
+                                occurred_at=P.NOW, mailpiece=Mailpiece(id="ltr_inj", kind="letter", campaign_id=HOSTILE),
                                 recipient=Recipient(**recipient), metadata={"note": HOSTILE, HOSTILE: "k"})
 
 

@@ -259,7 +259,8 @@ def generic_event(event_type: str = "processed_for_delivery", *, piece_id: str =
                       "mailing_class": "first_class", "tracking_number": None},
         "location": {"zip": "10001"},
         "recipient": {"name": "Grace Hopper", "email": "grace@example.com", "phone": "+12125550100",
-                      "address_line1": "1 Navy Way", "city": "Arlington", "region": "VA", "postal_code": "22202",
+                      "address_line1": "1 Navy Way", "address_line2": "Building 5", "city": "Arlington",
+                      "region": "VA", "postal_code": "22202",
                       "country": "US"},
         "metadata": {"crm_id": "C-42"},
     }
