@@ -152,7 +152,8 @@ def followup_request(rt: Runtime, destination: str, event: CanonicalEvent,
            and isinstance(v, str | int | float | bool) and len(k) <= 40 and len(str(v)) <= 500
            and not any(c in k + str(v) for c in '"\\')}
     try:
-        to = Address(name=r.name or fallback, address_line1=r.address_line1 or "", city=r.city, region=r.region,
+        to = Address(name=r.name or fallback, address_line1=r.address_line1 or "", address_line2=r.address_line2,
+                     city=r.city, region=r.region,
                      postal_code=r.postal_code, country=r.country or event.mailpiece.country or "", email=r.email,
                      phone=r.phone)
         request = MailingRequest(provider=destination, kind=kind, to=to,
