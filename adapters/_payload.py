@@ -7,6 +7,8 @@ import re
 from datetime import datetime
 from typing import Any
 
+import phonenumbers
+
 from adapters.base import DeliveryContext, Outcome, redact
 from postrelay.events import CanonicalEvent
 from postrelay.filters import lookup
@@ -15,8 +17,6 @@ FOLLOWUP_KEYS = ("followup", "trigger_event_id", "estimated", "late", "scheduled
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)\}")
 
-
-"""A vendor base URL setting (http/https), stored without its trailing slash."""
 
 
 def followup_fields(event: CanonicalEvent, ctx: DeliveryContext) -> dict[str, Any]:
@@ -99,18 +99,30 @@ def split_name(name: str | None) -> tuple[str | None, str | None]:
 
 
 def e164(phone: str | None, country: str | None = None) -> str | None:
-    """Best-effort E.164: keep `+digits`; 10 NANP digits (US/CA or unknown) -> +1...; else None."""
-    if not phone:
+    """`phone` as a real E.164 number (`+15551230000`), or None when it is not a valid number.
+
+    Parsed and checked with `phonenumbers` (Google's libphonenumber metadata): a number written with `+` is
+    read as international; a national one (`(617) 555-0123`) is read in `country` (an ISO alpha-2 code,
+    US when unknown). Numbers that cannot exist (a 555 area code, too few digits, an unassigned range) are
+    None rather than a string a vendor would reject.
+    """
+    if not phone or not phone.strip():
         return None
-    digits = re.sub(r"\D", "", phone)
-    if phone.strip().startswith("+"):
-        return f"+{digits}" if 8 <= len(digits) <= 15 else None
-    nanp = (country or "US").strip().upper() in {"US", "USA", "CA", "CAN"}
-    if nanp and len(digits) == 10:
-        return f"+1{digits}"
-    if nanp and len(digits) == 11 and digits.startswith("1"):
-        return f"+{digits}"
-    return None
+    region = (country or "US").strip().upper()
+    try:
+        number = phonenumbers.parse(phone, region if len(region) == 2 else "US")
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def idempotency_key(event: CanonicalEvent, ctx: DeliveryContext) -> str:
+    """The `Idempotency-Key` header for creating one order per follow-up: `postrelay-` + sha256 of the
+    dedupe key (hex, 32 chars). Deterministic, so a retried or re-run create is the same request to the
+    vendor; ASCII and 42 characters whatever the rule name holds (PostGrid and Lob accept it)."""
+    return "postrelay-" + hashlib.sha256(dedupe_key(event, ctx).encode()).hexdigest()[:32]
 
 
 def scrub(outcome: Outcome, secrets: list[str]) -> Outcome:

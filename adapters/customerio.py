@@ -2,6 +2,10 @@
 
 The body `id` is a ULID derived deterministically from the trigger event id + rule, so Customer.io
 dedupes a retried or re-run event.
+
+`data.recipient` is reserved by Customer.io: a string address that overrides the recipient of the campaign
+the event triggers. The canonical recipient object therefore travels as `data.mail_recipient`, and
+`data.recipient` is set only when the destination's `recipient` setting asks for it.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable
 from typing import Any
+
+from pydantic import field_validator
 
 from adapters._payload import action_data, dedupe_key, default_name, event_time, scrub, ulid_for
 from adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify, path_segment
@@ -27,7 +33,19 @@ class CustomerIOAdapter(Adapter):
         api_key: Token
         name: str | None = None
         customer_id_key: str | None = None
+        recipient: str | None = None
         base_url: BaseURL = "https://track.customer.io"
+
+        @field_validator("recipient")
+        @classmethod
+        def _recipient(cls, value: str | None) -> str | None:
+            if value is None:
+                return None
+            value = value.strip()
+            if value != "email" and "@" not in value and "{{" not in value:
+                raise ValueError('must be "email" (the mail recipient\'s email), an email address or a Liquid'
+                                 ' expression such as "{{customer.email}}"')
+            return value
 
     settings: Settings
 
@@ -46,6 +64,17 @@ class CustomerIOAdapter(Adapter):
                 return str(value)
         return event.recipient.email or None
 
+    def data(self, event: CanonicalEvent, ctx: DeliveryContext) -> dict[str, Any]:
+        """The payload data with the recipient object as `mail_recipient`; `recipient` (reserved: a string
+        address overriding the campaign's recipient) only when the `recipient` setting asks for it."""
+        data = action_data(event, ctx)
+        data["mail_recipient"] = data.pop("recipient")
+        wanted = self.settings.recipient
+        address = event.recipient.email if wanted == "email" else wanted
+        if address:
+            data["recipient"] = address
+        return data
+
     def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
         """Track the event; 2xx -> ok (remote id = the ULID); no customer id -> permanent."""
         s = self.settings
@@ -59,7 +88,7 @@ class CustomerIOAdapter(Adapter):
             "name": s.name or default_name(event, ctx),
             "id": event_uid,
             "timestamp": int(when.timestamp()),
-            "data": action_data(event, ctx),
+            "data": self.data(event, ctx),
         }
         url = f"{s.base_url.rstrip('/')}/api/v1/customers/{path_segment(person, safe='')}/events"
         response = self.call("POST", url, json=body, auth=(s.site_id, s.api_key))

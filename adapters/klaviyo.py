@@ -2,7 +2,12 @@
 
 Klaviyo dedupes on `unique_id`, which is deterministic (trigger event id + rule), so a retry or re-run is
 harmless. Requests use the JSON:API media type `application/vnd.api+json` for both accept and content-type,
-as Klaviyo's reference does, and the mandatory dated `revision` header.
+as Klaviyo's reference does, and the mandatory dated `revision` header: by default the revision of the
+OpenAPI document the conformance tests validate against. Klaviyo retires a revision two years after its
+release and then answers 410 (or falls forward): a 410 is a permanent failure that names the revision.
+
+The profile is identified by email and/or phone; a phone is sent only when it is a real E.164 number
+(`phonenumbers`), so a malformed phone is left out instead of making Klaviyo reject the whole event.
 """
 
 from __future__ import annotations
@@ -12,11 +17,11 @@ from typing import Any
 from pydantic import Field
 
 from adapters._payload import action_data, dedupe_key, default_name, e164, event_time, scrub
-from adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify
+from adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify, excerpt
 from postrelay.events import CanonicalEvent
 
 JSONAPI = "application/vnd.api+json"
-DEFAULT_REVISION = "2024-10-15"
+DEFAULT_REVISION = "2026-07-15"  # the revision of Klaviyo's stable.json (tests/conformance/specs)
 
 
 class KlaviyoAdapter(Adapter):
@@ -44,7 +49,9 @@ class KlaviyoAdapter(Adapter):
         if phone:
             profile["phone_number"] = phone
         if not profile:
-            return Outcome.permanent("recipient has no email or phone number to identify a Klaviyo profile")
+            what = (f"phone {event.recipient.phone!r} is not a valid number" if event.recipient.phone
+                    else "no phone number")
+            return Outcome.permanent(f"recipient has no email and {what}: nothing identifies a Klaviyo profile")
         unique_id = dedupe_key(event, ctx)
         body = {"data": {"type": "event", "attributes": {
             "properties": action_data(event, ctx),
@@ -58,4 +65,9 @@ class KlaviyoAdapter(Adapter):
         response = self.call("POST", f"{s.base_url.rstrip('/')}/api/events", json=body, headers=headers)
         if isinstance(response, Outcome):
             return scrub(response, list(self.secrets()))
+        if response.status_code == 410:
+            return scrub(Outcome.permanent(
+                f"Klaviyo retired API revision {s.revision} (410 Gone): set `revision` of this destination to a"
+                f" current one (default {DEFAULT_REVISION}); {excerpt(response)}", http_status=410),
+                list(self.secrets()))
         return scrub(classify(response, remote_id=unique_id), list(self.secrets()))

@@ -4,10 +4,11 @@ and the pieces of mailings (`POST /v1/mailings`, triggers: `create_mailing`, see
 Plain httpx rather than the `postgrid-python` SDK: the adapter contract wants the worker's shared
 `httpx.Client`, no exceptions and no retries of its own (the worker owns those), and this is one JSON POST.
 
-PostGrid's API reference documents an `idempotency-key` header for campaigns and mailing lists but not for
-postcard or letter creation, so none is sent. Duplicates are prevented by the step memo `created` (the
-order id) and, unless `dedupe_search = false`, by first searching existing orders for the deterministic
-`postrelay_dedupe` metadata value, which covers a create whose response was lost (timeout, crash).
+Order creation sends an `Idempotency-Key` header (as the official SDK does on postcards and letters),
+derived from the follow-up's dedupe key (`adapters._payload.idempotency_key`): a create whose answer was lost
+and is sent again gets the first order back instead of printing a second piece. Two more guards stay: the
+step memo `created` (the order id) and, unless `dedupe_search = false`, a search of existing orders for the
+deterministic `postrelay_dedupe` metadata value (covers a key PostGrid no longer remembers).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Literal
 from pydantic import model_validator
 
 from adapters._mailing import IDEMPOTENCY_HEADER, is_html, lookup_failed, refused, size_pair
-from adapters._payload import dedupe_key, followup_fields, scrub, split_name
+from adapters._payload import dedupe_key, followup_fields, idempotency_key, scrub, split_name
 from adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify, excerpt, json_object
 from postrelay.events import CanonicalEvent
 from postrelay.mailing import Address, MailingRequest, provider_metadata
@@ -94,6 +95,7 @@ class PostGridAdapter(Adapter):
             "firstName": first or self.settings.fallback_name,
             "lastName": last,
             "addressLine1": r.address_line1,
+            "addressLine2": r.address_line2,
             "city": r.city,
             "provinceOrState": r.region,
             "postalOrZip": r.postal_code,
@@ -154,7 +156,8 @@ class PostGridAdapter(Adapter):
             if found:
                 ctx.remember(STEP, found)
                 return Outcome.success(remote_id=found)
-        response = self.call("POST", self.endpoint, json=self.order_body(event, ctx, to), headers=headers)
+        response = self.call("POST", self.endpoint, json=self.order_body(event, ctx, to),
+                             headers={**headers, IDEMPOTENCY_HEADER: idempotency_key(event, ctx)})
         if isinstance(response, Outcome):
             return scrub(response, list(self.secrets()))
         if response.is_success:

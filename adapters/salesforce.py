@@ -7,6 +7,9 @@
 2. For `task_events`: `POST /services/data/{v}/sobjects/Task` with `WhoId` = the record; the Task id is
    memoized in the delivery context, so a re-run never creates a second Task.
 Salesforce answers limits with 403 `REQUEST_LIMIT_EXCEEDED` (no 429) and ambiguous upserts with 300.
+An upsert that updated a record answers 204 with no body before API version 46.0 (and a create may answer
+201 without one): that is a success; when a Task needs the record id, it is read with
+`GET /sobjects/{Object}/{ExtIdField}/{value}?fields=Id`.
 """
 
 from __future__ import annotations
@@ -92,14 +95,16 @@ class SalesforceAdapter(Adapter):
         done = ctx.recall("task") if wants_task else None
         if done is not None:
             return Outcome.success(remote_id=done)
-        record_id = self._write_record(event)
+        record_id = self._write_record(event, need_id=wants_task)
         if isinstance(record_id, Outcome):
             return record_id
         if not wants_task:
-            return Outcome.success(remote_id=record_id)
+            return Outcome.success(remote_id=record_id or None)
         return self._create_task(event, record_id, ctx)
 
-    def _write_record(self, event: CanonicalEvent) -> str | Outcome:
+    def _write_record(self, event: CanonicalEvent, need_id: bool) -> str | Outcome:
+        """The record's id after writing the mail fields ("" when an upsert answered without a body and no
+        Task needs the id)."""
         obj, fields = self.settings.object, _crm.mapped(self.settings.fields, event)
         field, key = self.settings.external_id_field, self.settings.external_id_metadata_key
         external_id = event.metadata.get(key) if key else None
@@ -110,7 +115,12 @@ class SalesforceAdapter(Adapter):
                 return response
             if not response.is_success:
                 return self._classify(response)
-            return _crm.dig(response, "id") or _crm.missing_id(response, f"Salesforce {obj} upsert")
+            record_id = _crm.dig(response, "id")
+            if record_id or not need_id:
+                return record_id or ""
+            if response.status_code in (201, 204) and not response.content.strip():
+                return self._read_id(path)
+            return _crm.missing_id(response, f"Salesforce {obj} upsert")
         record_id = self._find_by_email(event)
         if isinstance(record_id, Outcome) or not fields:
             return record_id
@@ -118,6 +128,15 @@ class SalesforceAdapter(Adapter):
         if isinstance(response, Outcome):
             return response
         return record_id if response.is_success else self._classify(response)
+
+    def _read_id(self, path: str) -> str | Outcome:
+        """The `Id` of the record at `path` (an upsert that answered 201/204 without a body)."""
+        response = self._request("GET", path, params={"fields": "Id"})
+        if isinstance(response, Outcome):
+            return response
+        if not response.is_success:
+            return self._classify(response)
+        return _crm.dig(response, "Id") or _crm.missing_id(response, f"Salesforce {self.settings.object} read")
 
     def _find_by_email(self, event: CanonicalEvent) -> str | Outcome:
         obj, email = self.settings.object, event.recipient.email

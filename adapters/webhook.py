@@ -3,12 +3,22 @@
 The body is the canonical event JSON unchanged. Headers follow Standard Webhooks: `webhook-id` is the
 canonical event id (stable across retries, so receivers dedupe on it), `webhook-timestamp` is the send
 time in seconds and, when a `secret` is set, `webhook-signature` is `v1,<base64 HMAC-SHA256>`.
+
+A follow-up delivered here is a message of its own: its `webhook-id` is derived from the follow-up's dedupe
+key (`fup_…`, stable across its retries, distinct from the trigger event's id, which a deduplicating
+receiver has already seen) and its body is the trigger event plus a `followup` object saying so.
+
+As Standard Webhooks recommends, 2xx is success, 410 means "disable this endpoint" (permanent) and every
+other answer is a failure to retry on the schedule. Keys must decode to 24 to 64 bytes. The timeout is the
+destination's `timeout`, else the worker's `[delivery].timeout` (15 s by default, as Standard Webhooks asks).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -17,10 +27,12 @@ from pydantic import Field, field_validator
 from standardwebhooks.webhooks import Webhook
 
 from adapters import _crm
-from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, check_url, classify, excerpt
+from adapters._payload import dedupe_key, followup_fields
+from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, check_url, excerpt, retry_after_seconds
 from postrelay.events import CanonicalEvent
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+KEY_BYTES = (24, 64)
 RESERVED_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature", "content-type",
                               "content-length", "host", "transfer-encoding"})
 
@@ -36,7 +48,7 @@ class WebhookAdapter(Adapter):
         url: str
         secret: str | None = None
         headers: dict[str, str] = Field(default_factory=dict)
-        timeout: float | None = Field(default=None, gt=0)
+        timeout: float | None = Field(default=None, gt=0)  # None: the worker's [delivery].timeout (15 s)
 
         _url = field_validator("url")(check_url)
 
@@ -52,6 +64,10 @@ class WebhookAdapter(Adapter):
                 decoded = b""
             if not decoded:
                 raise ValueError("must be a Standard Webhooks key: whsec_<base64>")
+            low, high = KEY_BYTES
+            if not low <= len(decoded) <= high:
+                raise ValueError(f"must be a Standard Webhooks key of {low} to {high} bytes (whsec_ + base64);"
+                                 f" this one has {len(decoded)}")
             return value
 
         @field_validator("headers")
@@ -75,25 +91,38 @@ class WebhookAdapter(Adapter):
         return [*super().secrets(), *self.settings.headers.values()]
 
     def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
-        """POST the event; 2xx ok, 410 permanent (endpoint disabled), 408/425/429/5xx retry."""
-        return _crm.redacted(self._post(event), self.secrets())
+        """POST the event; 2xx ok, 410 permanent (endpoint disabled), anything else retry."""
+        return _crm.redacted(self._post(event, ctx), self.secrets())
 
-    def _post(self, event: CanonicalEvent) -> Outcome:
-        body = event.model_dump_json()
+    def message(self, event: CanonicalEvent, ctx: DeliveryContext) -> tuple[str, str]:
+        """(`webhook-id`, body): the event's own id and JSON, or for a follow-up its own id and the event
+        with a `followup` object (rule, trigger_event_id, estimated, late, scheduled_for, fired_at)."""
+        if not ctx.extra.get("followup"):
+            return event.id, event.model_dump_json()
+        facts = followup_fields(event, ctx)
+        followup = {"rule": facts.pop("followup"), **facts}
+        body = json.dumps({**event.model_dump(mode="json"), "followup": followup}, separators=(",", ":"))
+        return "fup_" + hashlib.sha256(dedupe_key(event, ctx).encode()).hexdigest()[:32], body
+
+    def _post(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
+        message_id, body = self.message(event, ctx)
         now = datetime.now(UTC).replace(microsecond=0)
         headers = {
             **self.settings.headers,
             "content-type": "application/json",
-            "webhook-id": event.id,
+            "webhook-id": message_id,
             "webhook-timestamp": str(int(now.timestamp())),
         }
         if self.settings.secret:
-            headers["webhook-signature"] = Webhook(self.settings.secret).sign(event.id, now, body)
+            headers["webhook-signature"] = Webhook(self.settings.secret).sign(message_id, now, body)
         options = {"timeout": self.settings.timeout} if self.settings.timeout else {}
         response = self.call("POST", self.settings.url, content=body.encode(), headers=headers, **options)
         if isinstance(response, Outcome):
             return response
-        if response.status_code == 410:
+        code = response.status_code
+        if 200 <= code < 300:
+            return Outcome.success(http_status=code)
+        if code == 410:
             return Outcome.permanent(f"receiver disabled this endpoint (410 Gone): {excerpt(response)}",
                                      http_status=410)
-        return classify(response)
+        return Outcome.retry(excerpt(response), retry_after=retry_after_seconds(response), http_status=code)

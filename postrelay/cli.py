@@ -61,6 +61,8 @@ def _config(args: argparse.Namespace) -> Config:
 def _uvicorn(config: Config, args: argparse.Namespace, workers: int = 1) -> None:
     import uvicorn
 
+    from receiver.server import uvicorn_options
+
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     # log_config=None: uvicorn's own records go through the root handler (JSON, redacted) too.
@@ -70,7 +72,8 @@ def _uvicorn(config: Config, args: argparse.Namespace, workers: int = 1) -> None
         made = _multiproc_metrics_dir()
         try:
             uvicorn.run("receiver.asgi:make_app", factory=True, host=host, port=port, workers=workers,
-                        log_level="warning", access_log=False, proxy_headers=True, log_config=None)
+                        log_level="warning", access_log=False, proxy_headers=True, log_config=None,
+                        **uvicorn_options(config))
         finally:
             if made:
                 shutil.rmtree(made, ignore_errors=True)
@@ -78,7 +81,7 @@ def _uvicorn(config: Config, args: argparse.Namespace, workers: int = 1) -> None
         from receiver.app import create_app
 
         uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False,
-                    log_config=None)
+                    log_config=None, **uvicorn_options(config))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

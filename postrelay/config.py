@@ -23,6 +23,8 @@ KNOWN_SOURCES = ("postgrid", "lob", "postalytics", "generic")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+
 class ConfigError(Exception):
     """The config file is missing, unparseable or invalid; the message names the key."""
 
@@ -57,6 +59,9 @@ class ServerConfig(_Strict):
     tokens: list[NamedToken] = Field(default_factory=list)
     data_dir: str = ".postrelay"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # 431 above: the request line plus headers (bytes), and the number of header fields; checked before auth.
+    max_header_bytes: int = Field(default=DEFAULT_MAX_HEADER_BYTES, ge=4096, le=1024 * 1024)
+    max_headers: int = Field(default=100, ge=16, le=10_000)
     body_timeout: float = 10.0
     dedupe_window: float = 8 * 86400
     timeline_retention: float = 400 * 86400
@@ -98,7 +103,7 @@ class DeliveryConfig(_Strict):
     max_age: float = 24 * 3600
     base_delay: float = 2.0
     max_delay: float = 3600.0
-    timeout: float = 10.0
+    timeout: float = 15.0  # per HTTP request; 15 s is what Standard Webhooks asks senders to wait
     lease: float = 60.0
     concurrency: int = Field(default=32, ge=1, le=512)
     per_destination_concurrency: int = Field(default=8, ge=1, le=512)

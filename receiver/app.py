@@ -13,9 +13,8 @@ import redis.exceptions
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive
@@ -24,25 +23,20 @@ from postrelay import keys
 from postrelay.config import KNOWN_SOURCES, Config
 from postrelay.redis_url import AsyncClient, async_client
 from postrelay.stats import heartbeat_ages
+from postrelay.stores.deliveries import OVERDUE_AFTER
 from postrelay.timeline import read_piece
 from receiver.api.mailings import Mailings
 from receiver.api.triggers import Triggers
 from receiver.auth import Principal, Role, bearer
 from receiver.body import Deadlines, receive_body
-from receiver.errors import (
-    HTTPError,
-    http_error_handler,
-    starlette_http_exception_handler,
-    unauthorized,
-    unhandled_error_handler,
-)
+from receiver.edge import Edge, ReceiverApp
+from receiver.errors import HTTPError, unauthorized
 from receiver.ingest import IngestQueue
 from receiver.metrics import CONTENT_TYPE, ReceiverMetrics, read_redis_state, redis_down_families, redis_families
 from receiver.openapi import openapi_json
 from receiver.providers import generic, lob, postalytics, postgrid
 from receiver.providers.base import Normalized
-from receiver.requestlog import RequestLogMiddleware, request_info
-from receiver.webhook import FastWebhooks, WebhookApp
+from receiver.webhook import WebhookEndpoint
 
 log = logging.getLogger("postrelay.receiver")
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
@@ -73,7 +67,8 @@ class Receiver:
 
     def _source_settings(self, source: str) -> Any:
         if source not in KNOWN_SOURCES:
-            raise HTTPError(404, "unknown_source", f"unknown source {source!r}; known: {', '.join(KNOWN_SOURCES)}")
+            # not echoed: a misconfigured URL may carry a token here (`/webhooks/<token>`)
+            raise HTTPError(404, "unknown_source", f"unknown source; known: {', '.join(KNOWN_SOURCES)}")
         settings = getattr(self.config.sources, source)
         if settings is None:
             raise HTTPError(404, "source_not_configured", f"source {source!r} is not configured on this receiver")
@@ -85,19 +80,12 @@ class Receiver:
         return HTTPError(503, "redis_unavailable", "the event store is unreachable; nothing was accepted, retry later",
                          {"Retry-After": retry_after})
 
-    async def webhook(self, request: Request) -> JSONResponse:
-        """POST /webhooks/{source} and /webhooks/postalytics/{token} through Starlette's routing. Requests for a
-        configured source normally take the lean ASGI path (`receiver.webhook`); both end in `ingest_request`."""
-        accepted, duplicates, ignored = await self.ingest_request(
-            request.path_params.get("source", "postalytics"), request.path_params.get("token"), request.headers,
-            request.receive, request_info(request))
-        return JSONResponse({"accepted": accepted, "duplicates": duplicates, "ignored": ignored})
-
     async def ingest_request(self, source: str, token: str | None, headers: Headers, receive: Receive,
                              info: dict[str, Any]) -> tuple[int, int, int]:
         """Ingest one webhook request, counted and timed in-process; (accepted, duplicates, ignored).
 
-        Raises HTTPError for an answer other than 200; adds the request's log fields to `info`."""
+        Raises HTTPError for an answer other than 200, ClientDisconnect when the client went away mid-body
+        (not a rejection: `receiver.edge` counts it as a client abort); adds the request's log fields to `info`."""
         label = source if source in KNOWN_SOURCES else "unknown"
         info["source"] = label
         started = time.perf_counter()
@@ -106,6 +94,8 @@ class Receiver:
         except HTTPError as exc:
             info["error"] = exc.code
             self.prom.rejected_request(label, exc.code, exc.status)
+            raise
+        except ClientDisconnect:
             raise
         except Exception:
             self.prom.rejected_request(label, "internal_error", 500)
@@ -172,6 +162,8 @@ class Receiver:
         """GET /readyz: Redis answers, and the newest worker heartbeat is fresh (`[server] worker_stale_after`).
 
         No worker ever registered: ready (the `worker` check is skipped) unless `[server] require_worker`.
+        Deliveries due more than 30 s ago that no worker claimed (`deliveries`: delayed work running late)
+        fail the check too.
         A 503 body names the failed check(s) in `failed`. `?check=redis` checks only what ingest needs (Redis):
         load balancers use it, so receivers keep accepting (and queueing) events while workers are down.
         A separate mailpiece store (a Redis Cluster `redis_url` beside `queue_url`) is pinged too (`pieces`),
@@ -186,7 +178,8 @@ class Receiver:
             pipe = self.redis.pipeline(transaction=False)
             pipe.ping()
             pipe.hgetall(keys.WORKER_HEARTBEATS)
-            _, beats = await pipe.execute()
+            pipe.zcount(keys.DELIVERIES_DUE, "-inf", self.clock() - OVERDUE_AFTER)
+            _, beats, overdue = await pipe.execute()
         except (*REDIS_ERRORS, redis.exceptions.RedisError) as exc:
             return JSONResponse({"status": "unavailable", "redis": f"unreachable ({type(exc).__name__})",
                                  "failed": ["redis"]}, status_code=503, headers=unavailable)
@@ -213,6 +206,11 @@ class Receiver:
                         f"(limit {server.worker_stale_after:g} s)", failed=["worker"])
             return JSONResponse(body, status_code=503, headers=unavailable)
         body["worker"] = f"ok: {alive} alive, newest heartbeat {newest:.0f} s ago"
+        if overdue:
+            body.update(status="unavailable", failed=["deliveries"],
+                        deliveries=f"{overdue} overdue: due more than {OVERDUE_AFTER:g} s ago, not claimed by a worker")
+            return JSONResponse(body, status_code=503, headers=unavailable)
+        body["deliveries"] = "ok: none overdue"
         return JSONResponse(body)
 
     async def metrics(self, request: Request) -> Response:
@@ -245,9 +243,12 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
         if receiver.pieces is not receiver.redis:
             await receiver.pieces.aclose()
 
+    webhook = WebhookEndpoint(receiver)
+    # The route table. The webhook routes come first: they carry the load, and the router tries routes in order
+    # (`{source}` never matches `postalytics/<token>`: a path parameter matches no slash).
     routes = [
-        Route("/webhooks/postalytics/{token}", receiver.webhook, methods=["POST"]),
-        Route("/webhooks/{source}", receiver.webhook, methods=["POST"]),
+        Route("/webhooks/{source}", webhook, methods=["POST"]),
+        Route("/webhooks/postalytics/{token}", webhook, methods=["POST"]),
         Route("/v1/mailpieces/{source}/{mailpiece_id:path}", receiver.mailpiece, methods=["GET"]),
         Route("/healthz", receiver.healthz, methods=["GET"]),
         Route("/readyz", receiver.readyz, methods=["GET"]),
@@ -256,16 +257,8 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
     ]
     mailings = Mailings(receiver)
     routes += [*mailings.routes(), *Triggers(receiver, mailings).routes()]
-    app = WebhookApp(
-        routes=routes,
-        lifespan=lifespan,
-        middleware=[Middleware(RequestLogMiddleware, metrics=receiver.prom)],
-        exception_handlers={
-            HTTPError: http_error_handler,
-            HTTPException: starlette_http_exception_handler,
-            Exception: unhandled_error_handler,
-        },
-    )
+    app = ReceiverApp(routes=routes, lifespan=lifespan,
+                      middleware=[Middleware(Edge, metrics=receiver.prom, server=server)])
+    app.router.redirect_slashes = False  # receiver.errors.routing_error answers those with JSON
     app.state.receiver = receiver
-    app.webhooks = FastWebhooks(receiver)
     return app

@@ -1,4 +1,4 @@
-"""One log line and one `postrelay_http_requests_total` increment per HTTP request (pure ASGI middleware).
+"""The request log line and the route label of `postrelay_http_requests_total` (written by `receiver.edge`).
 
 Handlers add fields to the line through `request_info(request)` (the webhook handler adds `source`,
 `accepted`, `duplicates`, `ignored`, `event_ids`, `mailpiece_ids` or `error`). The path is logged with the
@@ -14,11 +14,10 @@ import time
 from typing import Any
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from postrelay.config import KNOWN_SOURCES
 from postrelay.logs import log_fields, redact_path
-from receiver.metrics import ReceiverMetrics
 
 log = logging.getLogger("postrelay.http")
 INFO_KEY = "postrelay.request_info"
@@ -40,39 +39,6 @@ def route_label(scope: Scope) -> str:
         source = scope.get("path_params", {}).get("source")
         return f"/webhooks/{source}" if source in KNOWN_SOURCES else template
     return template.replace(":path}", "}")
-
-
-class RequestLogMiddleware:
-    """Times each request, counts it by route and status, and logs it."""
-
-    def __init__(self, app: ASGIApp, metrics: ReceiverMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        info: dict[str, Any] = scope.setdefault(INFO_KEY, {})
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        except Exception:
-            status = 500  # the error middleware outside this one answers 500 and logs the traceback
-            info.setdefault("error", "internal_error")
-            raise
-        finally:
-            label = route_label(scope)
-            self.metrics.http_request(label, status)
-            log_request(scope.get("method"), scope.get("path", ""), label, status, started, info)
 
 
 def log_request(method: str | None, path: str, label: str, status: int, started: float, info: dict[str, Any]) -> None:

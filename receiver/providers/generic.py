@@ -25,6 +25,7 @@ from receiver.providers.base import Normalized, parse_json, to_utc, validation_d
 from receiver.signatures import check_tolerance, timestamp_seconds
 
 NAME = "generic"
+MAX_WEBHOOK_ID = 200  # `webhook-id` becomes the events' source_event_id (stored): bounded like a body's
 
 
 class GenericEventIn(BaseModel):
@@ -51,6 +52,8 @@ def verify(body: bytes, headers: Headers, settings: GenericSource, now: float) -
     if not (msg_id and msg_ts and msg_sig):
         raise unauthorized("missing_signature", "webhook-id, webhook-timestamp and webhook-signature (or svix-id, "
                                                 "svix-timestamp and svix-signature) are required")
+    if len(msg_id) > MAX_WEBHOOK_ID:
+        raise bad_request("invalid_header", f"{prefix}-id is longer than {MAX_WEBHOOK_ID} characters")
     ts = timestamp_seconds(msg_ts, f"{prefix}-timestamp")
     try:
         text = body.decode()

@@ -17,7 +17,7 @@ FIRED_AT = "2025-03-10T14:00:00+00:00"
 def make_event(*, recipient: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
                country: str = "US", estimated: bool = False) -> CanonicalEvent:
     """A delivered event for a US letter with a fully known recipient (override pieces as needed)."""
-    who = {"name": "Jane Q Public", "email": "jane@example.com", "phone": "(555) 123-4567",
+    who = {"name": "Jane Q Public", "email": "jane@example.com", "phone": "(617) 555-0123",
            "address_line1": "1 Main St", "city": "Boston", "region": "MA", "postal_code": "02110",
            "country": country}
     if recipient is not None:

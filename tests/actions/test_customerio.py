@@ -30,6 +30,9 @@ def customerio_api(req: Recorded) -> Reply:
     body = req.json()
     if not body.get("name"):
         return Reply(400, {"meta": {"error": "event name is required"}})
+    reserved = {k: v for k, v in body.get("data", {}).items() if k in ("recipient", "from_address", "reply_to")}
+    if any(not isinstance(v, str) for v in reserved.values()):
+        return Reply(400, {"meta": {"error": f"data.{next(iter(reserved))} must be a string"}})
     return Reply(200, {})
 
 
@@ -52,7 +55,45 @@ def test_tracks_event_on_email_identified_person(client, serve) -> None:
     assert ULID.match(body["id"]) and outcome.remote_id == body["id"]
     assert body["timestamp"] == int(datetime.fromisoformat(FIRED_AT).timestamp())
     assert body["data"]["estimated"] is True and body["data"]["late"] is False
-    assert body["data"]["recipient"]["postal_code"] == "02110"
+    assert body["data"]["mail_recipient"]["postal_code"] == "02110"
+    assert "recipient" not in body["data"]  # reserved by Customer.io: only set when the user asks
+
+
+def test_recipient_object_travels_as_mail_recipient_with_both_address_lines(client, serve) -> None:
+    server = serve(customerio_api)
+    who = {"name": "Jane", "email": "jane@example.com", "address_line1": "1 Main St", "address_line2": "Apt 4B",
+           "city": "Boston", "region": "MA", "postal_code": "02110", "country": "US"}
+    outcome = build(CustomerIOAdapter, client, **settings(server.url)).deliver(make_event(recipient=who), make_ctx())
+    assert outcome.ok, outcome.detail
+    data = server.requests[0].json()["data"]
+    assert data["mail_recipient"] == {**who, "phone": None}
+    assert "recipient" not in data
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("email", "jane@example.com"),
+    ("ops@brand.example", "ops@brand.example"),
+    ("{{customer.email}}", "{{customer.email}}"),
+])
+def test_recipient_setting_sets_the_reserved_address(client, serve, setting: str, expected: str) -> None:
+    server = serve(customerio_api)
+    outcome = build(CustomerIOAdapter, client, **settings(server.url, recipient=setting)).deliver(
+        make_event(), make_ctx())
+    assert outcome.ok, outcome.detail
+    data = server.requests[0].json()["data"]
+    assert data["recipient"] == expected and data["mail_recipient"]["email"] == "jane@example.com"
+
+
+def test_recipient_email_setting_without_an_email_leaves_it_out(client, serve) -> None:
+    server = serve(customerio_api)
+    adapter = build(CustomerIOAdapter, client, **settings(server.url, recipient="email", customer_id_key="crm_id"))
+    assert adapter.deliver(make_event(recipient={"name": "J"}), make_ctx()).ok
+    assert "recipient" not in server.requests[0].json()["data"]
+
+
+def test_recipient_setting_must_be_an_address() -> None:
+    with pytest.raises(ValidationError, match="must be \"email\""):
+        CustomerIOAdapter.Settings(site_id="s", api_key="k", recipient="jane")
 
 
 def test_customer_id_from_metadata_and_name_setting(client, serve) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import phonenumbers
 import pytest
 from pydantic import ValidationError
 
@@ -11,6 +15,8 @@ from tests.actions import FIRED_AT, build, dead_url, make_ctx, make_event
 from tests.support.http_server import Recorded, Reply
 
 KEY = "pk_live_klaviyo_secret_1"
+RETIRED_BEFORE = "2024-12-01"  # Klaviyo retires a revision two years after its release: 2024-10-15 is gone
+STABLE = Path(__file__).parents[1] / "conformance" / "specs" / "klaviyo" / "stable.json"
 
 
 def error(status: int, code: str, detail: str) -> Reply:
@@ -37,6 +43,11 @@ def klaviyo_api(req: Recorded) -> Reply:
         return error(400, "invalid", "event must have type, metric name and properties")
     if not (profile.get("email") or profile.get("phone_number") or profile.get("external_id")):
         return error(400, "invalid", "profile needs an identifier")
+    phone = profile.get("phone_number")
+    if phone is not None and not phonenumbers.is_valid_number(phonenumbers.parse(phone)):
+        return error(400, "invalid", f"Invalid phone number format (Example of a valid format: +12345678901): {phone}")
+    if revision < RETIRED_BEFORE:
+        return error(410, "gone", f"API revision {revision} has been retired. Please use a newer revision.")
     return Reply(202, b"")
 
 
@@ -59,7 +70,7 @@ def test_creates_event(client, serve) -> None:
     attrs = req.json()["data"]["attributes"]
     assert attrs["metric"]["data"] == {"type": "metric", "attributes": {"name": "second_touch"}}
     assert attrs["profile"]["data"] == {"type": "profile",
-                                        "attributes": {"email": "jane@example.com", "phone_number": "+15551234567"}}
+                                        "attributes": {"email": "jane@example.com", "phone_number": "+16175550123"}}
     assert attrs["properties"]["estimated"] is True and attrs["properties"]["late"] is True
     assert attrs["properties"]["mailpiece"]["id"] == "letter_abc"
     assert attrs["unique_id"] == f"{event.id}:second_touch" == outcome.remote_id
@@ -134,3 +145,54 @@ def test_bad_key_is_permanent_and_redacted(client, serve) -> None:
 def test_settings_are_strict() -> None:
     with pytest.raises(ValidationError):
         KlaviyoAdapter.Settings(api_key="k", event_name="x")
+
+
+def test_default_revision_is_the_one_klaviyos_openapi_document_describes() -> None:
+    spec = json.loads(STABLE.read_text())
+    (header,) = [p for p in spec["paths"]["/api/events"]["post"]["parameters"] if p["name"] == "revision"]
+    assert DEFAULT_REVISION == header["schema"]["default"] == spec["info"]["version"]
+    assert KlaviyoAdapter.Settings(api_key=KEY).revision == DEFAULT_REVISION
+
+
+def test_retired_revision_is_a_dead_letter_naming_it(client, serve) -> None:
+    server = serve(klaviyo_api)
+    outcome = build(KlaviyoAdapter, client, **settings(server.url, revision="2024-10-15")).deliver(
+        make_event(), make_ctx())
+    assert outcome.status == "permanent" and outcome.http_status == 410
+    assert outcome.detail.startswith("Klaviyo retired API revision 2024-10-15 (410 Gone): set `revision`")
+    assert DEFAULT_REVISION in outcome.detail
+    assert build(KlaviyoAdapter, client, **settings(server.url)).deliver(make_event(), make_ctx()).ok
+
+
+@pytest.mark.parametrize("phone", ["(555) 123-4567", "+1 555 123 4567", "12345", "not a phone", "+999 1234 5678"])
+def test_invalid_phone_is_left_out_and_the_event_still_lands(client, serve, phone: str) -> None:
+    server = serve(klaviyo_api)
+    event = make_event(recipient={"name": "J", "email": "jane@example.com", "phone": phone, "country": "US"})
+    outcome = build(KlaviyoAdapter, client, **settings(server.url)).deliver(event, make_ctx())
+    assert outcome.ok, outcome.detail
+    profile = server.requests[0].json()["data"]["attributes"]["profile"]["data"]["attributes"]
+    assert profile == {"email": "jane@example.com"}
+
+
+@pytest.mark.parametrize(("phone", "country", "expected"), [
+    ("(617) 555-0123", "US", "+16175550123"),
+    ("617.555.0123", None, "+16175550123"),
+    ("+44 20 7946 0958", "US", "+442079460958"),
+    ("020 7946 0958", "GB", "+442079460958"),
+    ("(416) 555-0199", "CA", "+14165550199"),
+])
+def test_valid_phones_are_sent_as_e164(client, serve, phone: str, country: str | None, expected: str) -> None:
+    server = serve(klaviyo_api)
+    event = make_event(recipient={"name": "J", "phone": phone, "country": country})
+    assert build(KlaviyoAdapter, client, **settings(server.url)).deliver(event, make_ctx()).ok
+    profile = server.requests[0].json()["data"]["attributes"]["profile"]["data"]["attributes"]
+    assert profile == {"phone_number": expected}
+
+
+def test_invalid_phone_and_no_email_is_permanent_without_a_call(client, serve) -> None:
+    server = serve(klaviyo_api)
+    outcome = build(KlaviyoAdapter, client, **settings(server.url)).deliver(
+        make_event(recipient={"name": "J", "phone": "(555) 123-4567"}), make_ctx())
+    assert outcome.status == "permanent" and server.requests == []
+    assert outcome.detail == ("recipient has no email and phone '(555) 123-4567' is not a valid number:"
+                              " nothing identifies a Klaviyo profile")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from adapters import adapter_class
+from adapters._payload import idempotency_key
 from adapters.postgrid import PostGridAdapter
 from tests.actions import build, dead_url, make_ctx, make_event
 from tests.support.http_server import Recorded, Reply
@@ -43,6 +45,7 @@ class PostGridAPI:
 
     def __init__(self, delay_create: float = 0.0) -> None:
         self.orders: list[dict[str, Any]] = []
+        self.by_key: dict[str, dict[str, Any]] = {}  # Idempotency-Key -> the order it created
         self.delay_create = delay_create
         self.lock = threading.Lock()
 
@@ -72,10 +75,15 @@ class PostGridAPI:
                 problem = problem or "template (or html or pdf) is required"
         if problem:
             return error(400, "validation_error", problem)
+        key = req.headers.get("idempotency-key")
         with self.lock:
+            if key in self.by_key:  # the same create again: the first order, not a second piece
+                return Reply(200, self.by_key[key])
             order = {"id": f"{kind}_{len(self.orders) + 1:04d}", "object": kind, "status": "ready",
                      "live": False, **body}
             self.orders.append(order)
+            if key:
+                self.by_key[key] = order
         return Reply(200, order, delay=self.delay_create)
 
 
@@ -108,7 +116,7 @@ def test_postcard_to_the_same_recipient(client, serve) -> None:
     body = posts(server)[0].json()
     assert body["to"] == {"firstName": "Jane", "lastName": "Q Public", "addressLine1": "1 Main St",
                           "city": "Boston", "provinceOrState": "MA", "postalOrZip": "02110", "countryCode": "US",
-                          "email": "jane@example.com", "phoneNumber": "(555) 123-4567"}
+                          "email": "jane@example.com", "phoneNumber": "(617) 555-0123"}
     assert body["frontTemplate"] == "template_front" and body["backTemplate"] == "template_back"
     assert body["size"] == "6x4" and body["mailingClass"] == "standard_class"
     assert body["metadata"] == {
@@ -117,7 +125,44 @@ def test_postcard_to_the_same_recipient(client, serve) -> None:
         "postrelay_dedupe": f"{event.id}:second_touch", "postrelay_estimated": True, "postrelay_late": True,
     }
     assert body["mergeVariables"] == {"crm_id": "C-42", "offer": "10OFF"}
-    assert "from" not in body and "idempotency-key" not in posts(server)[0].headers
+    assert "from" not in body
+    assert posts(server)[0].headers["idempotency-key"] == idempotency_key(event, make_ctx(late=True))
+
+
+def test_idempotency_key_is_derived_from_the_dedupe_key() -> None:
+    event = make_event()
+    key = idempotency_key(event, make_ctx("second_touch"))
+    assert key == "postrelay-" + hashlib.sha256(f"{event.id}:second_touch".encode()).hexdigest()[:32]
+    assert key == idempotency_key(event, make_ctx("second_touch", attempt=3))  # stable across retries
+    assert key != idempotency_key(event, make_ctx("third_touch"))  # another rule is another order
+    assert key.isascii() and len(key) <= 64
+
+
+def test_lost_response_resent_with_the_same_idempotency_key_makes_one_order(serve) -> None:
+    """Without the metadata search, the Idempotency-Key alone stops a second piece after a lost answer."""
+    api = PostGridAPI(delay_create=1.0)
+    server = serve(api)
+    with httpx.Client(timeout=0.3) as slow:
+        first = build(PostGridAdapter, slow, **postcard(server.url, dedupe_search=False)).deliver(
+            make_event(), make_ctx())
+    assert first.status == "retry" and "timeout" in first.detail
+    api.delay_create = 0.0
+    with httpx.Client(timeout=2.0) as fresh:
+        second = build(PostGridAdapter, fresh, **postcard(server.url, dedupe_search=False)).deliver(
+            make_event(), make_ctx(attempt=2))
+    assert second.ok and second.remote_id == "postcard_0001"
+    assert len(api.orders) == 1
+    keys = {r.headers["idempotency-key"] for r in posts(server)}
+    assert len(posts(server)) == 2 and len(keys) == 1
+
+
+def test_second_address_line_is_sent(client, serve) -> None:
+    server = serve(PostGridAPI())
+    who = {"name": "Jane Public", "address_line1": "1 Main St", "address_line2": "Apt 4B", "city": "Boston",
+           "region": "MA", "postal_code": "02110", "country": "US"}
+    assert build(PostGridAdapter, client, **postcard(server.url)).deliver(make_event(recipient=who), make_ctx()).ok
+    to = posts(server)[0].json()["to"]
+    assert to["addressLine1"] == "1 Main St" and to["addressLine2"] == "Apt 4B"
 
 
 def test_letter_with_sender_and_options(client, serve) -> None:

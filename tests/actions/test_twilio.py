@@ -62,7 +62,7 @@ def test_sends_form_encoded_sms(client, serve) -> None:
     assert outcome.status == "ok", outcome.detail
     assert outcome.remote_id == "SM1234567890abcdef" and outcome.http_status == 201
     form = {k: v[0] for k, v in server.requests[0].form().items()}
-    assert form == {"To": "+15551234567", "From": "+15557654321",
+    assert form == {"To": "+16175550123", "From": "+15557654321",
                     "Body": "Jane Q Public got spring (estimated=true, late=true)"}
 
 

@@ -43,6 +43,7 @@ class FakeSalesforce:
         }
         self.known_fields = {"Email", "LastName", "Mail_Contact_Id__c", *DEFAULT_FIELDS.values()}
         self.tasks: list[dict] = []
+        self.bodiless_upserts = False  # API versions before 46.0: an updating upsert answers 204, no body
 
     def __call__(self, req: Recorded) -> Reply:
         if req.headers.get("authorization") != f"Bearer {TOKEN}":
@@ -59,6 +60,8 @@ class FakeSalesforce:
                 return self.update(obj, record_id, req.json())
             case "PATCH", ["sobjects", obj, field, value] if obj in self.records:
                 return self.upsert(obj, field, value, req.json())
+            case "GET", ["sobjects", obj, field, value] if obj in self.records:
+                return self.read_by_external_id(obj, field, value, req.query.get("fields", ["Id"])[0])
         return sf_error(404, "NOT_FOUND", "The requested resource does not exist")
 
     def query(self, soql: str) -> Reply:
@@ -95,8 +98,18 @@ class FakeSalesforce:
         if not ids:
             return sf_error(400, "REQUIRED_FIELD_MISSING", "Required fields are missing: [LastName]")
         error = self.update(obj, ids[0], body)
-        return error if error.status != 204 else Reply(200, {"id": ids[0], "success": True, "errors": [],
-                                                             "created": False})
+        if error.status != 204 or self.bodiless_upserts:
+            return error
+        return Reply(200, {"id": ids[0], "success": True, "errors": [], "created": False})
+
+    def read_by_external_id(self, obj: str, field: str, value: str, fields: str) -> Reply:
+        ids = [i for i, r in self.records[obj].items() if r.get(field) == value]
+        if len(ids) != 1:
+            return Reply(300, [f"{API}/sobjects/{obj}/{i}" for i in ids]) if ids else \
+                sf_error(404, "NOT_FOUND", "The requested resource does not exist")
+        record = {"Id": ids[0], **self.records[obj][ids[0]]}
+        return Reply(200, {"attributes": {"type": obj, "url": f"{API}/sobjects/{obj}/{ids[0]}"},
+                           **{k: v for k, v in record.items() if k in fields.split(",")}})
 
     def create_task(self, body: dict) -> Reply:
         who = body.get("WhoId")
@@ -213,6 +226,51 @@ def test_external_id_upsert(server, salesforce, client, ctx, make_event) -> None
                                         ("POST", "/sobjects/Task")]
     assert salesforce.tasks[0]["WhoId"] == ADA
     assert salesforce.records["Contact"][ADA]["Mail_Stage__c"] == "returned_to_sender"
+
+
+@pytest.mark.parametrize("api_version", ["v45.0", "v60.0"])
+def test_upsert_answered_204_without_a_body_is_a_success(server, salesforce, client, ctx, make_event,
+                                                         api_version: str) -> None:
+    """Before API 46.0 an updating upsert answers 204 No Content: the fields were written, nothing failed."""
+    salesforce.bodiless_upserts = True
+    api = f"/services/data/{api_version}"
+    server.handler = lambda req: salesforce(
+        Recorded(req.method, req.path.replace(api, API), req.query, req.headers, req.body))
+    adapter = make(server.url, client, api_version=api_version, external_id_field="Mail_Contact_Id__c",
+                   external_id_metadata_key="mail_contact_id")
+    outcome = adapter.deliver(make_event("delivered", metadata={"mail_contact_id": "MC-1"}), ctx)
+    assert outcome.ok, outcome.detail
+    assert salesforce.records["Contact"][ADA]["Mail_Stage__c"] == "delivered"
+    assert [(r.method, r.path.removeprefix(api)) for r in server.requests] == [
+        ("PATCH", "/sobjects/Contact/Mail_Contact_Id__c/MC-1")]
+
+
+def test_bodiless_upsert_then_task_reads_the_record_id(server, salesforce, client, ctx, make_event) -> None:
+    salesforce.bodiless_upserts = True
+    adapter = make(server.url, client, external_id_field="Mail_Contact_Id__c",
+                   external_id_metadata_key="mail_contact_id")
+    outcome = adapter.deliver(make_event("returned_to_sender", metadata={"mail_contact_id": "MC-1"}), ctx)
+    assert outcome.ok, outcome.detail
+    assert requests_summary(server) == [("PATCH", "/sobjects/Contact/Mail_Contact_Id__c/MC-1"),
+                                        ("GET", "/sobjects/Contact/Mail_Contact_Id__c/MC-1"),
+                                        ("POST", "/sobjects/Task")]
+    assert server.requests[1].query == {"fields": ["Id"]}
+    assert salesforce.tasks[0]["WhoId"] == ADA and outcome.remote_id == ctx.recall("task")
+
+
+def test_bodiless_upsert_whose_record_cannot_be_read_is_not_a_blind_task(server, salesforce, client, ctx,
+                                                                        make_event) -> None:
+    salesforce.bodiless_upserts = True
+    base = salesforce
+
+    def read_fails(req: Recorded) -> Reply:
+        return Reply(503, b"maintenance") if req.method == "GET" else base(req)
+
+    server.handler = read_fails
+    adapter = make(server.url, client, external_id_field="Mail_Contact_Id__c",
+                   external_id_metadata_key="mail_contact_id")
+    outcome = adapter.deliver(make_event("returned_to_sender", metadata={"mail_contact_id": "MC-1"}), ctx)
+    assert outcome.status == "retry" and salesforce.tasks == []
 
 
 def test_external_id_missing_falls_back_to_email(server, salesforce, client, ctx, make_event) -> None:

@@ -16,6 +16,7 @@ import redis
 from postrelay import cli, keys
 from postrelay.config import LobSource, PostGridSource
 from postrelay.redis_url import async_client
+from postrelay.version import USER_AGENT
 from receiver.backfill import BackfillError, Progress, backfill, parse_when, retry_after
 from receiver.ingest import IngestQueue
 from tests.support import payloads
@@ -154,6 +155,7 @@ def test_postgrid_backfill_queues_each_event_once_and_stops_at_since(redis_clien
         skips = [r.query["skip"][0] for r in api.requests]
         assert skips == ["0", "10", "10", "20"]  # the 429 was retried; skip=30 never asked for
         assert all(r.headers["x-api-key"] == PG_KEY for r in api.requests)
+        assert {r.headers["user-agent"] for r in api.requests} == {USER_AGENT}  # postrelay/<version>
         expected = {f"event_{i}" for i in range(20) if i % 7 != 6}
         ids = queued_ids(redis_client)
         assert len(ids) == 18 and set(ids) == expected

@@ -25,6 +25,7 @@ from postrelay.config import Config, parse_config
 from postrelay.events import CanonicalEvent
 from postrelay.timeline import TimelineWriter
 from receiver.app import create_app
+from receiver.server import uvicorn_options
 from tests.support import signing
 from tests.support.payloads import NOW_TS
 
@@ -79,12 +80,14 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 class UvicornThread:
     """uvicorn.Server running the app in a daemon thread on an already bound loopback socket."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, options: dict[str, Any] | None = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        # `options`: what `postrelay serve` passes (receiver.server.uvicorn_options), unless a test says otherwise
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+                                **(options if options is not None else {}))
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
@@ -185,13 +188,14 @@ class Service:
 
 
 def start_service(redis_url: str, override: dict[str, Any] | None = None, *, clock: Clock | None = None,
-                  config_data: dict[str, Any] | None = None) -> Service:
-    """Build the config (base + override, or exactly `config_data`), start the app, return a Service."""
+                  config_data: dict[str, Any] | None = None, h11: bool = False) -> Service:
+    """Build the config (base + override, or exactly `config_data`), start the app under uvicorn as
+    `postrelay serve` runs it (`h11`: with the h11 parser instead of httptools), return a Service."""
     data = config_data if config_data is not None else merge(base_config(redis_url), override or {})
     config = parse_config(data)
     clock = clock or Clock()
     app = create_app(config, clock=clock)
-    server = UvicornThread(app).start()
+    server = UvicornThread(app, uvicorn_options(config, h11=h11)).start()
     url = f"http://127.0.0.1:{server.port}"
     return Service(url=url, config=config, redis=redis.Redis.from_url(redis_url), clock=clock,
                    http=httpx.Client(base_url=url, timeout=10), _server=server)

@@ -13,9 +13,9 @@ from pathlib import Path
 import redis
 
 from postrelay import keys
+from postrelay.stores import deliveries
 from tests.support.http_server import LocalHTTPServer, Reply
 from tests.workers.conftest import event
-from workers import deliveries
 
 
 def _start_worker(config: Path) -> subprocess.Popen[bytes]:
@@ -71,7 +71,7 @@ to = ["hook"]
             _kill(worker)
             started = time.monotonic()
             worker = _start_worker(config)
-            done = deliveries.done_key(deliveries.delivery_key("hook", e.id))
+            done = keys.delivery_done(deliveries.delivery_key("hook", e.id))
             assert _wait(lambda: r.exists(done), 30), "the delivery was not completed after the crash"
             recovery = time.monotonic() - started
             time.sleep(1.0)
@@ -120,5 +120,6 @@ do = "hook"
         finally:
             _kill(worker)
         assert len(hook.requests) == 1
-        assert hook.requests[0].headers["webhook-id"] == e.id
+        assert hook.requests[0].headers["webhook-id"].startswith("fup_")  # a follow-up is its own message
+        assert hook.requests[0].json()["id"] == e.id and hook.requests[0].json()["followup"]["rule"] == "soon"
         assert r.zcard(keys.FOLLOWUPS_DUE) == 0
