@@ -157,3 +157,20 @@ def test_secrets_never_appear_in_a_mailing_view(env: Env) -> None:
     text = env.get_mailing(mid).text
     assert PG_KEY not in text and LOB_KEY not in text
     assert env.get_mailing(mid).json()["status"] == "failed"
+
+
+def test_redis_down_answers_503_and_the_retry_with_the_same_key_is_one_mailing(env: Env, redis_server) -> None:
+    try:
+        redis_server.stop(kill=True)
+        down = env.post_mailing(mailing(), key="outage-1")
+        err = assert_error(down, 503, "redis_unavailable")
+        assert down.headers["retry-after"] == "17" and "retry" in err["detail"]
+        assert_error(env.get_mailing("ml_x"), 503, "redis_unavailable")
+    finally:
+        redis_server.start()
+    first = env.post_mailing(mailing(), key="outage-1")
+    again = env.post_mailing(mailing(), key="outage-1")
+    assert first.status_code == again.status_code == 202
+    assert again.json()["replayed"] is True and again.json()["mailing_id"] == first.json()["mailing_id"]
+    env.work()
+    assert len(env.postgrid.pieces) == 1
