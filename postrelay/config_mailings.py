@@ -86,13 +86,17 @@ class TriggerConfig(BaseModel):
         return ([self.token] if self.token else []) + list(self.tokens)
 
 
-def check_triggers(triggers: list[TriggerConfig], destinations: dict[str, Any]) -> None:
-    """Trigger names are unique and each `provider` is a postgrid or lob destination; ValueError names the key."""
-    names = [t.name for t in triggers]
-    if len(names) != len(set(names)):
-        raise ValueError("triggers: names must be unique")
+def trigger_problems(triggers: list[TriggerConfig], destinations: dict[str, Any]) -> list[str]:
+    """Trigger names are unique and each `provider` is a postgrid or lob destination; one line per problem."""
+    out: list[str] = []
+    seen: set[str] = set()
     for i, trigger in enumerate(triggers):
+        if trigger.name in seen:
+            out.append(f"triggers[{i}].name: {trigger.name!r} is used by an earlier trigger; names must be unique")
+        seen.add(trigger.name)
         dest = destinations.get(trigger.provider)
         if dest is None or dest.type not in MAILER_TYPES:
-            raise ValueError(f"triggers[{i}].provider: {trigger.provider!r} is not a destination of type "
-                             f"{' or '.join(MAILER_TYPES)}")
+            mailers = sorted(n for n, d in destinations.items() if d.type in MAILER_TYPES)
+            out.append(f"triggers[{i}].provider: {trigger.provider!r} is not a destination of type "
+                       f"{' or '.join(MAILER_TYPES)}; known: {', '.join(mailers) or 'none'}")
+    return out

@@ -21,6 +21,7 @@ from redis.client import Pipeline
 
 from postrelay import keys, stats
 from postrelay.events import CanonicalEvent
+from postrelay.logs import log_fields
 from postrelay.stores import deliveries
 from postrelay.timeline import TimelineWriter
 from workers.executor import DeliveryExecutor
@@ -152,4 +153,9 @@ class Dispatcher:
                 committed()
         if poison:
             log.error("moved %d unparseable stream entries to %s", len(poison), POISON)
+        if log.isEnabledFor(logging.INFO):
+            for event in applied:
+                log_fields(log, logging.INFO, "event applied", {
+                    "event_id": event.id, "type": event.type.value, "stage": event.stage and event.stage.value,
+                    "source": event.source, "mailpiece_id": event.mailpiece.id})
         return len(entries)
