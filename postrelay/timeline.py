@@ -29,6 +29,8 @@ from redis.exceptions import NoScriptError
 from postrelay import keys
 from postrelay.events import PIECE_ATTRS, RANK, TERMINAL, CanonicalEvent, EventType
 from postrelay.redis_url import is_cluster
+from postrelay.stores.indexes import ARGC as INDEX_ARGC
+from postrelay.stores.indexes import INDEX_LUA, IndexWriter, index_args
 
 # Piece hash field of each attribute: `kind` and `country` (read API) keep their names, the others their path.
 _HASH_FIELD = {path: path.removeprefix("mailpiece.") if path in ("mailpiece.kind", "mailpiece.country") else path
@@ -37,10 +39,14 @@ _LUA_FIELDS = ", ".join(f"'{f}'" for f in _HASH_FIELD.values())
 
 # KEYS: piece hash, timeline zset, events hash, types set
 # ARGV: event id, occurred_at epoch, type, rank, terminal(0/1), json head, json tail, kind, country,
-#       occurred_at iso, retention seconds, then (hash field, value) pairs of the event's other piece attributes
+#       occurred_at iso, retention seconds, index here (1/0), then (index here) the console index's 11 arguments
+#       (`postrelay.stores.indexes.index_args`; they name keys on this same Redis), then (hash field, value)
+#       pairs of the event's other piece attributes
 # Returns {applied 0/1, stage, piece attribute values (in PIECE_ATTRS order; false = none)}.
-_APPLY = """
+_APPLY = INDEX_LUA + """
 local fields = {""" + _LUA_FIELDS + """}
+local pairs_from = 13
+if ARGV[12] == '1' then pairs_from = 13 + """ + str(INDEX_ARGC) + """ end
 local existing = redis.call('HGET', KEYS[3], ARGV[1])
 if existing then
   return {0, redis.call('HGET', KEYS[1], 'stage') or '', redis.call('HMGET', KEYS[1], unpack(fields))}
@@ -55,13 +61,14 @@ if (not stage_terminal) and rank > stage_rank then
 end
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'kind', ARGV[8]) end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'country', ARGV[9]) end
-for i = 12, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = pairs_from, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSETNX', KEYS[1], 'first_seen', ARGV[10])
 local stage_json = 'null'
 if stage then stage_json = '"' .. stage .. '"' end
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[6] .. stage_json .. ARGV[7])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[3])
+if ARGV[12] == '1' then ix_event(KEYS[1], ARGV, 13) end
 local ttl = tonumber(ARGV[11])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
@@ -74,7 +81,7 @@ return {1, stage or '', redis.call('HMGET', KEYS[1], unpack(fields))}
 _SENTINEL = '"stage":"__postrelay_stage__"'
 
 
-def _apply_args(event: CanonicalEvent, retention: float) -> tuple[list[str], list[Any]]:
+def _apply_args(event: CanonicalEvent, retention: float, index: bool = False) -> tuple[list[str], list[Any]]:
     raw = event.model_copy(update={"stage": None}).model_dump_json()
     head, sep, tail = raw.replace('"stage":null', _SENTINEL, 1).partition(_SENTINEL)
     if not sep:
@@ -94,7 +101,7 @@ def _apply_args(event: CanonicalEvent, retention: float) -> tuple[list[str], lis
         [keys.piece(src, pid), keys.piece_timeline(src, pid), keys.piece_events(src, pid), keys.piece_types(src, pid)],
         [event.id, event.occurred_at.timestamp(), etype.value, RANK.get(etype, 0), int(etype in TERMINAL),
          head + '"stage":', tail, mp.kind or "", mp.country or rc.country or "",
-         event.occurred_at.isoformat(), int(retention), *extra],
+         event.occurred_at.isoformat(), int(retention), *((1, *index_args(event)) if index else (0,)), *extra],
     )
 
 
@@ -104,19 +111,25 @@ def _piece_attrs(values: Sequence[Any]) -> dict[str, str]:
 
 
 class TimelineWriter:
-    """Applies canonical events to mailpiece state (sync; used by the worker)."""
+    """Applies canonical events to mailpiece state and the console's indexes (sync; used by the worker).
 
-    def __init__(self, redis: Redis | RedisCluster, retention: float) -> None:
+    `index` is the queue Redis, where the indexes live: the same client as `redis` (or None) indexes in the
+    timeline's own script; another Redis (the mailpieces on a cluster) gets a second, idempotent script.
+    """
+
+    def __init__(self, redis: Redis | RedisCluster, retention: float, index: Redis | None = None) -> None:
         self.redis = redis
         self.retention = retention
         self._script = redis.register_script(_APPLY)
         self.cluster = is_cluster(redis)
+        self.inline_index = not self.cluster and (index is None or index is redis)
+        self.index = None if self.inline_index or index is None else IndexWriter(index, retention)
 
     def apply_many(self, events: Sequence[CanonicalEvent]) -> list[CanonicalEvent]:
         """Apply events in order in one pipeline; returns them with `stage` set to the piece's stage after each."""
         if not events:
             return []
-        calls = [_apply_args(event, self.retention) for event in events]
+        calls = [_apply_args(event, self.retention, self.inline_index) for event in events]
         if self.cluster:
             results = self._apply_cluster(calls)
         else:
@@ -124,6 +137,8 @@ class TimelineWriter:
             for k, a in calls:
                 self._script(keys=k, args=a, client=pipe)
             results = pipe.execute()
+        if self.index is not None:  # after the timelines: a crash in between re-runs the batch, which is exact
+            self.index.apply_many(events)
         out = []
         for event, (_, stage, attrs) in zip(events, results, strict=True):
             stage_s = stage.decode() if isinstance(stage, bytes) else stage

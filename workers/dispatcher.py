@@ -96,7 +96,7 @@ class Dispatcher:
         self.batch = batch
         self.block_ms = block_ms
         self.claim_idle_ms = int(claim_idle * 1000)
-        self.timeline = TimelineWriter(rt.pieces, rt.config.server.timeline_retention)
+        self.timeline = TimelineWriter(rt.pieces, rt.config.server.timeline_retention, index=rt.redis)
         ensure_group(rt.redis)
 
     def reclaim(self) -> int:

@@ -5,6 +5,7 @@
     postrelay status | dlq list|replay | destinations [pause|resume NAME] | backfill  (postrelay.cli.ops)
     postrelay followups list|cancel                                              (postrelay.cli.followups)
     postrelay mailings list|show                                                 (postrelay.cli.mailings)
+    postrelay reindex [--rebuild] | demo [--pieces N]  the console's indexes, its demo data (postrelay.cli.console)
 
 This package is the top layer: it may import `receiver` and `workers`; nothing below imports it. `main()` maps
 every user error and unreachable service to one line on stderr and a documented exit code, never a traceback:
@@ -20,7 +21,7 @@ import sys
 
 import click
 
-from postrelay.cli import followups, mailings, ops, service, validate
+from postrelay.cli import console, followups, mailings, ops, service, validate
 from postrelay.cli.common import (
     CONFIG_ERROR,
     FAILED,
@@ -58,6 +59,8 @@ TREE: list[click.Command] = [
     followups.followups,  # list, cancel ID
     mailings.mailings,  # list, show ID
     ops.backfill,
+    console.reindex,
+    console.demo,
 ]
 for command in TREE:
     cli.add_command(command)

@@ -65,7 +65,7 @@ def followups_cancel(ctx: click.Context, fid: str | None, config: str | None) ->
     if not fid:
         click.echo("followups cancel needs the follow-up id (see `postrelay followups list`)")
         return CONFIG_ERROR
-    if store.cancel(runtime(_shared(ctx, config=config)["config"]).redis, fid):
+    if store.cancel(runtime(_shared(ctx, config=config)["config"]).redis, fid, by="cli"):
         click.echo(f"cancelled {fid}")
         return OK
     click.echo(f"no pending follow-up {fid!r}")

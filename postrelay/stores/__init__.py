@@ -6,5 +6,7 @@ Each store owns its keys (built in `postrelay.keys`) and its Lua (`postrelay/lua
 - `destinations` — pause / resume and the per-destination report;
 - `circuit` — each destination's circuit breaker;
 - `followups` — pending follow-ups: list, cancel;
+- `indexes` — the console's campaign funnels and search indexes, kept by the timeline's script; `catalog`
+  reads them.
 - `mailings` — mailing records, their work queue, idempotency, cooldowns and daily caps.
 """

@@ -1,1 +1,7 @@
-"""The JSON API beside the webhooks: one module per resource, each a small class with a `routes()` list."""
+"""The JSON API beside the webhooks: mailpieces, campaigns, deliveries, dead letters, destinations, follow-ups,
+mailings and triggers.
+
+Every endpoint takes `Authorization: Bearer <token>` (`receiver.auth`): `read` to look, `operate` to replay,
+pause, resume or cancel. Lists page with an opaque `cursor` (`next_cursor` in the answer, null on the last
+page). The console (`receiver.ui`) calls the same functions as these handlers.
+"""

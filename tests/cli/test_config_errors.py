@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from adapters import ADAPTERS
-from postrelay.config import ServerConfig
+from postrelay.config import Config, ServerConfig
 from postrelay.events import ALL_TYPES, FILTER_FIELDS
 from tests.cli.conftest import postrelay
 
@@ -18,7 +18,7 @@ BASE = '[sources.lob]\nsecrets = ["lob_secret_current_1b2c3d4e5f"]\n'
 SERVER_KEYS = ", ".join(ServerConfig.model_fields)
 TYPES = ", ".join(sorted(ADAPTERS))
 FIELDS = ", ".join(FILTER_FIELDS)
-TABLES = "server, sources, delivery, destinations, routes, followups, followup_estimates, mailings, triggers"
+TABLES = ", ".join(Config.model_fields)  # every top-level table, as the message lists them
 HOOK = '[destinations.crm]\ntype = "webhook"\nurl = "https://hooks.example.com/x"\n'
 
 # (what the operator wrote, the one line check-config prints after "config error: FILE: ")

@@ -34,6 +34,8 @@ FLAGS = {
     ("mailings", "list"): {"--config", "--status", "--trigger", "--limit", "--json"},
     ("mailings", "show"): {"--config", "--json"},
     ("backfill",): {"--config", "--since", "--until", "--page-size", "--max-pages", "--no-progress", "--json"},
+    ("reindex",): {"--config", "--rebuild", "--no-progress"},
+    ("demo",): {"--config", "--pieces", "--campaigns", "--seed", "--no-progress"},
 }
 
 
@@ -41,7 +43,7 @@ def test_the_tree_has_every_command() -> None:
     names = {path for path, _ in every_command()}
     assert set(FLAGS) <= names
     assert [c.name for c in cli.TREE] == ["run", "serve", "worker", "check-config", "status", "dlq", "destinations",
-                                          "followups", "mailings", "backfill"]
+                                          "followups", "mailings", "backfill", "reindex", "demo"]
 
 
 @pytest.mark.parametrize("path", list(FLAGS), ids=" ".join)
