@@ -5,9 +5,9 @@ timeline changes nothing), monotonic (the stage only moves forward by lifecycle 
 terminal stages. The stored event JSON carries the stage the piece reached with it.
 
 The piece hash also keeps the piece's attributes (`postrelay.events.PIECE_ATTRS`: kind, country, campaign,
-mailing class, tracking number, recipient), each the last non-empty value an event sent; the script returns them
-and the writer attaches them to the event (`CanonicalEvent.with_piece`), so a route or follow-up filter on
-`country` matches a QR visit or a cancellation that carries no address.
+mailing class, tracking number, recipient), each the last non-empty value an event sent; the script returns the
+stored values of those the event lacks and the writer attaches them to the event (`CanonicalEvent.with_piece`),
+so a route or follow-up filter on `country` matches a QR visit or a cancellation that carries no address.
 
 Every key a script call touches belongs to one mailpiece (one hash tag, one Redis Cluster slot), so the
 store may be a Redis Cluster (`[server] redis_url = "redis+cluster://…"`): a batch is then one cluster
@@ -35,21 +35,28 @@ from postrelay.stores.indexes import INDEX_LUA, IndexWriter, index_args
 # Piece hash field of each attribute: `kind` and `country` (read API) keep their names, the others their path.
 _HASH_FIELD = {path: path.removeprefix("mailpiece.") if path in ("mailpiece.kind", "mailpiece.country") else path
                for path in PIECE_ATTRS}
-_LUA_FIELDS = ", ".join(f"'{f}'" for f in _HASH_FIELD.values())
+_FIELDS = [_HASH_FIELD[p] for p in PIECE_ATTRS]
+_MAILPIECE_ATTRS = [p.removeprefix("mailpiece.") for p in PIECE_ATTRS if p.startswith("mailpiece.")]
+_RECIPIENT_ATTRS = [p.removeprefix("recipient.") for p in PIECE_ATTRS if p.startswith("recipient.")]
+_COUNTRY_AT = PIECE_ATTRS.index("mailpiece.country")  # the piece's country: the mailpiece's, else the recipient's
 
 # KEYS: piece hash, timeline zset, events hash, types set
-# ARGV: event id, occurred_at epoch, type, rank, terminal(0/1), json head, json tail, kind, country,
+# ARGV: event id, occurred_at epoch, type, rank, terminal(0/1), json head, json tail, N, (unused),
 #       occurred_at iso, retention seconds, index here (1/0), then (index here) the console index's 11 arguments
-#       (`postrelay.stores.indexes.index_args`; they name keys on this same Redis), then (hash field, value)
-#       pairs of the event's other piece attributes
-# Returns {applied 0/1, stage, piece attribute values (in PIECE_ATTRS order; false = none)}.
+#       (`postrelay.stores.indexes.index_args`; they name keys on this same Redis), then N items: (hash field,
+#       value) pairs of the piece attributes the event has, then the hash fields of those it lacks (read back)
+# Returns {applied 0/1, stage, values of the lacking fields (false = unknown)}.
 _APPLY = INDEX_LUA + """
-local fields = {""" + _LUA_FIELDS + """}
 local pairs_from = 13
 if ARGV[12] == '1' then pairs_from = 13 + """ + str(INDEX_ARGC) + """ end
+local pairs_end = pairs_from - 1 + tonumber(ARGV[8])
+local function lacking()
+  if #ARGV > pairs_end then return redis.call('HMGET', KEYS[1], unpack(ARGV, pairs_end + 1)) end
+  return {}
+end
 local existing = redis.call('HGET', KEYS[3], ARGV[1])
 if existing then
-  return {0, redis.call('HGET', KEYS[1], 'stage') or '', redis.call('HMGET', KEYS[1], unpack(fields))}
+  return {0, redis.call('HGET', KEYS[1], 'stage') or '', lacking()}
 end
 local stage = redis.call('HGET', KEYS[1], 'stage')
 local stage_rank = tonumber(redis.call('HGET', KEYS[1], 'stage_rank') or '0')
@@ -59,9 +66,7 @@ if (not stage_terminal) and rank > stage_rank then
   stage = ARGV[3]
   redis.call('HSET', KEYS[1], 'stage', stage, 'stage_rank', rank, 'stage_terminal', ARGV[5], 'stage_at', ARGV[10])
 end
-if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'kind', ARGV[8]) end
-if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'country', ARGV[9]) end
-for i = pairs_from, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if pairs_end >= pairs_from then redis.call('HSET', KEYS[1], unpack(ARGV, pairs_from, pairs_end)) end
 redis.call('HSETNX', KEYS[1], 'first_seen', ARGV[10])
 local stage_json = 'null'
 if stage then stage_json = '"' .. stage .. '"' end
@@ -76,38 +81,41 @@ if ttl > 0 then
   redis.call('EXPIRE', KEYS[3], ttl)
   redis.call('EXPIRE', KEYS[4], ttl)
 end
-return {1, stage or '', redis.call('HMGET', KEYS[1], unpack(fields))}
+return {1, stage or '', lacking()}
 """
 _SENTINEL = '"stage":"__postrelay_stage__"'
 
 
-def _apply_args(event: CanonicalEvent, retention: float, index: bool = False) -> tuple[list[str], list[Any]]:
+def _apply_args(event: CanonicalEvent, retention: float,
+                index: bool = False) -> tuple[list[str], list[Any], list[str]]:
+    """(keys, args, paths of the piece attributes the event lacks: the script returns their stored values)."""
     raw = event.model_copy(update={"stage": None}).model_dump_json()
     head, sep, tail = raw.replace('"stage":null', _SENTINEL, 1).partition(_SENTINEL)
     if not sep:
         raise ValueError("serialized event has no stage field")
     etype = EventType(event.type)
     src, pid = event.piece_key
-    extra: list[Any] = []
     mp, rc = event.mailpiece, event.recipient
-    for path, value in (("mailpiece.campaign_id", mp.campaign_id), ("mailpiece.mailing_class", mp.mailing_class),
-                        ("mailpiece.tracking_number", mp.tracking_number)):
+    values = [getattr(mp, name) for name in _MAILPIECE_ATTRS] + [getattr(rc, name) for name in _RECIPIENT_ATTRS]
+    values[_COUNTRY_AT] = values[_COUNTRY_AT] or rc.country
+    present: list[Any] = []
+    lacking: list[str] = []
+    for path, field, value in zip(PIECE_ATTRS, _FIELDS, values, strict=True):
         if value:
-            extra += (path, value)
-    for name, value in rc:
-        if value:
-            extra += (f"recipient.{name}", value)
+            present += (field, value)
+        else:
+            lacking.append(path)
     return (
         [keys.piece(src, pid), keys.piece_timeline(src, pid), keys.piece_events(src, pid), keys.piece_types(src, pid)],
         [event.id, event.occurred_at.timestamp(), etype.value, RANK.get(etype, 0), int(etype in TERMINAL),
-         head + '"stage":', tail, mp.kind or "", mp.country or rc.country or "",
-         event.occurred_at.isoformat(), int(retention), *((1, *index_args(event)) if index else (0,)), *extra],
+         head + '"stage":', tail, len(present), "", event.occurred_at.isoformat(), int(retention),
+         *((1, *index_args(event)) if index else (0,)), *present, *(_HASH_FIELD[p] for p in lacking)],
+        lacking,
     )
 
 
-def _piece_attrs(values: Sequence[Any]) -> dict[str, str]:
-    return {path: v.decode() if isinstance(v, bytes) else str(v)
-            for path, v in zip(PIECE_ATTRS, values, strict=True) if v}
+def _piece_attrs(paths: Sequence[str], values: Sequence[Any]) -> dict[str, str]:
+    return {path: v.decode() if isinstance(v, bytes) else str(v) for path, v in zip(paths, values, strict=True) if v}
 
 
 class TimelineWriter:
@@ -134,19 +142,19 @@ class TimelineWriter:
             results = self._apply_cluster(calls)
         else:
             pipe = self.redis.pipeline(transaction=False)
-            for k, a in calls:
+            for k, a, _ in calls:
                 self._script(keys=k, args=a, client=pipe)
             results = pipe.execute()
         if self.index is not None:  # after the timelines: a crash in between re-runs the batch, which is exact
             self.index.apply_many(events)
         out = []
-        for event, (_, stage, attrs) in zip(events, results, strict=True):
+        for event, (_, _, lacking), (_, stage, stored) in zip(events, calls, results, strict=True):
             stage_s = stage.decode() if isinstance(stage, bytes) else stage
             applied = event.model_copy(update={"stage": EventType(stage_s) if stage_s else None})
-            out.append(applied.with_piece(_piece_attrs(attrs)))
+            out.append(applied.with_piece(_piece_attrs(lacking, stored)))
         return out
 
-    def _apply_cluster(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    def _apply_cluster(self, calls: list[tuple[list[str], list[Any], list[str]]]) -> list[Any]:
         """One cluster pipeline of EVALSHA calls (each on one piece's slot); loads the script where missing.
 
         A node without the script (new node, failover, restart) answers NOSCRIPT without running anything:
@@ -157,7 +165,7 @@ class TimelineWriter:
         for attempt in range(3):
             pipe = self.redis.pipeline()
             for i in todo:
-                k, a = calls[i]
+                k, a, _ = calls[i]
                 pipe.execute_command("EVALSHA", self._script.sha, len(k), *k, *a)
             answers = pipe.execute(raise_on_error=False)
             missing = []
