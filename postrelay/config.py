@@ -20,6 +20,7 @@ from postrelay.config_errors import ConfigError, KeyProblem, format_validation, 
 from postrelay.config_mailings import MailingsConfig, TriggerConfig, trigger_problems
 from postrelay.durations import DELAY_FORMS, parse_delay, parse_seconds
 from postrelay.events import ALL_TYPES, filter_field_error
+from postrelay.linkconfig import LinksConfig
 from postrelay.ui_config import UiConfig
 
 __all__ = ["Config", "ConfigError", "check_redis_urls", "interpolate",
@@ -310,6 +311,7 @@ class Config(BaseModel):
     mailings: MailingsConfig = Field(default_factory=MailingsConfig)
     triggers: list[TriggerConfig] = Field(default_factory=list)
     ui: UiConfig = Field(default_factory=UiConfig)
+    links: LinksConfig = Field(default_factory=LinksConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:

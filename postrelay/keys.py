@@ -191,6 +191,33 @@ def campaign_transit(campaign: str) -> str:
     return f"{INDEX_PREFIX}:transit:{campaign}"
 
 
+# --- tracking links (`postrelay.stores.links`, `postrelay.stores.link_binding`) ---
+
+def link(token: str) -> str:
+    """Hash with a tracking link's record (target, campaign, ref, expiry, revocation, binding)."""
+    return f"{PREFIX}:link:{{{token}}}"
+
+
+def link_held(token: str) -> str:
+    """Sorted set of a link's visits recorded before it was bound to a piece (event JSON by occurrence)."""
+    return f"{PREFIX}:link:{{{token}}}:held"
+
+
+def link_ref(ref: str) -> str:
+    """Set of the not-yet-bound link tokens minted with the user's key `ref`."""
+    return f"{PREFIX}:link:ref:{{{ref}}}"
+
+
+def link_visitor_key(period: int) -> str:
+    """The random key of one rotation period for hashing link visitors (expires two periods later)."""
+    return f"{PREFIX}:link:vkey:{period}"
+
+
+def link_collapse(token: str, kind: str, visitor: str) -> str:
+    """Ingest marker id collapsing one client's repeated visits to a link (passed to `seen`)."""
+    return f"lnk:{token}:{kind}:{visitor}"
+
+
 # --- mailings (`postrelay.stores.mailings`); a mailing id is `ml_<hash of its idempotency key>` ---
 
 MAILINGS_DUE = f"{PREFIX}:ml:due"  # mailings a worker must work on, scored by when (claimed with a lease)

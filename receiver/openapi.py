@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from postrelay.events import RANK, EventType
+from receiver import openapi_links
 from receiver.api.openapi_mailings import paths as mailing_paths
 from receiver.api.openapi_mailings import schemas as mailing_schemas
 
@@ -149,6 +150,7 @@ def _document() -> dict[str, Any]:
                                       "responses": {"200": {"description": "OpenAPI 3.1",
                                                             "content": {"application/json": {
                                                                 "schema": {"type": "object"}}}}}}},
+            **openapi_links.paths(),
         },
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",

@@ -6,6 +6,7 @@
     postrelay followups list|cancel                                              (postrelay.cli.followups)
     postrelay mailings list|show                                                 (postrelay.cli.mailings)
     postrelay reindex [--rebuild] | demo [--pieces N]  the console's indexes, its demo data (postrelay.cli.console)
+    postrelay links mint --csv FILE                                              (postrelay.cli.links)
 
 This package is the top layer: it may import `receiver` and `workers`; nothing below imports it. `main()` maps
 every user error and unreachable service to one line on stderr and a documented exit code, never a traceback:
@@ -21,7 +22,7 @@ import sys
 
 import click
 
-from postrelay.cli import console, followups, mailings, ops, service, validate
+from postrelay.cli import console, followups, links, mailings, ops, service, validate
 from postrelay.cli.common import (
     CONFIG_ERROR,
     FAILED,
@@ -61,6 +62,7 @@ TREE: list[click.Command] = [
     ops.backfill,
     console.reindex,
     console.demo,
+    links.links,  # mint --csv FILE
 ]
 for command in TREE:
     cli.add_command(command)

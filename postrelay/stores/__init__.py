@@ -8,5 +8,6 @@ Each store owns its keys (built in `postrelay.keys`) and its Lua (`postrelay/lua
 - `followups` — pending follow-ups: list, cancel;
 - `indexes` — the console's campaign funnels and search indexes, kept by the timeline's script; `catalog`
   reads them.
+- `links` / `link_binding` — tracking links: mint, read, revoke, bind; binding pieces and visits in the dispatcher.
 - `mailings` — mailing records, their work queue, idempotency, cooldowns and daily caps.
 """

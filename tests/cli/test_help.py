@@ -36,6 +36,7 @@ FLAGS = {
     ("backfill",): {"--config", "--since", "--until", "--page-size", "--max-pages", "--no-progress", "--json"},
     ("reindex",): {"--config", "--rebuild", "--no-progress"},
     ("demo",): {"--config", "--pieces", "--campaigns", "--seed", "--no-progress"},
+    ("links", "mint"): {"--config", "--csv", "--out", "--target-url", "--campaign-id", "--no-progress"},
 }
 
 
@@ -43,7 +44,7 @@ def test_the_tree_has_every_command() -> None:
     names = {path for path, _ in every_command()}
     assert set(FLAGS) <= names
     assert [c.name for c in cli.TREE] == ["run", "serve", "worker", "check-config", "status", "dlq", "destinations",
-                                          "followups", "mailings", "backfill", "reindex", "demo"]
+                                          "followups", "mailings", "backfill", "reindex", "demo", "links"]
 
 
 @pytest.mark.parametrize("path", list(FLAGS), ids=" ".join)
