@@ -51,7 +51,7 @@ def test_worker_killed_after_the_provider_answered_leaves_one_piece_found_again(
     trigger = {**HUBSPOT_TRIGGER, "provider": provider}
     # a loaded CI machine must not turn a loopback call into a timeout (a third attempt): generous timeout
     data: dict[str, Any] = mailing_config(redis_url, postgrid.url, lob.url, {
-        "triggers": [trigger], "delivery": {"timeout": "3s", "lease": "4s"}})
+        "triggers": [trigger], "delivery": {"timeout": "8s", "lease": "9s"}})
     config = write_config(tmp_path / "postrelay.toml", data)
     receiver = ReceiverProcess(config, tmp_path / "receiver.log").start()
     worker = WorkerProcess(config, tmp_path / "worker.log")
