@@ -24,6 +24,7 @@ ADAPTERS: dict[str, str] = {
     "klaviyo": "adapters.klaviyo:KlaviyoAdapter",
     "customerio": "adapters.customerio:CustomerIOAdapter",
     "postgrid": "adapters.postgrid:PostGridAdapter",
+    "lob": "adapters.lob:LobAdapter",
 }
 
 

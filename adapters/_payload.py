@@ -11,6 +11,7 @@ import phonenumbers
 
 from adapters.base import DeliveryContext, Outcome, redact
 from postrelay.events import CanonicalEvent
+from postrelay.filters import lookup
 
 FOLLOWUP_KEYS = ("followup", "trigger_event_id", "estimated", "late", "scheduled_for", "fired_at")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -70,15 +71,6 @@ def ulid_for(key: str, when: datetime) -> str:
     rand = int.from_bytes(hashlib.sha256(key.encode()).digest()[:10], "big")
     value = (millis << 80) | rand
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
-
-
-def lookup(data: Any, dotted: str) -> Any:
-    """Value at a dotted path of plain dicts (no attribute access); None when absent."""
-    for part in dotted.split("."):
-        if not isinstance(data, dict) or part not in data:
-            return None
-        data = data[part]
-    return data
 
 
 def render(template: str, data: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""PostGrid: a follow-up postcard or letter to the same recipient (`POST /print-mail/v1/postcards|letters`).
+"""PostGrid: a follow-up postcard or letter to the same recipient (`POST /print-mail/v1/postcards|letters`),
+and the pieces of mailings (`POST /v1/mailings`, triggers: `create_mailing`, see docs/mailings.md).
 
 Plain httpx rather than the `postgrid-python` SDK: the adapter contract wants the worker's shared
 `httpx.Client`, no exceptions and no retries of its own (the worker owns those), and this is one JSON POST.
@@ -16,9 +17,11 @@ from typing import Any, Literal
 
 from pydantic import model_validator
 
+from adapters._mailing import IDEMPOTENCY_HEADER, is_html, lookup_failed, refused, size_pair
 from adapters._payload import dedupe_key, followup_fields, idempotency_key, scrub, split_name
 from adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify, excerpt, json_object
 from postrelay.events import CanonicalEvent
+from postrelay.mailing import Address, MailingRequest, provider_metadata
 
 STEP = "created"
 POSTCARD_SIZES = frozenset({"6x4", "9x6", "11x6"})
@@ -34,7 +37,7 @@ class PostGridAdapter(Adapter):
         """`[destinations.NAME]` keys for type = "postgrid"."""
 
         api_key: Token
-        kind: Literal["postcard", "letter"]
+        kind: Literal["postcard", "letter"] | None = None  # required for follow-ups; mailings name their kind
         template: str | None = None
         front_template: str | None = None
         back_template: str | None = None
@@ -52,7 +55,10 @@ class PostGridAdapter(Adapter):
 
         @model_validator(mode="after")
         def _per_kind(self) -> PostGridAdapter.Settings:
-            if self.kind == "postcard":
+            if self.kind is None:
+                if self.size is not None and self.size not in POSTCARD_SIZES | LETTER_SIZES:
+                    raise ValueError(f"size must be one of {sorted(POSTCARD_SIZES | LETTER_SIZES)}")
+            elif self.kind == "postcard":
                 if not (self.front_template and self.back_template):
                     raise ValueError("a postcard needs front_template and back_template")
                 self.size = self.size or "6x4"
@@ -136,6 +142,8 @@ class PostGridAdapter(Adapter):
         done = ctx.recall(STEP)
         if done:
             return Outcome.success(remote_id=done)
+        if self.settings.kind is None:
+            return Outcome.permanent(f"destination {self.name!r} has no `kind`: set kind = \"postcard\" or \"letter\"")
         to = self.recipient_contact(event)
         if isinstance(to, str):
             return Outcome.permanent(to)
@@ -149,7 +157,7 @@ class PostGridAdapter(Adapter):
                 ctx.remember(STEP, found)
                 return Outcome.success(remote_id=found)
         response = self.call("POST", self.endpoint, json=self.order_body(event, ctx, to),
-                             headers={**headers, "Idempotency-Key": idempotency_key(event, ctx)})
+                             headers={**headers, IDEMPOTENCY_HEADER: idempotency_key(event, ctx)})
         if isinstance(response, Outcome):
             return scrub(response, list(self.secrets()))
         if response.is_success:
@@ -183,3 +191,80 @@ class PostGridAdapter(Adapter):
         return None
 
 
+
+    # -- mailings ---------------------------------------------------------------------------------------------
+
+    def mailing_defaults(self) -> dict[str, Any]:
+        """Settings that fill a mailing request's unset fields."""
+        s = self.settings
+        return {"front_template": s.front_template, "back_template": s.back_template, "template": s.template,
+                "from_contact": s.from_contact, "size": s.size, "mailing_class": "express" if s.express
+                else s.mailing_class, "description": s.description, "merge_variables": s.merge_variables}
+
+    def mailing_body(self, request: MailingRequest, mid: str) -> dict[str, Any]:
+        """The create-order JSON for a mailing (PostGrid field names)."""
+        s = self.settings
+        body: dict[str, Any] = {"to": contact(request.to), "description": request.description or f"postrelay {mid}",
+                                "mergeVariables": request.merge_variables,
+                                "metadata": provider_metadata(request, mid)}
+        sender = request.from_
+        if sender is not None:
+            body["from"] = contact(sender) if isinstance(sender, Address) else sender
+        if request.kind == "postcard":
+            front, back = request.front_template or "", request.back_template or ""
+            body["frontHTML" if is_html(front) else "frontTemplate"] = front
+            body["backHTML" if is_html(back) else "backTemplate"] = back
+            pair = size_pair(request.size or "6x4")
+            body["size"] = f"{pair[1]}x{pair[0]}" if pair else request.size
+        else:
+            letter = request.template or ""
+            body["html" if is_html(letter) else "template"] = letter
+            optional = {"size": request.size, "color": s.color, "doubleSided": s.double_sided}
+            body |= {k: v for k, v in optional.items() if v is not None}
+        if request.mailing_class:
+            body["mailingClass"] = request.mailing_class
+        if request.send_date:
+            body["sendDate"] = request.send_date
+        return body
+
+    def mailing_endpoint(self, kind: str) -> str:
+        """The collection URL for a mailing's kind."""
+        return f"{self.settings.base_url.rstrip('/')}/print-mail/v1/{kind}s"
+
+    def create_mailing(self, request: MailingRequest, mid: str) -> Outcome:
+        """POST the order with `Idempotency-Key: <mailing id>`; 2xx -> ok with the order id."""
+        headers = {"X-API-Key": self.settings.api_key, IDEMPOTENCY_HEADER: mid}
+        response = self.call("POST", self.mailing_endpoint(request.kind), json=self.mailing_body(request, mid),
+                             headers=headers)
+        if isinstance(response, Outcome):
+            return scrub(response, list(self.secrets()))
+        if not response.is_success:
+            return scrub(refused(response), list(self.secrets()))
+        order_id = str(json_object(response).get("id") or "")
+        if not order_id:
+            return scrub(Outcome.permanent(f"created but no order id in the answer: {excerpt(response)}",
+                                           http_status=response.status_code), list(self.secrets()))
+        return Outcome.success(remote_id=order_id, http_status=response.status_code)
+
+    def find_mailing(self, request: MailingRequest, mid: str) -> str | Outcome | None:
+        """An order whose `metadata.postrelay_mailing` is `mid` (search `"<mid>"`), else None."""
+        response = self.call("GET", self.mailing_endpoint(request.kind), params={"search": f'"{mid}"', "limit": 10},
+                             headers={"X-API-Key": self.settings.api_key})
+        if isinstance(response, Outcome) or not response.is_success:
+            failed = lookup_failed(response if isinstance(response, Outcome) else refused(response))
+            return scrub(failed, list(self.secrets())) if failed else None
+        for order in json_object(response).get("data") or []:
+            metadata = order.get("metadata") if isinstance(order, dict) else None
+            if isinstance(metadata, dict) and metadata.get("postrelay_mailing") == mid and order.get("id"):
+                return str(order["id"])
+        return None
+
+
+def contact(address: Address) -> dict[str, Any]:
+    """A PostGrid inline contact from a canonical address (a company-only address has no first name)."""
+    first, last = split_name(address.name)
+    fields = {"firstName": first, "lastName": last, "companyName": address.company,
+              "addressLine1": address.address_line1, "addressLine2": address.address_line2, "city": address.city,
+              "provinceOrState": address.region, "postalOrZip": address.postal_code, "countryCode": address.country,
+              "email": address.email, "phoneNumber": address.phone}
+    return {k: v for k, v in fields.items() if v}

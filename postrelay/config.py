@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from postrelay.config_checks import check_redis_urls, interpolate, reference_problems
 from postrelay.config_errors import ConfigError, KeyProblem, format_validation, located, secret_values
+from postrelay.config_mailings import MailingsConfig, TriggerConfig, trigger_problems
 from postrelay.config_sources import (
     GenericSource,
     LobSource,
@@ -243,12 +244,15 @@ class Config(BaseModel):
     routes: list[RouteConfig] = Field(default_factory=list)
     followups: list[FollowupConfig] = Field(default_factory=list)
     followup_estimates: EstimatesConfig = Field(default_factory=EstimatesConfig)
+    mailings: MailingsConfig = Field(default_factory=MailingsConfig)
+    triggers: list[TriggerConfig] = Field(default_factory=list)
     ui: UiConfig = Field(default_factory=UiConfig)
     links: LinksConfig = Field(default_factory=LinksConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
         problems = reference_problems(self.model_dump(include={"destinations", "routes", "followups"}))
+        problems += trigger_problems(self.triggers, self.destinations)
         if problems:
             raise ValueError("\n".join(problems))
         return self

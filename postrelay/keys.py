@@ -216,3 +216,24 @@ def link_visitor_key(period: int) -> str:
 def link_collapse(token: str, kind: str, visitor: str) -> str:
     """Ingest marker id collapsing one client's repeated visits to a link (passed to `seen`)."""
     return f"lnk:{token}:{kind}:{visitor}"
+
+
+# --- mailings (`postrelay.stores.mailings`); a mailing id is `ml_<hash of its idempotency key>` ---
+
+MAILINGS_DUE = f"{PREFIX}:ml:due"  # mailings a worker must work on, scored by when (claimed with a lease)
+MAILINGS_INDEX = f"{PREFIX}:ml:index"  # every mailing by creation time
+
+
+def mailing(mid: str) -> str:
+    """Hash with one mailing's record."""
+    return f"{PREFIX}:ml:{{{mid}}}"
+
+
+def mailing_cooldown(trigger: str, recipient: str) -> str:
+    """A trigger's cooldown marker for one recipient (hashed address); its value is the mailing id."""
+    return f"{PREFIX}:ml:cool:{{{trigger}}}:{recipient}"
+
+
+def mailing_cap(day: str, trigger: str | None = None) -> str:
+    """Pieces created on a UTC day (`YYYY-MM-DD`), in total or for one trigger."""
+    return f"{PREFIX}:ml:cap:{day}" + (f":{trigger}" if trigger else "")

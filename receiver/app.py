@@ -24,7 +24,9 @@ from postrelay.config import KNOWN_SOURCES, Config
 from postrelay.redis_url import AsyncClient, async_client, async_queue_client
 from postrelay.stats import heartbeat_ages
 from postrelay.stores.deliveries import OVERDUE_AFTER
+from receiver.api.mailings import Mailings
 from receiver.api.routes import api_routes
+from receiver.api.triggers import Triggers
 from receiver.auth import Principal, Role, bearer
 from receiver.body import Deadlines, receive_body
 from receiver.edge import Edge, ReceiverApp
@@ -254,6 +256,8 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
         Route("/metrics", receiver.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
+    mailings = Mailings(receiver)
+    routes += [*mailings.routes(), *Triggers(receiver, mailings).routes()]
     if config.ui.enabled:
         from receiver.ui.app import console_routes
 

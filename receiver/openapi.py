@@ -14,6 +14,8 @@ from starlette.responses import JSONResponse
 
 from postrelay.events import RANK, EventType
 from receiver import openapi_links
+from receiver.api.openapi_mailings import paths as mailing_paths
+from receiver.api.openapi_mailings import schemas as mailing_schemas
 
 _TYPES = [t.value for t in EventType]  # every canonical type, new ones included (e.g. informed_delivery_*)
 _STAGES = [t.value for t in EventType if t in RANK]
@@ -143,6 +145,7 @@ def _document() -> dict[str, Any]:
             "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["operations"],
                                  "responses": {"200": {"description": "Prometheus text exposition format",
                                                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            **mailing_paths(),
             "/openapi.json": {"get": {"summary": "This document", "tags": ["operations"],
                                       "responses": {"200": {"description": "OpenAPI 3.1",
                                                             "content": {"application/json": {
@@ -167,6 +170,7 @@ def _document() -> dict[str, Any]:
                                              "pieces": {"type": "string", "description": "the mailpiece store, "
                                                         "when `queue_url` names another Redis (a Redis Cluster)"},
                                              "failed": {"type": "array", "items": {"type": "string"}}}},
+                **mailing_schemas(),
                 "Mailpiece": {
                     "type": "object", "required": ["source", "id", "stage", "events", "deliveries", "followups"],
                     "properties": {"source": {"type": "string"}, "id": {"type": "string"},

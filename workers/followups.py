@@ -30,7 +30,7 @@ from postrelay.replies import members, scored
 from postrelay.scripts import lua
 from postrelay.stores import deliveries
 from postrelay.stores import followups as followups_store
-from workers import calendar
+from workers import calendar, mailings
 from workers.routing import matches
 from workers.runtime import Runtime
 
@@ -184,7 +184,10 @@ class Scheduler:
         extra = {"followup": rule.name, "trigger_event_id": event.id, "trigger_type": event.type.value,
                  "estimated": bool(data["estimated"]), "late": now - due > LATE_AFTER,
                  "scheduled_for": data["scheduled_for"], "fired_at": datetime.fromtimestamp(now, UTC).isoformat()}
-        deliveries.stage(pipe, rule.do, event, now=now, due=now, tag=rule.name, extra=extra, ordered=False)
+        if mailings.is_mailer(rt, rule.do):  # one mailing path: stored before the fired marker, found again on re-fire
+            extra["mailing_id"] = mailings.enqueue_followup(rt, fid, rule.do, event, extra)
+        else:
+            deliveries.stage(pipe, rule.do, event, now=now, due=now, tag=rule.name, extra=extra, ordered=False)
         pipe.set(fired_key(fid), json.dumps(extra), ex=int(rt.config.delivery.done_retention))
         stats.observe(pipe, "followup_lag", now - due)
         pipe.execute()

@@ -10,17 +10,7 @@ from typing import Any
 
 from postrelay.config import RouteConfig
 from postrelay.events import CanonicalEvent
-
-
-def _matches_value(actual: Any, expected: Any) -> bool:
-    """Filter semantics: a list means "any of"; strings compare case-insensitively; else equality."""
-    if isinstance(expected, list):
-        return any(_matches_value(actual, e) for e in expected)
-    if isinstance(expected, str) and isinstance(actual, str):
-        return actual.casefold() == expected.casefold()
-    if isinstance(expected, str) and actual is not None and not isinstance(actual, dict | list):
-        return str(actual).casefold() == expected.casefold()
-    return actual == expected
+from postrelay.filters import matches_value as _matches_value
 
 
 def matches(event: CanonicalEvent, events: list[str], where: dict[str, Any]) -> bool:

@@ -7,6 +7,7 @@ per outage, not per try — a full or loading Redis answers PING but refuses wri
 - due: claims deliveries whose due time has come — retries, circuit and rate-limit waits, re-queues at a
   destination's concurrency cap, replays, work of killed workers (`workers.delivery.due`);
 - followups: fires follow-ups when due;
+- mailings: creates the pieces of queued mailings (`workers.mailings`);
 - housekeeping: the heartbeat, and fresh lease deadlines for attempts waiting in the executor.
 Every attempt runs in the executor's thread pool (`workers.executor`) through `workers.delivery.attempt`.
 """
@@ -34,6 +35,7 @@ from workers.delivery.due import DueLoop, keep_alive
 from workers.dispatcher import Dispatcher, RelayHandler
 from workers.executor import DeliveryExecutor
 from workers.followups import FollowupHandler, Scheduler
+from workers.mailings import Creator
 from workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.worker")
@@ -120,6 +122,7 @@ class Worker:
                                      consumer=self.name, claim_idle=claim_idle)
         self.due = DueLoop(rt, self.submit, self.executor.free)
         self.followups = Scheduler(rt)
+        self.mailings = Creator(rt)
         self._last_reclaim = 0.0
 
     def run_attempt(self, key: str, seq: str) -> str:
@@ -164,7 +167,8 @@ class Worker:
         self.rt.redis.delete(keys.DELIVERY_JOBS)  # left by versions that ran deliveries as RQ jobs
         loops: list[tuple[str, Callable[[], object], float]] = [
             ("dispatcher", self.dispatch_step, 0.0), ("due", self.due.tick, 0.5),
-            ("followups", self.followups.tick, 1.0), ("housekeeping", self.housekeeping, HEARTBEAT_EVERY)]
+            ("followups", self.followups.tick, 1.0), ("mailings", self.mailings.tick, 1.0),
+            ("housekeeping", self.housekeeping, HEARTBEAT_EVERY)]
         threads = [threading.Thread(target=run_loop, args=(stop, name, step, interval), name=name, daemon=True)
                    for name, step, interval in loops]
         for t in threads:
@@ -175,7 +179,8 @@ class Worker:
         """Run everything there is to do now, until a round finds nothing (`--burst`, and the tests)."""
         deadline = time.monotonic() + timeout
         while True:
-            moved = self.dispatcher.run_once(block_ms=1) + self.due.run_once() + self.followups.run_once()
+            moved = (self.dispatcher.run_once(block_ms=1) + self.due.run_once() + self.followups.run_once()
+                     + self.mailings.run_once())
             if not self.executor.wait_idle(max(0.0, deadline - time.monotonic())):
                 raise TimeoutError("delivery attempts still running after the drain timeout")
             if moved == 0 and not self.executor.held():

@@ -4,6 +4,7 @@
     postrelay check-config [FILE]             validate every key, destination, rule (postrelay.cli.validate)
     postrelay status | dlq list|replay | destinations [pause|resume NAME] | backfill  (postrelay.cli.ops)
     postrelay followups list|cancel                                              (postrelay.cli.followups)
+    postrelay mailings list|show                                                 (postrelay.cli.mailings)
     postrelay reindex [--rebuild] | demo [--pieces N]  the console's indexes, its demo data (postrelay.cli.console)
     postrelay links mint --csv FILE                                              (postrelay.cli.links)
 
@@ -21,7 +22,7 @@ import sys
 
 import click
 
-from postrelay.cli import console, followups, links, ops, service, validate
+from postrelay.cli import console, followups, links, mailings, ops, service, validate
 from postrelay.cli.common import (
     CONFIG_ERROR,
     FAILED,
@@ -58,6 +59,7 @@ TREE: list[click.Command] = [
     ops.dlq,  # list, replay
     ops.destinations,  # pause NAME, resume NAME
     followups.followups,  # list, cancel ID
+    mailings.mailings,  # list, show ID
     ops.backfill,
     console.reindex,
     console.demo,

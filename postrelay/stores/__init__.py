@@ -9,4 +9,5 @@ Each store owns its keys (built in `postrelay.keys`) and its Lua (`postrelay/lua
 - `indexes` — the console's campaign funnels and search indexes, kept by the timeline's script; `catalog`
   reads them.
 - `links` / `link_binding` — tracking links: mint, read, revoke, bind; binding pieces and visits in the dispatcher.
+- `mailings` — mailing records, their work queue, idempotency, cooldowns and daily caps.
 """

@@ -1,4 +1,5 @@
-"""The JSON API beside the webhooks: mailpieces, campaigns, deliveries, dead letters, destinations, follow-ups.
+"""The JSON API beside the webhooks: mailpieces, campaigns, deliveries, dead letters, destinations, follow-ups,
+mailings and triggers.
 
 Every endpoint takes `Authorization: Bearer <token>` (`receiver.auth`): `read` to look, `operate` to replay,
 pause, resume or cancel. Lists page with an opaque `cursor` (`next_cursor` in the answer, null on the last

@@ -152,7 +152,7 @@ def _normalize_one(event: dict[str, Any], received_at: datetime) -> CanonicalEve
             id=piece_id,
             kind=kind,
             country=recipient.country,
-            campaign_id=opt_str(body.get("campaign_id")),
+            campaign_id=opt_str(body.get("campaign_id")) or opt_str(metadata.get("campaign_id")),
             mailing_class="certified" if certified else opt_str(body.get("mail_type")),
             tracking_number=opt_str(body.get("tracking_number")),
         ),

@@ -31,6 +31,8 @@ FLAGS = {
     ("destinations", "resume"): {"--config"},
     ("followups", "list"): {"--config", "--mailpiece", "--json"},
     ("followups", "cancel"): {"--config"},
+    ("mailings", "list"): {"--config", "--status", "--trigger", "--limit", "--json"},
+    ("mailings", "show"): {"--config", "--json"},
     ("backfill",): {"--config", "--since", "--until", "--page-size", "--max-pages", "--no-progress", "--json"},
     ("reindex",): {"--config", "--rebuild", "--no-progress"},
     ("demo",): {"--config", "--pieces", "--campaigns", "--seed", "--no-progress"},
@@ -42,7 +44,7 @@ def test_the_tree_has_every_command() -> None:
     names = {path for path, _ in every_command()}
     assert set(FLAGS) <= names
     assert [c.name for c in cli.TREE] == ["run", "serve", "worker", "check-config", "status", "dlq", "destinations",
-                                          "followups", "backfill", "reindex", "demo", "links"]
+                                          "followups", "mailings", "backfill", "reindex", "demo", "links"]
 
 
 @pytest.mark.parametrize("path", list(FLAGS), ids=" ".join)

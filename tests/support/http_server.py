@@ -65,6 +65,7 @@ class LocalHTTPServer:
 
     def __init__(self, handler: Handler | None = None) -> None:
         self.requests: list[Recorded] = []
+        self.answered = 0  # replies written to the socket in full
         self.handler: Handler = handler or (lambda req: Reply())
         self._lock = threading.Lock()
         outer = self
@@ -99,6 +100,9 @@ class LocalHTTPServer:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+                self.wfile.flush()
+                with outer._lock:
+                    outer.answered += 1
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
 

@@ -1,0 +1,73 @@
+"""What the print-and-mail adapters (PostGrid, Lob) share for creating a mailing's piece.
+
+A mailer adapter turns a `MailingRequest` into the provider's create-order body (`mailing_body`, also what a
+dry run stores), creates the piece with the provider's `Idempotency-Key` (`create_mailing`) and, after a
+crash, finds a piece it may already have created by its `postrelay_mailing` metadata (`find_mailing`).
+All three return `Outcome`s and never raise, like `Adapter.deliver`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import httpx
+
+from adapters.base import Outcome, classify, json_object
+from postrelay.mailing import MailingRequest
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class Mailer(Protocol):
+    """The mailing side of the PostGrid and Lob adapters."""
+
+    name: str
+
+    def mailing_defaults(self) -> dict[str, Any]:
+        """The destination's settings that fill a request's unset fields (templates, sender, size, …)."""
+
+    def mailing_body(self, request: MailingRequest, mid: str) -> dict[str, Any]:
+        """The provider's create body for this mailing."""
+
+    def create_mailing(self, request: MailingRequest, mid: str) -> Outcome:
+        """Create the piece once (provider Idempotency-Key = `mid`); ok carries the provider's piece id."""
+
+    def find_mailing(self, request: MailingRequest, mid: str) -> str | Outcome | None:
+        """The id of a piece already created for `mid`, None when there is none, an Outcome when the lookup failed."""
+
+
+def is_html(value: str) -> bool:
+    """True when a template value is inline HTML rather than a template id."""
+    return "<" in value
+
+
+def size_pair(size: str) -> tuple[int, int] | None:
+    """`"6x4"` / `"4x6"` -> (4, 6): providers write the same card size in opposite orders."""
+    parts = size.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        return None
+    small, large = sorted(int(p) for p in parts)
+    return small, large
+
+
+def refused(response: httpx.Response) -> Outcome:
+    """A non-2xx create/lookup answer: 408/425/429/5xx retry (after Retry-After), any other 4xx is permanent with
+    the provider's reason (`error.type`/`error.code` and `error.message` of PostGrid's and Lob's error bodies)."""
+    outcome = classify(response)
+    error = json_object(response).get("error")
+    if outcome.status == "permanent" and isinstance(error, dict) and error.get("message"):
+        code = error.get("type") or error.get("code")
+        outcome.detail = f"HTTP {response.status_code}: " + (f"{code}: " if code else "") + str(error["message"])[:400]
+    return outcome
+
+
+def lookup_failed(outcome: Outcome) -> Outcome | None:
+    """What a failed lookup for an earlier piece means: transient trouble retries the attempt (creating now
+    could make a second piece), 401/403 are permanent, any other answer is ignored (None: create, with the
+    provider's Idempotency-Key as the remaining guard)."""
+    if outcome.status == "retry":
+        return Outcome.retry(f"lookup of an earlier piece failed: {outcome.detail}", retry_after=outcome.retry_after,
+                             http_status=outcome.http_status)
+    if outcome.http_status in (401, 403):
+        return Outcome.permanent(f"lookup of an earlier piece failed: {outcome.detail}", http_status=outcome.http_status)
+    return None

@@ -1,0 +1,133 @@
+"""Lob: the pieces of mailings (`POST /v1/postcards`, `POST /v1/letters`), HTTP Basic (the API key as the
+user name), `Idempotency-Key` = the mailing id; after a crash, `GET /v1/{kind}s?metadata[postrelay_mailing]=<id>`
+finds a piece already created. Requests follow Lob's OpenAPI (tests validate them against it).
+
+As a `[destinations.NAME]` of `type = "lob"`: `api_key` (`test_…` / `live_…`), `base_url`, and defaults for
+mailings: templates (`tmpl_…` ids or HTML), `from_address`, `size`, `mailing_class`, `use_type`, `color`,
+`double_sided`, `address_placement`, `merge_variables`. A follow-up whose `do` is a Lob destination becomes
+a mailing too (docs/mailings.md).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from adapters._mailing import IDEMPOTENCY_HEADER, lookup_failed, refused, size_pair
+from adapters._payload import scrub
+from adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, excerpt, json_object
+from postrelay.events import CanonicalEvent
+from postrelay.mailing import Address, MailingRequest, provider_metadata
+
+MAIL_TYPES = {"first_class": "usps_first_class", "standard_class": "usps_standard", "standard": "usps_standard"}
+
+
+class LobAdapter(Adapter):
+    """Create Lob postcards and letters for mailings."""
+
+    type = "lob"
+
+    class Settings(AdapterSettings):
+        """`[destinations.NAME]` keys for type = "lob"."""
+
+        api_key: Token
+        base_url: BaseURL = "https://api.lob.com"
+        kind: Literal["postcard", "letter"] | None = None
+        front_template: str | None = None
+        back_template: str | None = None
+        template: str | None = None
+        from_address: str | dict[str, Any] | None = None
+        size: str | None = None
+        mailing_class: str | None = None
+        use_type: Literal["marketing", "operational"] = "marketing"
+        color: bool = False
+        double_sided: bool | None = None
+        address_placement: Literal["top_first_page", "insert_blank_page", "bottom_first_page_center",
+                                   "bottom_first_page"] | None = None
+        merge_variables: dict[str, Any] = {}
+        description: str | None = None
+
+    settings: Settings
+
+    def secrets(self) -> Iterable[str]:
+        """The API key, and the Basic credential as it travels (base64)."""
+        basic = base64.b64encode(f"{self.settings.api_key}:".encode()).decode()
+        return [*super().secrets(), basic]
+
+    def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
+        """Lob pieces are made through the mailing path (`create_mailing`); a relay route to Lob is a config error."""
+        return Outcome.permanent(f"destination {self.name!r} (lob) only creates mailings: use it as a follow-up "
+                                 "`do`, a trigger's `provider` or in POST /v1/mailings, not in [[routes]]")
+
+    def mailing_defaults(self) -> dict[str, Any]:
+        """Settings that fill a mailing request's unset fields."""
+        s = self.settings
+        return {"front_template": s.front_template, "back_template": s.back_template, "template": s.template,
+                "from_address": s.from_address, "size": s.size, "mailing_class": s.mailing_class,
+                "description": s.description, "merge_variables": s.merge_variables}
+
+    def mailing_body(self, request: MailingRequest, mid: str) -> dict[str, Any]:
+        """The create JSON for a mailing (Lob field names)."""
+        s = self.settings
+        body: dict[str, Any] = {"to": address(request.to), "use_type": s.use_type,
+                                "description": (request.description or f"postrelay {mid}")[:255],
+                                "metadata": provider_metadata(request, mid)}
+        if request.merge_variables:
+            body["merge_variables"] = request.merge_variables
+        sender = request.from_
+        if sender is not None:
+            body["from"] = address(sender) if isinstance(sender, Address) else sender
+        if request.kind == "postcard":
+            body["front"], body["back"] = request.front_template, request.back_template
+            pair = size_pair(request.size) if request.size else None
+            if pair:
+                body["size"] = f"{pair[0]}x{pair[1]}"
+        else:
+            body["file"] = request.template
+            body["color"] = s.color
+            optional = {"double_sided": s.double_sided, "address_placement": s.address_placement}
+            body |= {k: v for k, v in optional.items() if v is not None}
+        if request.mailing_class:
+            body["mail_type"] = MAIL_TYPES.get(request.mailing_class, request.mailing_class)
+        if request.send_date:
+            body["send_date"] = request.send_date
+        return body
+
+    def _endpoint(self, kind: str) -> str:
+        return f"{self.settings.base_url.rstrip('/')}/v1/{kind}s"
+
+    def create_mailing(self, request: MailingRequest, mid: str) -> Outcome:
+        """POST the piece with `Idempotency-Key: <mailing id>`; 2xx -> ok with the `psc_…`/`ltr_…` id."""
+        response = self.call("POST", self._endpoint(request.kind), json=self.mailing_body(request, mid),
+                             headers={IDEMPOTENCY_HEADER: mid}, auth=(self.settings.api_key, ""))
+        if isinstance(response, Outcome):
+            return scrub(response, list(self.secrets()))
+        if not response.is_success:
+            return scrub(refused(response), list(self.secrets()))
+        piece_id = str(json_object(response).get("id") or "")
+        if not piece_id:
+            return scrub(Outcome.permanent(f"created but no id in the answer: {excerpt(response)}",
+                                           http_status=response.status_code), list(self.secrets()))
+        return Outcome.success(remote_id=piece_id, http_status=response.status_code)
+
+    def find_mailing(self, request: MailingRequest, mid: str) -> str | Outcome | None:
+        """A piece whose `metadata.postrelay_mailing` is `mid`, else None."""
+        response = self.call("GET", self._endpoint(request.kind), auth=(self.settings.api_key, ""),
+                             params={"metadata[postrelay_mailing]": mid, "limit": 10})
+        if isinstance(response, Outcome) or not response.is_success:
+            failed = lookup_failed(response if isinstance(response, Outcome) else refused(response))
+            return scrub(failed, list(self.secrets())) if failed else None
+        for piece in json_object(response).get("data") or []:
+            metadata = piece.get("metadata") if isinstance(piece, dict) else None
+            if isinstance(metadata, dict) and metadata.get("postrelay_mailing") == mid and piece.get("id"):
+                return str(piece["id"])
+        return None
+
+
+def address(a: Address) -> dict[str, Any]:
+    """A Lob inline address from a canonical address."""
+    fields = {"name": a.name, "company": a.company, "address_line1": a.address_line1,
+              "address_line2": a.address_line2, "address_city": a.city, "address_state": a.region,
+              "address_zip": a.postal_code, "address_country": a.country, "email": a.email, "phone": a.phone}
+    return {k: v for k, v in fields.items() if v}

@@ -1,0 +1,170 @@
+"""`POST /v1/mailings`, `GET /v1/mailings`, `GET /v1/mailings/{id}`: mail a postcard or letter, see how it went.
+
+The request is validated and completed with the provider destination's defaults here, then stored by one
+Redis script (`postrelay.stores.mailings.acreate`) keyed by its Idempotency-Key: the answer `202` means it is
+stored and a worker will create the piece. The same key always names the same mailing (and the same
+provider Idempotency-Key), so no retry, crash or restart can mail a second piece.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import redis.exceptions
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from adapters import adapter_class
+from postrelay.mailing import MAILER_TYPES, STATUSES, MailingRequest, mailing_id
+from postrelay.stores import mailings as store
+from postrelay.timeline import read_piece
+from receiver.auth import bearer
+from receiver.body import receive_body
+from receiver.errors import HTTPError, bad_request
+from receiver.providers.base import parse_json
+
+if TYPE_CHECKING:
+    from receiver.app import Receiver
+
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
+                redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError, OSError)
+
+
+def validation_detail(exc: ValidationError) -> str:
+    """The first few pydantic errors as `field.path: message`."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after[_named(), Address]",))
+        parts.append(f"{loc or 'body'}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+class Mailings:
+    """The mailing endpoints of one receiver, and `submit`, which triggers share."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+        self._defaults: dict[str, dict[str, Any]] = {}
+
+    def routes(self) -> list[Route]:
+        """The Starlette routes."""
+        return [Route("/v1/mailings", self.create, methods=["POST"]),
+                Route("/v1/mailings", self.listing, methods=["GET"]),
+                Route("/v1/mailings/{mailing_id}", self.show, methods=["GET"])]
+
+    def provider_defaults(self, name: str) -> tuple[str, dict[str, Any]]:
+        """(destination type, defaults) of a mailer destination; 400 when `name` is not one."""
+        dest = self.receiver.config.destinations.get(name)
+        if dest is None or dest.type not in MAILER_TYPES:
+            mailers = sorted(n for n, d in self.receiver.config.destinations.items() if d.type in MAILER_TYPES)
+            raise bad_request("unknown_provider", f"provider {name!r} is not a destination of type postgrid or lob; "
+                              f"configured: {', '.join(mailers) or 'none'}")
+        if name not in self._defaults:
+            cls = adapter_class(dest.type)
+            try:
+                settings = cls.Settings.model_validate(dest.settings)
+            except ValidationError as exc:
+                raise HTTPError(400, "provider_misconfigured",
+                                f"destinations.{name}: {validation_detail(exc)}") from None
+            self._defaults[name] = cls(name, settings, None).mailing_defaults()  # type: ignore[arg-type, attr-defined]
+        return dest.type, self._defaults[name]
+
+    def complete(self, request: MailingRequest) -> tuple[str, MailingRequest]:
+        """The request with the destination's defaults; 400 naming what is still missing."""
+        ptype, defaults = self.provider_defaults(request.provider)
+        full = request.with_defaults(defaults)
+        missing = full.missing()
+        if missing:
+            raise bad_request("invalid_mailing", missing)
+        if full.link is not None:
+            raise bad_request("links_unavailable", "tracking links (issue 15) are not available in this version: "
+                              "omit `link`")
+        return ptype, full
+
+    async def submit(self, request: MailingRequest, scope: str, key: str, origin: str, *, trigger: str | None = None,
+                     dry_run: bool = False, cooldown: tuple[str, float] | None = None,
+                     source: dict[str, Any] | None = None, strict: bool = True) -> JSONResponse:
+        """Store a mailing (or find the one this key already made) and answer 202 (200 when cooling down)."""
+        ptype, full = self.complete(request)
+        mid = mailing_id(scope, key)
+        r = self.receiver
+        now = r.clock()
+        fields = store.new_fields(mid, full.as_json(), full.fingerprint(), origin, now, trigger=trigger,
+                                  dry_run=dry_run, source=source, provider_type=ptype)
+        fields["idempotency_key"] = key
+        try:
+            result = await store.acreate(r.redis, fields, now, r.config.mailings.retention, cooldown)
+        except REDIS_ERRORS as exc:
+            raise r._unavailable(exc) from None
+        if result["result"] == "cooldown":
+            return JSONResponse({"mailing_id": None, "status": "skipped", "reason": "cooldown",
+                                 "previous_mailing_id": result["other"]})
+        body: dict[str, Any] = {"mailing_id": mid, "status": "queued"}
+        if result["result"] == "existing":
+            if strict and result["fingerprint"] != fields["fingerprint"]:
+                raise HTTPError(409, "idempotency_conflict", "this Idempotency-Key was used for another request "
+                                f"(mailing {mid}); use a new key for a new mailing")
+            body.update(status=result["status"], replayed=True)
+        if dry_run:
+            body["dry_run"] = True
+        return JSONResponse(body, status_code=202)
+
+    async def create(self, request: Request) -> JSONResponse:
+        """POST /v1/mailings (operate token, Idempotency-Key required)."""
+        bearer(self.receiver.config.server, request.headers, "operate")
+        key = request.headers.get("idempotency-key", "").strip()
+        if not key:
+            raise bad_request("missing_idempotency_key", "send an Idempotency-Key header (any unique string, "
+                              "reused when retrying the same mailing)")
+        if not _KEY.match(key):
+            raise bad_request("invalid_idempotency_key", "Idempotency-Key: 1-255 printable ASCII characters, no spaces")
+        server = self.receiver.config.server
+        raw = await receive_body(request.receive, request.headers.get("content-length"), server.max_body_bytes,
+                                 self.receiver.body_deadlines)
+        data = parse_json(raw)
+        if not isinstance(data, dict):
+            raise bad_request("invalid_mailing", "the body must be a JSON object")
+        try:
+            mailing = MailingRequest.model_validate(data)
+        except ValidationError as exc:
+            raise bad_request("invalid_mailing", validation_detail(exc)) from None
+        return await self.submit(mailing, "api", key, "api")
+
+    async def show(self, request: Request) -> JSONResponse:
+        """GET /v1/mailings/{id}: status, the provider's piece id and reason, the piece's stage."""
+        bearer(self.receiver.config.server, request.headers, "read")
+        mid = request.path_params["mailing_id"]
+        r = self.receiver
+        try:
+            view = await store.aget(r.redis, mid)
+            if view is not None and view["piece_id"] and view["provider_type"]:
+                piece = await read_piece(r.pieces, view["provider_type"], view["piece_id"])
+                view["stage"] = piece.get("stage") if piece else None
+        except REDIS_ERRORS as exc:
+            raise r._unavailable(exc) from None
+        if view is None:
+            raise HTTPError(404, "mailing_not_found", f"no mailing {mid!r}")
+        return JSONResponse(view)
+
+    async def listing(self, request: Request) -> JSONResponse:
+        """GET /v1/mailings?status=&trigger=&limit=: the newest mailings first."""
+        bearer(self.receiver.config.server, request.headers, "read")
+        q = request.query_params
+        status = q.get("status") or None
+        if status is not None and status not in STATUSES:
+            raise bad_request("invalid_status", f"status must be one of {', '.join(STATUSES)}")
+        try:
+            limit = int(q.get("limit", "50"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 500:
+            raise bad_request("invalid_limit", "limit must be an integer from 1 to 500")
+        try:
+            rows = await store.alisting(self.receiver.redis, status, q.get("trigger") or None, limit)
+        except REDIS_ERRORS as exc:
+            raise self.receiver._unavailable(exc) from None
+        return JSONResponse({"mailings": rows})
