@@ -63,7 +63,7 @@ class Creator:
         head = self.rt.redis.zrange(store.DUE, 0, 0, withscores=True)
         if not head:
             return longest
-        return min(longest, max(0.01, head[0][1] - self.rt.clock()))
+        return min(longest, max(0.01, float(head[0][1]) - self.rt.clock()))
 
     def process(self, mid: str) -> str:
         """One attempt at one claimed mailing; returns its status afterwards."""
@@ -191,15 +191,3 @@ def is_mailer(rt: Runtime, destination: str) -> bool:
     """True when a destination creates mailings (postgrid, lob)."""
     dest = rt.config.destinations.get(destination)
     return dest is not None and dest.type in MAILER_TYPES
-
-
-def _creator_loop(rt: Runtime):  # type: ignore[no-untyped-def]
-    return Creator(rt).tick
-
-
-def register() -> None:
-    """Plug the creator loop into the worker process."""
-    from workers import worker
-
-    if not any(name == "mailings" for name, *_ in worker.LOOPS):
-        worker.LOOPS.append(("mailings", _creator_loop, 1.0))

@@ -37,7 +37,7 @@ def detail(view: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _client(config_path: str | None):  # type: ignore[no-untyped-def]
+def _client(config_path: str | None):
     from postrelay.redis_url import sync_client
 
     config = operator_config(config_path)

@@ -25,6 +25,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from postrelay import keys
+from postrelay.replies import members, text, text_map
 from postrelay.scripts import lua
 
 DUE = keys.MAILINGS_DUE
@@ -124,7 +125,7 @@ def get(client: Redis, mid: str) -> dict[str, Any] | None:
 
 async def aget(client: AsyncRedis, mid: str) -> dict[str, Any] | None:
     """`get` on an asyncio client."""
-    return decode(await client.hgetall(record_key(mid)))  # type: ignore[misc]
+    return decode(await client.hgetall(record_key(mid)))
 
 
 def _filter(views: list[dict[str, Any] | None], status: str | None, trigger: str | None,
@@ -136,7 +137,7 @@ def _filter(views: list[dict[str, Any] | None], status: str | None, trigger: str
 def listing(client: Redis, status: str | None = None, trigger: str | None = None,
             limit: int = 50, scan: int = 2000) -> list[dict[str, Any]]:
     """The newest mailings first, optionally only one status or trigger (among the newest `scan`)."""
-    ids = [i.decode() for i in client.zrevrange(INDEX, 0, scan - 1)]
+    ids = members(client.zrevrange(INDEX, 0, scan - 1))
     pipe = client.pipeline(transaction=False)
     for mid in ids:
         pipe.hgetall(record_key(mid))
@@ -146,7 +147,7 @@ def listing(client: Redis, status: str | None = None, trigger: str | None = None
 async def alisting(client: AsyncRedis, status: str | None = None, trigger: str | None = None,
                    limit: int = 50, scan: int = 2000) -> list[dict[str, Any]]:
     """`listing` on an asyncio client."""
-    ids = [i.decode() for i in await client.zrevrange(INDEX, 0, scan - 1)]
+    ids = members(await client.zrevrange(INDEX, 0, scan - 1))
     pipe = client.pipeline(transaction=False)
     for mid in ids:
         pipe.hgetall(record_key(mid))
@@ -168,7 +169,7 @@ def claim(client: Redis, now: float, lease: float, limit: int = 10) -> list[str]
 
 def raw_record(client: Redis, mid: str) -> dict[str, str]:
     """The record's fields as strings ({} when it expired)."""
-    return {k.decode(): v.decode() for k, v in client.hgetall(record_key(mid)).items()}
+    return text_map(client.hgetall(record_key(mid)))
 
 
 def update(client: Redis, mid: str, fields: dict[str, Any], due: float | None = None,
@@ -193,7 +194,7 @@ def release(client: Redis, mid: str, trigger: str | None) -> bool:
     day = client.hget(record_key(mid), "cap_day")
     if not day:
         return False
-    day = day.decode()
+    day = text(day)
     return bool(lua("mailing_release")(client, [keys.mailing(mid), cap_key(day), cap_key(day, trigger or None)],
                                        ["1" if trigger else "0"]))
 
