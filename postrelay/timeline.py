@@ -1,13 +1,19 @@
-"""Each mailpiece's current stage and full timeline, in Redis.
+"""Each mailpiece's current stage and full timeline, in Redis: one compact hash per piece.
 
-The worker applies events with one atomic script per event: idempotent (an event id already in the
-timeline changes nothing), monotonic (the stage only moves forward by lifecycle rank) and sticky for
-terminal stages. The stored event JSON carries the stage the piece reached with it.
+The worker applies events with one atomic script per event: idempotent (an event already recorded changes
+nothing), monotonic (the stage only moves forward by lifecycle rank) and sticky for terminal stages. Each event
+record keeps the stage the piece reached with it. The layout (`postrelay.stores.piece_codec`) stores the
+recipient and the piece's attributes once per piece and a ≤ 63-byte record per event, so the hash keeps Redis'
+listpack encoding; the events are rebuilt exactly (the read API's JSON is what the first layout answered).
 
-The piece hash also keeps the piece's attributes (`postrelay.events.PIECE_ATTRS`: kind, country, campaign,
-mailing class, tracking number, recipient), each the last non-empty value an event sent; the script returns them
-and the writer attaches them to the event (`CanonicalEvent.with_piece`), so a route or follow-up filter on
-`country` matches a QR visit or a cancellation that carries no address.
+The script returns the piece's attributes (`postrelay.events.PIECE_ATTRS`: the last non-empty value an event
+sent, from the most recently used piece parts) and the writer attaches them to the event
+(`CanonicalEvent.with_piece`), so a route or follow-up filter on `country` matches a QR visit or a
+cancellation that carries no address.
+
+A piece still in the first layout (`postrelay.timeline_legacy`, before `postrelay migrate` reached it) is moved
+to this one when an event for it arrives (`postrelay.stores.migrate.migrate_piece`, atomic), then the event is
+applied; the readers accept both layouts.
 
 Every key a script call touches belongs to one mailpiece (one hash tag, one Redis Cluster slot), so the
 store may be a Redis Cluster (`[server] redis_url = "redis+cluster://…"`): a batch is then one cluster
@@ -16,7 +22,6 @@ pipeline, which sends each node its pieces' calls in order, in parallel.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,80 +32,109 @@ from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from postrelay import keys
-from postrelay.events import PIECE_ATTRS, RANK, TERMINAL, CanonicalEvent, EventType
+from postrelay.events import RANK, TERMINAL, CanonicalEvent, EventType
 from postrelay.redis_url import is_cluster
+from postrelay.stores import piece_codec as codec
+from postrelay.timeline_legacy import legacy_view
 
-# Piece hash field of each attribute: `kind` and `country` (read API) keep their names, the others their path.
-_HASH_FIELD = {path: path.removeprefix("mailpiece.") if path in ("mailpiece.kind", "mailpiece.country") else path
-               for path in PIECE_ATTRS}
-_LUA_FIELDS = ", ".join(f"'{f}'" for f in _HASH_FIELD.values())
+LEGACY = -1  # the script's answer for a piece still in the first layout
 
-# KEYS: piece hash, timeline zset, events hash, types set
-# ARGV: event id, occurred_at epoch, type, rank, terminal(0/1), json head, json tail, kind, country,
-#       occurred_at iso, retention seconds, then (hash field, value) pairs of the event's other piece attributes
-# Returns {applied 0/1, stage, piece attribute values (in PIECE_ATTRS order; false = none)}.
-_APPLY = """
-local fields = {""" + _LUA_FIELDS + """}
-local existing = redis.call('HGET', KEYS[3], ARGV[1])
-if existing then
-  return {0, redis.call('HGET', KEYS[1], 'stage') or '', redis.call('HMGET', KEYS[1], unpack(fields))}
+_RANKS = ", ".join(f"{codec.CODE[t.value]}={r}" for t, r in RANK.items())
+_TERMINAL = ", ".join(f"{codec.CODE[t.value]}=true" for t in TERMINAL)
+
+_C = str(codec.CHUNK)
+# Lua helpers over the piece hash P: values split into ≤ 63-byte chunks (`f`, `f.1`, …) and deduplicated blobs.
+CHUNKS_LUA = """
+local function get(P, f)
+  local v = redis.call('HGET', P, f)
+  if not v then return nil end
+  local parts, j = {v}, 1
+  while true do
+    local c = redis.call('HGET', P, f .. '.' .. j)
+    if not c then break end
+    parts[#parts + 1] = c
+    j = j + 1
+  end
+  return table.concat(parts)
 end
-local stage = redis.call('HGET', KEYS[1], 'stage')
-local stage_rank = tonumber(redis.call('HGET', KEYS[1], 'stage_rank') or '0')
-local stage_terminal = redis.call('HGET', KEYS[1], 'stage_terminal') == '1'
-local rank = tonumber(ARGV[4])
-if (not stage_terminal) and rank > stage_rank then
-  stage = ARGV[3]
-  redis.call('HSET', KEYS[1], 'stage', stage, 'stage_rank', rank, 'stage_terminal', ARGV[5], 'stage_at', ARGV[10])
+local function put(P, f, v)
+  redis.call('HSET', P, f, string.sub(v, 1, """ + _C + """))
+  local j = 1
+  while j * """ + _C + """ < #v do
+    redis.call('HSET', P, f .. '.' .. j, string.sub(v, j * """ + _C + """ + 1, (j + 1) * """ + _C + """))
+    j = j + 1
+  end
 end
-if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'kind', ARGV[8]) end
-if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'country', ARGV[9]) end
-for i = 12, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('HSETNX', KEYS[1], 'first_seen', ARGV[10])
-local stage_json = 'null'
-if stage then stage_json = '"' .. stage .. '"' end
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[6] .. stage_json .. ARGV[7])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('SADD', KEYS[4], ARGV[3])
-local ttl = tonumber(ARGV[11])
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
-  redis.call('EXPIRE', KEYS[3], ttl)
-  redis.call('EXPIRE', KEYS[4], ttl)
+local function blob(P, v)
+  local i = 0
+  while true do
+    local have = get(P, '_' .. i)
+    if not have then put(P, '_' .. i, v) return tostring(i) end
+    if have == v then return tostring(i) end
+    i = i + 1
+  end
 end
-return {1, stage or '', redis.call('HMGET', KEYS[1], unpack(fields))}
 """
-_SENTINEL = '"stage":"__postrelay_stage__"'
+
+# KEYS: piece hash, then the first layout's timeline, events and types keys (a piece still in it answers -1)
+# ARGV: 1 record field (12 hex), 2 type code, 3 rank, 4 stage time code (occurred), 5 whole (1/0), 6 piece part
+#       (or the whole event JSON), 7 metadata.postrelay JSON ('' none), 8 record head, 9 record tail, 10 retention s
+# Returns {applied 0/1, stage code, the piece parts most recently used first}.
+_APPLY = CHUNKS_LUA + """
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-1} end
+local P = KEYS[1]
+local RANK = {""" + _RANKS + """}
+local TERMINAL = {""" + _TERMINAL + """}
+local function answer(applied)
+  local out = {applied, string.sub(redis.call('HGET', P, 's') or '-', 1, 1)}
+  for ref in string.gmatch(redis.call('HGET', P, 'u') or '', '[^,]+') do out[#out + 1] = get(P, '_' .. ref) end
+  return out
+end
+if redis.call('HEXISTS', P, ARGV[1]) == 1 then return answer(0) end
+local s = redis.call('HGET', P, 's')
+local stage = '-'
+if s then stage = string.sub(s, 1, 1) end
+local rank = tonumber(ARGV[3])
+if (not TERMINAL[stage]) and rank > (RANK[stage] or 0) then
+  stage = ARGV[2]
+  redis.call('HSET', P, 's', stage .. ARGV[4])
+end
+local types = redis.call('HGET', P, 't') or ''
+if not string.find(types, ARGV[2], 1, true) then redis.call('HSET', P, 't', types .. ARGV[2]) end
+local ref = blob(P, ARGV[6])
+if ARGV[5] == '1' then
+  put(P, ARGV[1], stage .. '!' .. ref)
+else
+  local pr = ''
+  if ARGV[7] ~= '' then pr = blob(P, ARGV[7]) end
+  put(P, ARGV[1], stage .. ARGV[8] .. ref .. ',' .. pr .. ARGV[9])
+end
+local used = ref
+for r in string.gmatch(redis.call('HGET', P, 'u') or '', '[^,]+') do
+  if r ~= ref then used = used .. ',' .. r end
+end
+redis.call('HSET', P, 'u', used)
+local ttl = tonumber(ARGV[10])
+if ttl > 0 then redis.call('EXPIRE', P, ttl) end
+return answer(1)
+"""
+
+
+def _keys(source: str, piece_id: str) -> list[str]:
+    return [keys.piece(source, piece_id), keys.piece_timeline(source, piece_id), keys.piece_events(source, piece_id),
+            keys.piece_types(source, piece_id)]
 
 
 def _apply_args(event: CanonicalEvent, retention: float) -> tuple[list[str], list[Any]]:
-    raw = event.model_copy(update={"stage": None}).model_dump_json()
-    head, sep, tail = raw.replace('"stage":null', _SENTINEL, 1).partition(_SENTINEL)
-    if not sep:
-        raise ValueError("serialized event has no stage field")
+    enc = codec.encode(event)
     etype = EventType(event.type)
-    src, pid = event.piece_key
-    extra: list[Any] = []
-    mp, rc = event.mailpiece, event.recipient
-    for path, value in (("mailpiece.campaign_id", mp.campaign_id), ("mailpiece.mailing_class", mp.mailing_class),
-                        ("mailpiece.tracking_number", mp.tracking_number)):
-        if value:
-            extra += (path, value)
-    for name, value in rc:
-        if value:
-            extra += (f"recipient.{name}", value)
-    return (
-        [keys.piece(src, pid), keys.piece_timeline(src, pid), keys.piece_events(src, pid), keys.piece_types(src, pid)],
-        [event.id, event.occurred_at.timestamp(), etype.value, RANK.get(etype, 0), int(etype in TERMINAL),
-         head + '"stage":', tail, mp.kind or "", mp.country or rc.country or "",
-         event.occurred_at.isoformat(), int(retention), *extra],
-    )
+    return (_keys(*event.piece_key),
+            [enc.eid, codec.CODE[etype.value], RANK.get(etype, 0), codec.time_code(event.occurred_at),
+             int(enc.whole), enc.part, enc.postrelay, enc.head, enc.tail, int(retention)])
 
 
-def _piece_attrs(values: Sequence[Any]) -> dict[str, str]:
-    return {path: v.decode() if isinstance(v, bytes) else str(v)
-            for path, v in zip(PIECE_ATTRS, values, strict=True) if v}
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class TimelineWriter:
@@ -117,19 +151,33 @@ class TimelineWriter:
         if not events:
             return []
         calls = [_apply_args(event, self.retention) for event in events]
-        if self.cluster:
-            results = self._apply_cluster(calls)
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for k, a in calls:
-                self._script(keys=k, args=a, client=pipe)
-            results = pipe.execute()
+        results = self._run(calls)
+        for _ in range(3):  # pieces still in the first layout: moved, then their events applied (in order)
+            legacy = [i for i, r in enumerate(results) if int(r[0]) == LEGACY]
+            if not legacy:
+                break
+            from postrelay.stores.migrate import migrate_piece
+
+            for piece in dict.fromkeys(events[i].piece_key for i in legacy):
+                migrate_piece(self.redis, *piece)
+            for i, answer in zip(legacy, self._run([calls[i] for i in legacy]), strict=True):
+                results[i] = answer
         out = []
-        for event, (_, stage, attrs) in zip(events, results, strict=True):
-            stage_s = stage.decode() if isinstance(stage, bytes) else stage
-            applied = event.model_copy(update={"stage": EventType(stage_s) if stage_s else None})
-            out.append(applied.with_piece(_piece_attrs(attrs)))
+        for event, answer in zip(events, results, strict=True):
+            if int(answer[0]) == LEGACY:
+                raise RuntimeError(f"mailpiece {event.piece_key} stays in the first layout")
+            stage = codec.stage_of(_text(answer[1]))
+            applied = event.model_copy(update={"stage": EventType(stage) if stage else None})
+            out.append(applied.with_piece(codec.merged_attrs([bytes(b) for b in answer[2:]])))
         return out
+
+    def _run(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        if self.cluster:
+            return self._apply_cluster(calls)
+        pipe = self.redis.pipeline(transaction=False)
+        for k, a in calls:
+            self._script(keys=k, args=a, client=pipe)
+        return pipe.execute()
 
     def _apply_cluster(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """One cluster pipeline of EVALSHA calls (each on one piece's slot); loads the script where missing.
@@ -164,18 +212,41 @@ async def read_piece(redis: AsyncRedis | AsyncRedisCluster, source: str, piece_i
     """The public view of a mailpiece: state plus events ordered by occurrence; None if unknown."""
     pipe = redis.pipeline(transaction=False)
     pipe.hgetall(keys.piece(source, piece_id))
-    pipe.zrange(keys.piece_timeline(source, piece_id), 0, -1)
-    state, ids = await pipe.execute()
+    pipe.exists(keys.piece_events(source, piece_id))
+    state, legacy = await pipe.execute()
     if not state:
         return None
+    if not legacy:
+        return codec.decode_piece(state, source, piece_id)
+    ids = await redis.zrange(keys.piece_timeline(source, piece_id), 0, -1)
     raw_events = await redis.hmget(keys.piece_events(source, piece_id), ids) if ids else []
-    state = {k.decode(): v.decode() for k, v in state.items()}
-    return {
-        "source": source,
-        "id": piece_id,
-        "kind": state.get("kind"),
-        "country": state.get("country"),
-        "stage": state.get("stage"),
-        "stage_at": state.get("stage_at"),
-        "events": [json.loads(r) for r in raw_events if r is not None],
-    }
+    return legacy_view(state, raw_events, source, piece_id)
+
+
+def load_piece(redis: Redis | RedisCluster, source: str, piece_id: str) -> dict[str, Any] | None:
+    """`read_piece` for sync callers (migration, tools, tests)."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.hgetall(keys.piece(source, piece_id))
+    pipe.exists(keys.piece_events(source, piece_id))
+    pipe.zrange(keys.piece_timeline(source, piece_id), 0, -1)
+    state, legacy, ids = pipe.execute()
+    if not state:
+        return None
+    if not legacy:
+        return codec.decode_piece(state, source, piece_id)
+    raw_events = redis.hmget(keys.piece_events(source, piece_id), ids) if ids else []
+    return legacy_view(state, raw_events, source, piece_id)
+
+
+def seen_types(redis: Redis | RedisCluster, pieces: Sequence[tuple[str, str]]) -> dict[tuple[str, str], set[str]]:
+    """The event types each piece had, in either layout (follow-up `unless`); one pipeline."""
+    pipe = redis.pipeline(transaction=False)
+    for src, pid in pieces:
+        pipe.hget(keys.piece(src, pid), "t")
+        pipe.smembers(keys.piece_types(src, pid))
+    answers = pipe.execute()
+    out = {}
+    for n, piece in enumerate(pieces):
+        codes, legacy = answers[2 * n], answers[2 * n + 1]
+        out[piece] = {codec.TYPE_OF[c] for c in _text(codes or b"") if c in codec.TYPE_OF} | {_text(t) for t in legacy}
+    return out
