@@ -184,3 +184,21 @@ def test_unreachable_cluster_keeps_ingest_and_fails_reads_and_readiness(redis_ur
     finally:
         svc.close()
     assert parse_config(data).server.split_stores
+
+
+def test_migrate_on_a_cluster_moves_every_node_s_pieces(cluster_url, redis_cluster):
+    from postrelay.stores.migrate import migrate
+    from postrelay.timeline import load_piece
+    from postrelay.timeline_legacy import LegacyTimelineWriter
+
+    client = sync_client(cluster_url, 5.0)
+    pieces = [f"ltr_mig_{i:03d}" for i in range(30)]
+    LegacyTimelineWriter(client, 3600).apply_many(
+        [e for pid in pieces for e in (event("mailed", piece=pid), event("in_transit", piece=pid))])
+    before = {pid: load_piece(client, "lob", pid) for pid in pieces}
+    assert sum(redis_cluster.dbsizes().values()) == 4 * len(pieces)
+    counts = migrate(client)
+    assert counts["migrated"] == len(pieces) and counts["left"] == 0
+    assert {pid: load_piece(client, "lob", pid) for pid in pieces} == before
+    assert sum(redis_cluster.dbsizes().values()) == len(pieces) + 1  # one hash per piece, and pr:migrate
+    client.close()
