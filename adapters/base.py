@@ -8,7 +8,6 @@ imports receiver or worker internals; the worker owns retries, dead letters and 
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
+from postrelay import backoff
 from postrelay.events import CanonicalEvent
 
 RETRYABLE_STATUS = frozenset({408, 425, 429}) | frozenset(range(500, 600))
@@ -145,18 +145,8 @@ class Adapter:
 
 
 def retry_after_seconds(response: httpx.Response, now: float | None = None) -> float | None:
-    """Parse `Retry-After` (seconds or an HTTP date) into seconds from now."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+    """Parse `Retry-After` (seconds, fractions kept, or an HTTP date) into seconds from now."""
+    return backoff.retry_after(response.headers.get("retry-after"), now)
 
 
 def excerpt(response: httpx.Response) -> str:

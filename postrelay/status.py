@@ -1,6 +1,6 @@
 """`postrelay status`: one screen on the whole system, read from Redis (no worker or receiver is asked).
 
-Ingest stream length and entries read but not yet acknowledged, delivery queue (ready and scheduled jobs),
+Ingest stream length and entries read but not yet acknowledged, deliveries (due now, due later, overdue),
 workers alive (heartbeat younger than `[server] worker_stale_after`), each destination's circuit and backlog,
 the dead-letter store, pending follow-ups and the next one due, and events processed in the last hour by
 type (from the dispatcher's per-minute counters, `postrelay.stats`). When the mailpieces live on another
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from postrelay import keys, stats
-from postrelay.stores import destinations
+from postrelay.stores import deliveries, destinations
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
@@ -84,6 +84,7 @@ def gather(rt: Runtime) -> dict[str, Any]:
     for item in (stream, dlq, fu_pending, fu_next, fu_overdue, beats, *res[7:]):
         if isinstance(item, Exception):
             raise item
+    due = deliveries.due_counts(r, now, deliveries.OVERDUE_AFTER)
     stale_after = rt.config.server.worker_stale_after
     ages = stats.heartbeat_ages(beats, now)
     alive = sorted((name for name, age in ages.items() if age <= stale_after), key=lambda n: ages[n])
@@ -98,8 +99,9 @@ def gather(rt: Runtime) -> dict[str, Any]:
         "redis": _mask(rt.config.server.queue_redis_url),
         "pieces": pieces_store(rt),
         "ingest": {"stream": int(stream), "pending": pending},
-        "deliveries": {"queued": int(rt.queue.count), "scheduled": int(rt.queue.scheduled_job_registry.count)},
-        "queue_depth": int(stream) + int(rt.queue.count),
+        "deliveries": {"queued": due["ready"], "scheduled": due["scheduled"], "overdue": due["overdue"],
+                       "oldest_overdue_s": due["oldest_overdue_s"]},
+        "queue_depth": int(stream) + due["ready"],
         "workers": {"alive": len(alive), "registered": len(ages), "stale_after": stale_after,
                     "newest_heartbeat_age": round(min(ages.values()), 1) if ages else None,
                     "alive_names": alive},
@@ -133,7 +135,9 @@ def render(s: dict[str, Any]) -> str:
         "",
         f"  ingest stream      {s['ingest']['stream']} entries ({s['ingest']['pending']} read, not yet acknowledged)",
         f"  delivery queue     {s['deliveries']['queued']} ready, {s['deliveries']['scheduled']} scheduled "
-        f"(retries and delayed)",
+        f"(retries and delayed), {s['deliveries']['overdue']} overdue"
+        + (f" (oldest {_ago(s['deliveries']['oldest_overdue_s'])} late: are workers running?)"
+           if s["deliveries"]["overdue"] else ""),
         f"  queue depth        {s['queue_depth']}",
         f"  workers            {workers}",
         f"  dead letters       {s['dlq']}" + ("  (postrelay dlq list)" if s["dlq"] else ""),

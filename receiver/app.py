@@ -23,6 +23,7 @@ from postrelay import keys
 from postrelay.config import KNOWN_SOURCES, Config
 from postrelay.redis_url import AsyncClient, async_client
 from postrelay.stats import heartbeat_ages
+from postrelay.stores.deliveries import OVERDUE_AFTER
 from postrelay.timeline import read_piece
 from receiver.auth import Principal, Role, bearer
 from receiver.body import Deadlines, receive_body
@@ -159,6 +160,8 @@ class Receiver:
         """GET /readyz: Redis answers, and the newest worker heartbeat is fresh (`[server] worker_stale_after`).
 
         No worker ever registered: ready (the `worker` check is skipped) unless `[server] require_worker`.
+        Deliveries due more than 30 s ago that no worker claimed (`deliveries`: delayed work running late)
+        fail the check too.
         A 503 body names the failed check(s) in `failed`. `?check=redis` checks only what ingest needs (Redis):
         load balancers use it, so receivers keep accepting (and queueing) events while workers are down.
         A separate mailpiece store (a Redis Cluster `redis_url` beside `queue_url`) is pinged too (`pieces`),
@@ -173,7 +176,8 @@ class Receiver:
             pipe = self.redis.pipeline(transaction=False)
             pipe.ping()
             pipe.hgetall(keys.WORKER_HEARTBEATS)
-            _, beats = await pipe.execute()
+            pipe.zcount(keys.DELIVERIES_DUE, "-inf", self.clock() - OVERDUE_AFTER)
+            _, beats, overdue = await pipe.execute()
         except (*REDIS_ERRORS, redis.exceptions.RedisError) as exc:
             return JSONResponse({"status": "unavailable", "redis": f"unreachable ({type(exc).__name__})",
                                  "failed": ["redis"]}, status_code=503, headers=unavailable)
@@ -200,6 +204,11 @@ class Receiver:
                         f"(limit {server.worker_stale_after:g} s)", failed=["worker"])
             return JSONResponse(body, status_code=503, headers=unavailable)
         body["worker"] = f"ok: {alive} alive, newest heartbeat {newest:.0f} s ago"
+        if overdue:
+            body.update(status="unavailable", failed=["deliveries"],
+                        deliveries=f"{overdue} overdue: due more than {OVERDUE_AFTER:g} s ago, not claimed by a worker")
+            return JSONResponse(body, status_code=503, headers=unavailable)
+        body["deliveries"] = "ok: none overdue"
         return JSONResponse(body)
 
     async def metrics(self, request: Request) -> Response:

@@ -22,7 +22,6 @@ earlier backfill, counts as a duplicate and is not queued again. Re-running a ba
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import random
 import sys
 import time
@@ -34,6 +33,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
+from postrelay import backoff
 from postrelay.config import LobSource, PostGridSource
 from postrelay.version import USER_AGENT
 from receiver.errors import HTTPError
@@ -115,8 +115,7 @@ class Fetcher:
             if attempt == self.max_attempts:
                 raise BackfillError(f"GET {url}: {problem}, gave up after {attempt} attempts")
             if wait is None:
-                backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-                wait = self.rng.uniform(backoff / 2, backoff)
+                wait = backoff.jittered(attempt, self.base_delay, self.max_delay, self.rng)
             self.counts.retries += 1
             await self.sleep(wait)
         raise AssertionError("unreachable")
@@ -124,22 +123,7 @@ class Fetcher:
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta seconds or an HTTP date), capped; None if absent/bad."""
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+    return backoff.retry_after(value, now, cap=MAX_RETRY_AFTER)
 
 
 class PostGridPager:

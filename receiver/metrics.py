@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 from postrelay import keys, stats
 from postrelay.config import KNOWN_SOURCES, Config
 from postrelay.stores import circuit as breaker
+from postrelay.stores.deliveries import OVERDUE_AFTER
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -147,8 +148,8 @@ async def read_redis_state(redis: Redis, config: Config, now: float) -> dict[str
     dests = list(config.destinations)
     pipe = redis.pipeline(transaction=False)
     pipe.xlen(keys.INGEST_STREAM)
-    pipe.llen(keys.RQ_QUEUE)
-    pipe.zcard(keys.RQ_SCHEDULED)
+    pipe.zcount(keys.DELIVERIES_DUE, "-inf", now)
+    pipe.zcount(keys.DELIVERIES_DUE, f"({now}", "+inf")
     pipe.hlen(keys.DLQ)
     pipe.zcard(keys.FOLLOWUPS_DUE)
     pipe.zcount(keys.FOLLOWUPS_DUE, "-inf", now)
@@ -158,7 +159,10 @@ async def read_redis_state(redis: Redis, config: Config, now: float) -> dict[str
         pipe.hgetall(stats.hist_key(name))
     for dest in dests:
         pipe.hmget(keys.circuit(dest), "state", "open_until")
+    pipe.zcount(keys.DELIVERIES_DUE, "-inf", now - OVERDUE_AFTER)
+    pipe.zrange(keys.DELIVERIES_DUE, 0, 0, withscores=True)
     res = await pipe.execute()
+    overdue_deliveries, head = res.pop(-2), res.pop(-1)
     stream, queued, scheduled, dlq, pending, overdue, beats, raw_stats = res[:8]
     hists = dict(zip(stats.HISTOGRAMS, res[8:8 + len(stats.HISTOGRAMS)], strict=True))
     circuits = {d: breaker.state_name(s, until, now) for d, (s, until) in
@@ -167,7 +171,8 @@ async def read_redis_state(redis: Redis, config: Config, now: float) -> dict[str
     return {"stream": int(stream), "queued": int(queued), "scheduled": int(scheduled), "dlq": int(dlq),
             "followups_pending": int(pending), "followups_overdue": int(overdue),
             "heartbeats": stats.heartbeat_ages(beats, now), "deliveries": deliveries, "events": events,
-            "histograms": hists, "circuits": circuits}
+            "histograms": hists, "circuits": circuits, "deliveries_overdue": int(overdue_deliveries),
+            "deliveries_oldest_due_age": max(0.0, now - head[0][1]) if head else 0.0}
 
 
 def redis_families(state: dict[str, Any], config: Config) -> list[Metric]:
@@ -176,12 +181,19 @@ def redis_families(state: dict[str, Any], config: Config) -> list[Metric]:
     ages = state["heartbeats"]
     out: list[Metric] = [
         _gauge("postrelay_redis_up", "1 when this receiver reached Redis for this scrape", 1),
-        _gauge("postrelay_queue_depth", "Work waiting: ingest stream entries plus queued delivery jobs",
+        _gauge("postrelay_queue_depth", "Work waiting: ingest stream entries plus deliveries due now",
                state["stream"] + state["queued"]),
         _gauge("postrelay_ingest_backlog", "Ingest stream entries not yet processed by a worker", state["stream"]),
-        _gauge("postrelay_deliveries_queued", "Delivery jobs ready to run", state["queued"]),
-        _gauge("postrelay_deliveries_scheduled", "Delivery jobs waiting for a later time (retries, circuit, rate)",
+        _gauge("postrelay_deliveries_queued", "Deliveries due now, not yet claimed by a worker", state["queued"]),
+        _gauge("postrelay_deliveries_scheduled",
+               "Deliveries due later (retries, circuit and rate-limit waits) or running under a worker's lease",
                state["scheduled"]),
+        _gauge("postrelay_deliveries_overdue",
+               f"Deliveries due more than {OVERDUE_AFTER:g} s ago and still not claimed by any worker",
+               state["deliveries_overdue"]),
+        _gauge("postrelay_deliveries_oldest_due_age_seconds",
+               "Seconds since the earliest due time in the delivery due-time set (0 when nothing is due)",
+               state["deliveries_oldest_due_age"]),
         _gauge("postrelay_dlq_size", "Dead-lettered deliveries stored", state["dlq"]),
         _gauge("postrelay_followups_pending", "Scheduled follow-ups not yet fired", state["followups_pending"]),
         _gauge("postrelay_followups_overdue", "Follow-ups past their due time, not yet claimed by a worker",

@@ -48,6 +48,7 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "postrelay_followup_lag_seconds": ("histogram", set()),
     "postrelay_http_requests_total": ("counter", {"path", "status"}),
     "postrelay_worker_heartbeat_age_seconds": ("gauge", set()),
+    "postrelay_deliveries_overdue": ("gauge", set()),
 }
 # Required alert -> the metric it must be built on.
 REQUIRED_ALERTS = {
@@ -57,6 +58,7 @@ REQUIRED_ALERTS = {
     "PostrelayFollowupLagHigh": "postrelay_followup_lag_seconds_bucket",
     "PostrelayWorkerHeartbeatStale": "postrelay_worker_heartbeat_age_seconds",
     "PostrelayQueueDepthGrowing": "postrelay_queue_depth",
+    "PostrelayDeliveriesOverdue": "postrelay_deliveries_overdue",
 }
 
 

@@ -1,7 +1,7 @@
 """The ingest-stream consumer: timeline first, then routing and follow-ups, then acknowledge.
 
 Entries are read with a consumer group. For a batch, the mailpiece timelines are updated (idempotent),
-every handler stages its durable effects (delivery records and RQ jobs, follow-up schedules) into one
+every handler stages its durable effects (delivery records, follow-up schedules) into one
 MULTI/EXEC transaction together with XACK+XDEL, so an entry is acknowledged exactly when its effects are
 stored. Entries of a consumer that died are reclaimed with XAUTOCLAIM after `claim_idle` seconds.
 """
@@ -12,8 +12,8 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import redis
 from pydantic import ValidationError
@@ -21,8 +21,9 @@ from redis.client import Pipeline
 
 from postrelay import keys, stats
 from postrelay.events import CanonicalEvent
+from postrelay.stores import deliveries
 from postrelay.timeline import TimelineWriter
-from workers.deliveries import run_or_submit, stage_batch, stage_local
+from workers.executor import DeliveryExecutor
 from workers.routing import destinations_for
 from workers.runtime import Runtime
 
@@ -37,38 +38,40 @@ class EventHandler(Protocol):
     work that needed the staged records to exist).
     """
 
-    def stage(self, pipe: Pipeline, events: Sequence[CanonicalEvent]) -> list[Any]:
-        """Add commands to `pipe`; return RQ enqueue data for jobs to create in the same transaction."""
+    def stage(self, pipe: Pipeline, events: Sequence[CanonicalEvent]) -> None:
+        """Add commands to `pipe` (run in the same transaction as the acknowledgement)."""
         ...
 
 
 class RelayHandler:
-    """Creates one delivery per (matching route destination, event).
+    """Creates one delivery per (matching route destination, event); they start right after the commit.
 
-    In a worker process (which has an executor) the deliveries start right after the commit in that same
-    process; elsewhere (burst mode, tests) they are batched into a few RQ jobs.
+    Each is recorded due at the lease deadline: this process hands it to its executor at once, and should it
+    die first, the delivery comes due for any worker when the lease runs out.
     """
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, submit: Callable[[str, str], None]) -> None:
         self.rt = rt
-        self._local: list[tuple[str, str]] = []
+        self.submit = submit
+        self._staged: list[tuple[str, str]] = []
 
-    def stage(self, pipe: Pipeline, events: Sequence[CanonicalEvent]) -> list[Any]:
+    def stage(self, pipe: Pipeline, events: Sequence[CanonicalEvent]) -> None:
         """Stage deliveries for every destination whose routes match."""
-        self._local = []
-        items = [(dest, event) for event in events for dest in destinations_for(event, self.rt.config.routes)]
-        if not items:
-            return []
-        if self.rt.executor is not None:
-            self._local = stage_local(pipe, self.rt, items)
-            return []
-        return stage_batch(pipe, self.rt, items)
+        now = self.rt.clock()
+        due = now + self.rt.config.delivery.lease
+        dumped: dict[str, str] = {}
+        self._staged = []
+        for event in events:
+            for dest in destinations_for(event, self.rt.config.routes):
+                if event.id not in dumped:
+                    dumped[event.id] = event.model_dump_json()
+                self._staged.append(deliveries.stage(pipe, dest, event, now=now, due=due, event_json=dumped[event.id]))
 
     def committed(self) -> None:
-        """Start the deliveries staged for this process's executor."""
-        started, self._local = self._local, []
+        """Start the deliveries just committed."""
+        started, self._staged = self._staged, []
         for key, seq in started:
-            run_or_submit(self.rt, key, seq)
+            self.submit(key, seq)
 
 
 def ensure_group(r: redis.Redis) -> None:
@@ -83,10 +86,11 @@ def ensure_group(r: redis.Redis) -> None:
 class Dispatcher:
     """Reads the ingest stream in batches and applies each entry exactly once in effect."""
 
-    def __init__(self, rt: Runtime, handlers: Sequence[EventHandler] | None = None, consumer: str | None = None,
-                 batch: int = 200, block_ms: int = 1000, claim_idle: float = 30.0) -> None:
+    def __init__(self, rt: Runtime, handlers: Sequence[EventHandler], executor: DeliveryExecutor,
+                 consumer: str | None = None, batch: int = 200, block_ms: int = 1000, claim_idle: float = 30.0) -> None:
         self.rt = rt
-        self.handlers = list(handlers) if handlers is not None else [RelayHandler(rt)]
+        self.handlers = list(handlers)
+        self.executor = executor
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
         self.batch = batch
         self.block_ms = block_ms
@@ -105,15 +109,13 @@ class Dispatcher:
     def run_once(self, block_ms: int | None = None) -> int:
         """Read one batch of new entries (waiting up to `block_ms`) and process it; returns entries handled.
 
-        With an executor, reads no more than it has room for: a backlog stays in the stream, where any
-        worker can take it, instead of piling up in this process.
+        Reads no more than the executor has room for: a backlog stays in the stream, where any worker can
+        take it, instead of piling up in this process.
         """
-        count = self.batch
-        if self.rt.executor is not None:
-            count = self.rt.executor.room(self.batch)
-            if count == 0:
-                self.rt.executor.wait_for_room(0.05)
-                return 0
+        count = self.executor.room(self.batch)
+        if count == 0:
+            self.executor.wait_for_room(0.05)
+            return 0
         resp = self.rt.redis.xreadgroup(keys.INGEST_GROUP, self.consumer, {keys.INGEST_STREAM: ">"},
                                         count=count, block=self.block_ms if block_ms is None else block_ms)
         if not resp:
@@ -135,11 +137,8 @@ class Dispatcher:
                 poison.append((entry_id, raw))
         applied = self.timeline.apply_many(events)
         pipe = r.pipeline(transaction=True)
-        jobs: list[Any] = []
         for handler in self.handlers:
-            jobs.extend(handler.stage(pipe, applied))
-        if jobs:
-            self.rt.queue.enqueue_many(jobs, pipeline=pipe)
+            handler.stage(pipe, applied)
         for entry_id, raw in poison:
             pipe.rpush(POISON, json.dumps({"entry": entry_id.decode(), "raw": raw.decode(errors="replace")}))
         stats.count_events(pipe, applied, self.rt.clock())  # per type: /metrics and `postrelay status`

@@ -1,12 +1,12 @@
 """Concurrent delivery attempts inside one worker process.
 
-RQ's SimpleWorker runs one job at a time and costs a few milliseconds of Redis bookkeeping per job (about
-220 no-op jobs/s here). To relay hundreds of events per second per worker, the dispatcher hands the relay
-deliveries it has just committed straight to this executor of its own process (retries and follow-ups come
-through RQ jobs): a bounded thread pool (HTTP calls and Redis round trips wait on I/O, not on the GIL).
+Every attempt runs here: the dispatcher hands the relay deliveries it has just committed straight to this
+executor of its own process, and the due-time loop (`workers.delivery.due`) hands it retries, follow-ups and
+recovered work. A bounded thread pool (HTTP calls and Redis round trips wait on I/O, not on the GIL); each
+thread stores its attempt's outcome itself, right after the destination answered (no completion queue).
 
-- `max_in_flight` bounds all attempts at once; a job blocks while the pool is full (backpressure: the RQ
-  worker takes no new job it cannot run).
+- `max_in_flight` bounds all attempts at once; `submit` blocks while the pool is full, and the due loop
+  claims no more than `free()` (backpressure: what this worker cannot run stays due for the others).
 - `per_destination` bounds one destination's attempts, so a destination that hangs holds at most that many
   threads (until its circuit opens) and the others keep flowing; attempts over the cap wait in a bounded
   per-destination line in memory and run as soon as one of its attempts finishes (the worker keeps their
@@ -15,9 +15,9 @@ through RQ jobs): a bounded thread pool (HTTP calls and Redis round trips wait o
   any worker can take it) instead of in memory or in RQ. A destination whose line is full holds the
   dispatcher back only while its line moves (its oldest waiting attempt started waiting less than `hold`
   seconds ago); a slow destination's line does not stop the others, its excess attempts are rescheduled.
-- Nothing is lost if the process dies: every delivery has a deadline in `pr:dlv:inflight` and a lock only
-  while it runs, and the reaper of any live worker re-queues deliveries whose deadline passed without a
-  running attempt.
+- Nothing is lost if the process dies: every delivery has a due score in `pr:dlv:inflight` (a lease
+  deadline while this process holds it) and a lock only while it runs; when the lease runs out, any live
+  worker's due loop claims it.
 """
 
 from __future__ import annotations
@@ -127,6 +127,12 @@ class DeliveryExecutor:
         with self._lock:
             self._running -= 1
             self._idle.notify_all()
+
+    def free(self) -> int:
+        """How many more attempts this executor could start now (running plus waiting under `max_in_flight`)."""
+        with self._lock:
+            waiting = sum(len(line) for line in self._waiting.values())
+            return max(0, self.max_in_flight - self._running - waiting)
 
     @property
     def in_flight(self) -> int:

@@ -8,9 +8,9 @@ duplicate or repeated trigger never schedules twice — and lives in Redis (it s
 - `pr:fu:fired:{id}` — set once it fired: it never fires or schedules again.
 The piece's event types (`unless` checks) are read from the mailpiece store (`rt.pieces`); when that is another
 Redis (a cluster) they are read before the schedule script and passed to it, and checked again when firing.
-Firing creates an ordinary (unordered) delivery to the rule's `do` destination, tagged with the rule name,
-so failures reuse the relay's retries and dead-letter store. A follow-up due while everything was down
-fires at the next poll after start-up, marked `late`.
+Firing creates an ordinary (unordered) delivery to the rule's `do` destination, tagged with the rule name and
+due at once (the worker's due-time loop runs it), so failures reuse the relay's retries and dead letters. A
+follow-up due while everything was down fires at the next poll after start-up, marked `late`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import json
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from redis.client import Pipeline
 
@@ -28,11 +27,11 @@ from postrelay.config import Config, FollowupConfig
 from postrelay.durations import Delay, parse_delay
 from postrelay.events import CanonicalEvent, EventType
 from postrelay.scripts import lua
+from postrelay.stores import deliveries
 from postrelay.stores import followups as followups_store
 from postrelay.stores.piece_codec import CODE
 from postrelay.timeline import seen_types
 from workers import calendar
-from workers.deliveries import stage_delivery
 from workers.routing import matches
 from workers.runtime import Runtime
 
@@ -82,7 +81,7 @@ class FollowupHandler:
         self.rt = rt
         self.rules = rt.config.followups
 
-    def stage(self, pipe: Pipeline, events: Sequence[CanonicalEvent]) -> list[Any]:
+    def stage(self, pipe: Pipeline, events: Sequence[CanonicalEvent]) -> None:
         """Add cancellations and schedules for `events` to the ack transaction."""
         planned: list[tuple[FollowupConfig, CanonicalEvent, str, datetime, bool]] = []
         for event in events:
@@ -98,7 +97,6 @@ class FollowupHandler:
         seen = self._seen_types([event for rule, event, *_ in planned if rule.unless])
         for rule, event, fid, due, estimated in planned:
             self._stage_schedule(pipe, rule, event, fid, due, estimated, seen.get(event.piece_key, []))
-        return []
 
     def _seen_types(self, events: Sequence[CanonicalEvent]) -> dict[tuple[str, str], list[str]]:
         """Each piece's event types, read from the mailpiece store when it is not the queue Redis (else {}:
@@ -187,10 +185,9 @@ class Scheduler:
         extra = {"followup": rule.name, "trigger_event_id": event.id, "trigger_type": event.type.value,
                  "estimated": bool(data["estimated"]), "late": now - due > LATE_AFTER,
                  "scheduled_for": data["scheduled_for"], "fired_at": datetime.fromtimestamp(now, UTC).isoformat()}
-        job = stage_delivery(pipe, rt, rule.do, event, tag=rule.name, extra=extra, ordered=False)
+        deliveries.stage(pipe, rule.do, event, now=now, due=now, tag=rule.name, extra=extra, ordered=False)
         pipe.set(fired_key(fid), json.dumps(extra), ex=int(rt.config.delivery.done_retention))
         stats.observe(pipe, "followup_lag", now - due)
-        rt.queue.enqueue_many([job], pipeline=pipe)
         pipe.execute()
         log.info("follow-up fired", extra={"followup": fid, "late": extra["late"], "event_id": event.id,
                                            "mailpiece_id": piece_id, "source": source, "destination": rule.do,

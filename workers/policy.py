@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from postrelay.backoff import jittered
 from postrelay.config import DeliveryConfig as RetrySettings
 
 
@@ -19,11 +20,13 @@ class Decision:
 
 def next_attempt(settings: RetrySettings, attempts: int, age: float, retry_after: float | None,
                  rng: random.Random | None = None) -> Decision:
-    """Decide what follows a transient failure after `attempts` attempts over `age` seconds."""
+    """Decide what follows a transient failure after `attempts` attempts over `age` seconds.
+
+    The delay is never shorter than `retry_after` (fractions kept).
+    """
     if attempts >= settings.max_attempts:
         return Decision(True, reason=f"gave up after {attempts} attempts")
-    backoff = min(settings.max_delay, settings.base_delay * (2 ** (attempts - 1)))
-    delay = (rng or random).uniform(backoff / 2, backoff)
+    delay = jittered(attempts, settings.base_delay, settings.max_delay, rng)
     if retry_after is not None:
         delay = max(delay, retry_after)
     if age + delay > settings.max_age:

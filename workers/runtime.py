@@ -1,11 +1,10 @@
-"""The worker process's shared objects: config, Redis, RQ queue, adapters, breaker, limiter, clock.
+"""The worker process's shared objects: config, Redis, adapters, breaker, limiter, clock.
 
-Two Redis clients: `redis` is the queue Redis (`[server] queue_url`, else `redis_url`: the ingest stream, RQ,
+Two Redis clients: `redis` is the queue Redis (`[server] queue_url`, else `redis_url`: the ingest stream,
 deliveries, follow-ups, DLQ, stats, heartbeats) and `pieces` the mailpiece store (`[server] redis_url`, which
 may be a Redis Cluster). Without a separate `queue_url` they are the same object.
 
-RQ job functions take only plain ids; they find everything else here. Tests build a Runtime directly
-with a controllable clock.
+Tests build a Runtime directly with a controllable clock.
 """
 
 from __future__ import annotations
@@ -18,22 +17,17 @@ from typing import Any
 import httpx
 from redis import Redis
 from redis.cluster import RedisCluster
-from rq import Queue
 
 from adapters import adapter_class
 from adapters.base import Adapter
 from adapters.client import relay_client
-from postrelay import keys
 from postrelay.config import Config
 from postrelay.stores.circuit import CircuitBreaker
-from workers.executor import DeliveryExecutor
 from workers.ratelimit import RateLimiter, parse_rate
-
-QUEUE_NAME = keys.RQ_QUEUE_NAME
 
 
 def connect_redis(url: str, timeout: float | None = None) -> Redis:
-    """A sync Redis client; no read timeout by default because RQ blocks on BLPOP for minutes."""
+    """A sync Redis client; no read timeout by default (the dispatcher blocks on XREADGROUP)."""
     from postrelay.redis_url import sync_client
 
     return sync_client(url, timeout)
@@ -65,7 +59,6 @@ class Runtime:
     client: httpx.Client | None = None
     adapters: dict[str, Adapter] = field(default_factory=dict)
     rates: dict[str, float] = field(default_factory=dict)
-    executor: DeliveryExecutor | None = None  # set by the worker process; None runs attempts inline
     pieces: Redis | RedisCluster | None = None  # the mailpiece store; None: the same as `redis`
 
     def __post_init__(self) -> None:
@@ -76,7 +69,6 @@ class Runtime:
         if not self.adapters:
             self.adapters = build_adapters(self.config, self.client)
         self.rates = {n: parse_rate(d.rate_limit) for n, d in self.config.destinations.items() if d.rate_limit}
-        self.queue = Queue(QUEUE_NAME, connection=self.redis)
         self.breaker = CircuitBreaker(self.redis, self.config.delivery)
         self.limiter = RateLimiter(self.redis)
 
@@ -86,23 +78,6 @@ class Runtime:
             self.client.close()
         if self.pieces is not None and self.pieces is not self.redis:
             self.pieces.close()
-
-
-_current: Runtime | None = None
-
-
-def install(runtime: Runtime) -> Runtime:
-    """Make `runtime` the one RQ jobs in this process use."""
-    global _current
-    _current = runtime
-    return runtime
-
-
-def current() -> Runtime:
-    """The installed runtime (RuntimeError if the worker did not install one)."""
-    if _current is None:
-        raise RuntimeError("no postrelay runtime installed in this process")
-    return _current
 
 
 def connect_pieces(config: Config, queue: Redis) -> Redis | RedisCluster:

@@ -1,11 +1,14 @@
-"""`postrelay worker`: the ingest dispatcher and housekeeping loops in threads, RQ's worker in the main thread.
+"""`postrelay worker`: one process, assembled in one place (`Worker`), with no child process.
 
-Loops (each in a daemon thread, each bounded by the stop event):
-- dispatcher: reads the ingest stream, reclaims entries of dead consumers every `reclaim_every` seconds;
-- housekeeping: heartbeat, re-enqueue deliveries whose lease expired (killed workers);
-- followups: fires follow-ups when due.
-RQ's SimpleWorker (no fork per job: about twice the throughput of the forking worker) runs delivery jobs, with
-its scheduler for delayed retries.
+Threads, each stopped by the stop event and each backing off on errors (0.1 s doubling to 5 s, logged once
+per outage, not per try — a full or loading Redis answers PING but refuses writes, and must not be spun on):
+- dispatcher: reads the ingest stream (no more than the executor has room for) and reclaims entries of dead
+  consumers every `claim_idle / 2` seconds;
+- due: claims deliveries whose due time has come — retries, circuit and rate-limit waits, re-queues at a
+  destination's concurrency cap, replays, work of killed workers (`workers.delivery.due`);
+- followups: fires follow-ups when due;
+- housekeeping: the heartbeat, and fresh lease deadlines for attempts waiting in the executor.
+Every attempt runs in the executor's thread pool (`workers.executor`) through `workers.delivery.attempt`.
 """
 
 from __future__ import annotations
@@ -19,45 +22,24 @@ import time
 from collections.abc import Callable
 
 import redis
-from rq import SimpleWorker
 
 from postrelay import keys
+from postrelay.backoff import Backoff
 from postrelay.config import Config
-from workers import deliveries, runtime
-from workers.dispatcher import Dispatcher, EventHandler, RelayHandler
+from postrelay.outage import is_outage
+from postrelay.stores import deliveries
+from workers import runtime
+from workers.delivery import attempt
+from workers.delivery.due import DueLoop, keep_alive
+from workers.dispatcher import Dispatcher, RelayHandler
 from workers.executor import DeliveryExecutor
 from workers.followups import FollowupHandler, Scheduler
 from workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.worker")
-HEARTBEAT_EVERY = 5.0
-
-
-
-def _periodic(stop: threading.Event, name: str, fn: Callable[[], object], interval: float) -> None:
-    """Run `fn` every `interval` seconds; a loop whose `fn` returns a float sleeps that long instead."""
-    while not stop.is_set():
-        wait = interval
-        try:
-            result = fn()
-            if isinstance(result, float):
-                wait = min(interval, result)
-        except Exception:
-            log.exception("%s loop failed; retrying in %.0f s", name, interval)
-        stop.wait(wait)
-
-
-def _dispatch_loop(stop: threading.Event, dispatcher: Dispatcher, reclaim_every: float) -> None:
-    last_reclaim = 0.0
-    while not stop.is_set():
-        try:
-            if time.monotonic() - last_reclaim > reclaim_every:
-                dispatcher.reclaim()
-                last_reclaim = time.monotonic()
-            dispatcher.run_once()
-        except Exception:
-            log.exception("dispatcher failed; retrying in 1 s")
-            stop.wait(1.0)
+HEARTBEAT_EVERY = 2.0
+BUSY_RETRY = 1.0  # a delivery whose destination has its cap of attempts waiting is due again after this
+LOG_AGAIN_AFTER = 30.0  # a loop that keeps failing says so again after this many seconds
 
 
 def heartbeat(rt: Runtime, name: str) -> None:
@@ -72,79 +54,128 @@ def prune_heartbeats(rt: Runtime, older_than: float = 86400.0) -> int:
     return int(rt.redis.hdel(keys.WORKER_HEARTBEATS, *gone)) if gone else 0
 
 
-def start_background(rt: Runtime, stop: threading.Event, claim_idle: float = 30.0) -> list[threading.Thread]:
-    """Start the dispatcher, housekeeping and registered loops; returns their threads."""
-    name = f"{socket.gethostname()}:{os.getpid()}"
-    handlers: list[EventHandler] = [RelayHandler(rt), FollowupHandler(rt)]
-    dispatcher = Dispatcher(rt, handlers, consumer=name, claim_idle=claim_idle)
-    prune_heartbeats(rt)
+def run_loop(stop: threading.Event, name: str, step: Callable[[], object], interval: float,
+             backoff: Backoff | None = None) -> None:
+    """Call `step` until `stop`; sleep `interval` between calls (or the float `step` returns, if shorter).
 
-    def housekeeping() -> None:
-        heartbeat(rt, name)
-        if rt.executor is not None:
-            deliveries.keep_alive(rt, rt.executor.held())
-        deliveries.reap(rt)
+    A failing step waits `backoff` (doubling up to its ceiling) and is logged when it starts failing, every
+    `LOG_AGAIN_AFTER` seconds while it keeps failing, and when it recovers.
+    """
+    backoff = backoff or Backoff(0.1, 5.0)
+    failing_since: float | None = None
+    last_log = 0.0
+    while not stop.is_set():
+        try:
+            result = step()
+        except Exception as exc:
+            now = time.monotonic()
+            delay = backoff.next()
+            if failing_since is None or now - last_log >= LOG_AGAIN_AFTER:
+                outage = isinstance(exc, redis.RedisError) and is_outage(exc)
+                since = "" if failing_since is None else f" (failing for {now - failing_since:.0f} s)"
+                log.warning("%s loop: %s: %s%s; retrying with backoff up to %.0f s", name, type(exc).__name__,
+                            str(exc)[:120], since, backoff.ceiling, exc_info=not outage)
+                last_log = now
+                failing_since = failing_since or now
+            stop.wait(delay)
+            continue
+        if failing_since is not None:
+            log.warning("%s loop recovered after %.1f s", name, time.monotonic() - failing_since)
+            failing_since = None
+        backoff.reset()
+        wait = min(interval, result) if isinstance(result, float) else interval
+        if wait > 0:
+            stop.wait(wait)
 
-    threads = [
-        threading.Thread(target=_dispatch_loop, args=(stop, dispatcher, max(1.0, claim_idle / 2)),
-                         name="dispatcher", daemon=True),
-        threading.Thread(target=_periodic, args=(stop, "housekeeping", housekeeping, 2.0),
-                         name="housekeeping", daemon=True),
-    ]
-    threads.append(threading.Thread(target=_periodic, args=(stop, "followups", Scheduler(rt).tick, 1.0),
-                                    name="followups", daemon=True))
-    for t in threads:
-        t.start()
-    return threads
+
+class Worker:
+    """One worker process's parts, wired explicitly: executor, dispatcher and its handlers, loops."""
+
+    def __init__(self, rt: Runtime, name: str | None = None, claim_idle: float = 30.0) -> None:
+        self.rt = rt
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.claim_idle = claim_idle
+        d = rt.config.delivery
+        self.executor = DeliveryExecutor(self.run_attempt, d.concurrency, d.per_destination_concurrency)
+        self.dispatcher = Dispatcher(rt, [RelayHandler(rt, self.submit), FollowupHandler(rt)], self.executor,
+                                     consumer=self.name, claim_idle=claim_idle)
+        self.due = DueLoop(rt, self.submit, self.executor.free)
+        self.followups = Scheduler(rt)
+        self._last_reclaim = 0.0
+
+    def run_attempt(self, key: str, seq: str) -> str:
+        """The executor's job: one attempt (the one entry point, `workers.delivery.attempt`)."""
+        return attempt(self.rt, key, seq, self.submit)
+
+    def submit(self, key: str, seq: str) -> None:
+        """Hand a delivery to the executor; at its destination's cap it is made due again in `BUSY_RETRY` s."""
+        try:
+            accepted = self.executor.submit(deliveries.split_key(key)[0], key, seq)
+        except RuntimeError:  # shutting down: its lease deadline brings it back for any worker
+            return
+        if not accepted:
+            deliveries.schedule(self.rt.redis, key, self.rt.clock() + BUSY_RETRY)
+
+    def dispatch_step(self) -> float:
+        """Reclaim dead consumers' entries now and then, then read and process one batch."""
+        if time.monotonic() - self._last_reclaim > max(1.0, self.claim_idle / 2):
+            self.dispatcher.reclaim()
+            self._last_reclaim = time.monotonic()
+        self.dispatcher.run_once()
+        return 0.0
+
+    def housekeeping(self) -> None:
+        """Heartbeat; keep the lease deadlines of attempts waiting in the executor's lines fresh."""
+        heartbeat(self.rt, self.name)
+        keep_alive(self.rt, self.executor.held())
+
+    def start(self, stop: threading.Event) -> list[threading.Thread]:
+        """Start every loop in its own daemon thread."""
+        prune_heartbeats(self.rt)
+        self.rt.redis.delete(keys.DELIVERY_JOBS)  # left by versions that ran deliveries as RQ jobs
+        loops: list[tuple[str, Callable[[], object], float]] = [
+            ("dispatcher", self.dispatch_step, 0.0), ("due", self.due.tick, 0.5),
+            ("followups", self.followups.tick, 1.0), ("housekeeping", self.housekeeping, HEARTBEAT_EVERY)]
+        threads = [threading.Thread(target=run_loop, args=(stop, name, step, interval), name=name, daemon=True)
+                   for name, step, interval in loops]
+        for t in threads:
+            t.start()
+        return threads
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Run everything there is to do now, until a round finds nothing (`--burst`, and the tests)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            moved = self.dispatcher.run_once(block_ms=1) + self.due.run_once() + self.followups.run_once()
+            if not self.executor.wait_idle(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError("delivery attempts still running after the drain timeout")
+            if moved == 0 and not self.executor.held():
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("work kept coming until the drain timeout")
+
+    def shutdown(self, timeout: float) -> None:
+        """Let running attempts finish (up to `timeout`); waiting ones come back through their leases."""
+        self.executor.shutdown(timeout=timeout)
 
 
 def run_worker(config: Config, burst: bool = False) -> None:
-    """Run until SIGINT/SIGTERM: background loops plus the RQ worker for deliveries."""
-    rt = runtime.install(runtime.from_config(config))
-    if not burst:
-        rt.executor = DeliveryExecutor(lambda key, seq: deliveries.attempt(rt, key, seq),
-                                       config.delivery.concurrency, config.delivery.per_destination_concurrency)
+    """Run until SIGINT/SIGTERM (or, with `burst`, until nothing is left to do now)."""
+    rt = runtime.from_config(config)
+    worker = Worker(rt, claim_idle=float(os.environ.get("POSTRELAY_CLAIM_IDLE", "30")))
     stop = threading.Event()
-    threads = start_background(rt, stop, claim_idle=float(os.environ.get("POSTRELAY_CLAIM_IDLE", "30")))
     try:
-        _work(rt, burst)
-    finally:
-        if rt.executor is not None:
-            rt.executor.shutdown(timeout=config.delivery.lease)
-        stop.set()
+        if burst:
+            worker.drain(timeout=max(60.0, 4 * config.delivery.lease))
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        threads = worker.start(stop)
+        while not stop.wait(1.0):
+            pass
+        worker.shutdown(timeout=config.delivery.lease)
         for t in threads:
             t.join(timeout=5)
+    finally:
+        stop.set()
         rt.close()
-
-
-def _stop_requested(worker: SimpleWorker) -> bool:
-    return bool(worker._stop_requested or worker._shutdown_requested_date is not None)
-
-
-def _work(rt: Runtime, burst: bool) -> None:
-    """RQ's work loop, started again after a Redis outage until SIGTERM/SIGINT (or an empty queue in burst mode).
-
-    RQ's worker quits its loop (and `work()` returns normally) on a Redis error outside its dequeue call, e.g.
-    while Redis restarts; the process would then exit 0, which `Restart=on-failure` never restarts.
-    """
-    stopping = threading.Event()
-    while True:
-        worker = SimpleWorker([rt.queue], connection=rt.redis, job_monitoring_interval=10)
-        worker.max_connection_wait_time = 5.0  # RQ backs off up to 60 s between reconnects by default
-        try:
-            worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
-        except redis.RedisError as exc:  # its teardown could not reach Redis either
-            log.warning("RQ worker teardown failed: %s", type(exc).__name__)
-        if burst or _stop_requested(worker):
-            return
-        log.error("RQ worker loop ended unexpectedly (Redis outage?); restarting it once Redis answers")
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stopping.set())
-        while not stopping.is_set():
-            try:
-                rt.redis.ping()
-                break
-            except redis.RedisError:
-                stopping.wait(0.5)
-        if stopping.is_set():
-            return

@@ -24,7 +24,7 @@ from bench.payloads import RequestSet, body_for, write_requests
 from bench.report import Row, at_most
 from bench.stats import summarize
 
-QUEUE = "rq:queue:postrelay"
+DUE = "pr:dlv:inflight"  # deliveries not finished yet (postrelay.keys.DELIVERIES_DUE)
 STREAM = "pr:{in}:stream"
 P50_TARGET_MS, P99_TARGET_MS = 50.0, 250.0
 TARGET_RATE = 500  # the targets are stated at 500 events/s
@@ -46,7 +46,7 @@ def wait_idle(ctx: Context, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     quiet = 0
     while time.monotonic() < deadline and quiet < 3:
-        quiet = quiet + 1 if not r.xlen(STREAM) and not r.llen(QUEUE) else 0
+        quiet = quiet + 1 if not r.xlen(STREAM) and not r.zcard(DUE) else 0
         time.sleep(0.1)
 
 

@@ -30,6 +30,8 @@ from postrelay import keys
 from postrelay.events import CanonicalEvent
 
 DUE = keys.DELIVERIES_DUE
+# Due this long ago and still not claimed: no worker is running delayed work on time (/metrics, /readyz, status).
+OVERDUE_AFTER = 30.0
 
 
 def delivery_key(dest: str, event_id: str, tag: str = "") -> str:

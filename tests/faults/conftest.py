@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 
+from postrelay import keys
 from postrelay.timeline import load_piece
 from tests.support.load import Outgoing, Secrets, SendResult
 from tests.support.processes import ReceiverProcess, WorkerProcess, wait_for, write_config
@@ -120,7 +121,7 @@ class Rig:
 
     def diagnose(self, limit: int = 5) -> list[str]:
         """Redis state of the first lost deliveries (for failure messages)."""
-        from workers import deliveries
+        from postrelay.stores import deliveries
 
         r = self.redis
         out = []
@@ -128,12 +129,12 @@ class Rig:
             dest, rest = problem.split("|", 1)
             eid = rest.split()[0]
             key = deliveries.delivery_key(dest, eid)
-            rec = {k.decode(): v.decode()[:60] for k, v in r.hgetall(deliveries.record_key(key)).items()
+            rec = {k.decode(): v.decode()[:60] for k, v in r.hgetall(keys.delivery_record(key)).items()
                    if k != b"event"}
             seq = rec.get("seq") or ""
             head = r.lrange(seq, 0, 3) if seq else []
-            out.append(f"{problem}: done={r.exists(deliveries.done_key(key))} record={rec} seq_head={head} "
-                       f"inflight={r.zscore(deliveries.INFLIGHT, key)} lock={r.get(deliveries.lock_key(key))} "
+            out.append(f"{problem}: done={r.exists(keys.delivery_done(key))} record={rec} seq_head={head} "
+                       f"inflight={r.zscore(deliveries.DUE, key)} lock={r.get(keys.delivery_lock(key))} "
                        f"queued={r.llen('rq:queue:postrelay')} dlq={r.hexists('pr:dlq', key)}")
         return out
 

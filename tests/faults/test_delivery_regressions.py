@@ -1,6 +1,7 @@
 """Regression tests, one per delivery window the fault tests found (each failed before its fix).
 
-- a job a worker took off the queue and died with before locking its delivery was never run again;
+- a job a worker took off the queue and died with before locking its delivery was never run again (now: a
+  delivery claimed from the due-time set by a worker that died comes due again when the lease runs out);
 - a worker that died between a delivery's done marker and starting the next update of the same piece left
   that piece's later deliveries waiting forever (and so did a head that lost its deadline);
 - an attempt that outlasted the lease could run a second time, concurrently, on another worker;
@@ -24,11 +25,13 @@ from adapters.base import DeliveryContext, Outcome
 from adapters.webhook import WebhookAdapter
 from postrelay import keys
 from postrelay.config import parse_config
+from postrelay.scripts import lua
+from postrelay.stores import deliveries
 from tests.support.processes import WorkerProcess, wait_for, write_config
 from tests.support.redis_server import RedisServer
 from tests.support.sink import Behaviour, RecordingSink
-from tests.workers.conftest import FakeClock, dispatch, drain, event, push
-from workers import deliveries, runtime
+from tests.workers.conftest import FakeClock, close_worker, dispatch, drain, event, push, relay_handler
+from workers.delivery import attempt
 from workers.runtime import Runtime
 
 
@@ -38,76 +41,83 @@ def _config(url: str, **delivery: Any) -> dict[str, Any]:
             "routes": [{"events": ["*"], "to": ["hook"]}]}
 
 
-def test_job_taken_off_the_queue_by_a_worker_that_died_is_run_again(make_runtime, clock: FakeClock) -> None:
+def _stage_only(rt: Runtime) -> None:
+    """Dispatch, but the process "dies" right after the commit: nothing is handed to the executor."""
+    handler = relay_handler(rt)
+    handler.committed = lambda: None
+    dispatch(rt, handlers=[handler])
+
+
+def _no_start(key: str, seq: str) -> None:
+    raise AssertionError(f"unexpected start of {key}")
+
+
+def test_delivery_claimed_by_a_worker_that_died_before_running_it_is_run_again(make_runtime,
+                                                                              clock: FakeClock) -> None:
     with RecordingSink() as sink:
         rt = make_runtime(_config(sink.url, lease="5s"))
         e = event("mailed")
         push(rt, e)
-        dispatch(rt)
-        # a worker moves the job into RQ's intermediate list (BLMOVE) and is SIGKILLed before running it
-        assert rt.redis.lmove(rt.queue.key, rt.queue.intermediate_queue_key) is not None
-        assert deliveries.reap(rt) == 0  # not overdue yet
+        _stage_only(rt)
         clock.advance(6)
-        assert deliveries.reap(rt) == 1
+        # another worker claims it (its score moves a lease ahead) and is SIGKILLed before running it
+        assert len(lua("due_claim")(rt.redis, keys=[deliveries.DUE], args=[clock.now, 5, 10])) == 2
+        drain(rt)
+        assert sink.records == []  # claimed: nobody else runs it before the lease runs out
+        clock.advance(6)
         drain(rt)
         assert sink.answered_2xx() == {e.id: 1}
         clock.advance(60)
-        assert deliveries.reap(rt) == 0
-        assert rt.redis.zcard(deliveries.INFLIGHT) == 0
+        drain(rt)
+        assert sink.answered_2xx() == {e.id: 1} and rt.redis.zcard(deliveries.DUE) == 0
 
 
-def test_queued_job_is_not_duplicated_by_the_reaper(make_runtime, clock: FakeClock) -> None:
+def test_due_delivery_is_claimed_by_one_worker_only(make_runtime, clock: FakeClock) -> None:
     with RecordingSink() as sink:
         rt = make_runtime(_config(sink.url, lease="5s"))
-        push(rt, event("mailed"))
-        dispatch(rt)
-        clock.advance(60)  # a long backlog: the job is still waiting in the queue
-        assert deliveries.reap(rt) == 0
-        assert rt.queue.count == 1
+        push(rt, *(event("mailed", piece=f"p{i}") for i in range(5)))
+        _stage_only(rt)
+        clock.advance(6)
+        claim = lua("due_claim")
+        first = claim(rt.redis, keys=[deliveries.DUE], args=[clock.now, 5, 100])
+        second = claim(rt.redis, keys=[deliveries.DUE], args=[clock.now, 5, 100])
+        assert len(first) == 10 and second == []
 
 
-def test_worker_dying_after_the_done_marker_still_starts_the_next_update(make_runtime, clock: FakeClock,
-                                                                          monkeypatch) -> None:
+def test_worker_dying_after_the_done_marker_still_starts_the_next_update(make_runtime, clock: FakeClock) -> None:
     with RecordingSink() as sink:
         rt = make_runtime(_config(sink.url, lease="5s"))
         first, second = event("mailed", piece="ltr_9"), event("in_transit", piece="ltr_9")
         push(rt, first, second)
-        dispatch(rt)
-        rt.queue.empty()  # both jobs were taken: the first by the worker that dies, the second saw "not my turn"
+        _stage_only(rt)
         key = deliveries.delivery_key("hook", first.id)
         seq = deliveries.seq_key("hook", first)
 
         def killed(*args: Any) -> None:
-            raise SystemExit("SIGKILL")  # the process dies after the done marker, before queueing the next update
+            raise SystemExit("SIGKILL")  # the process dies after the done marker, before starting the next update
 
-        monkeypatch.setattr(deliveries, "_start", killed)
         with contextlib.suppress(SystemExit):
-            deliveries.attempt(rt, key, seq)
-        monkeypatch.undo()
-        assert rt.redis.exists(deliveries.done_key(key))
+            attempt(rt, key, seq, killed)
+        assert rt.redis.exists(keys.delivery_done(key))
         clock.advance(6)
-        deliveries.reap(rt)
         drain(rt)
         assert sink.answered_2xx() == {first.id: 1, second.id: 1}
         assert [r.webhook_id for r in sink.records] == [first.id, second.id]
-        assert not rt.redis.exists(deliveries.record_key(key))
+        assert not rt.redis.exists(keys.delivery_record(key))
 
 
 def test_a_head_without_a_deadline_is_found_through_the_updates_waiting_behind_it(make_runtime,
                                                                                   clock: FakeClock) -> None:
-    """Regression (soak: Redis restarted 4x under 3000 events): a piece's head had lost its deadline (the reaper
-    dropped a waiting delivery's deadline in a non-atomic check while the head advanced) and its job, so it and
+    """Regression (soak: Redis restarted 4x under 3000 events): a piece's head had lost its deadline, so it and
     everything behind it waited forever."""
     with RecordingSink() as sink:
         rt = make_runtime(_config(sink.url, lease="5s"))
         first, second = event("mailed", piece="ltr_7"), event("in_transit", piece="ltr_7")
         push(rt, first, second)
-        dispatch(rt)
-        rt.queue.empty()  # neither job will run
-        rt.redis.zrem(deliveries.INFLIGHT, deliveries.delivery_key("hook", first.id))  # nor is the head watched
+        _stage_only(rt)
+        rt.redis.zrem(deliveries.DUE, deliveries.delivery_key("hook", first.id))  # the head is not watched
         for _ in range(3):
             clock.advance(6)
-            deliveries.reap(rt)
             drain(rt)
         assert [r.webhook_id for r in sink.records] == [first.id, second.id]
         assert sink.answered_2xx() == {first.id: 1, second.id: 1}
@@ -118,17 +128,16 @@ def test_attempt_longer_than_the_lease_is_never_run_twice(make_runtime, clock: F
         rt = make_runtime(_config(sink.url, lease="1s", timeout="10s"))
         e = event("mailed")
         push(rt, e)
-        dispatch(rt)
-        rt.queue.empty()
+        _stage_only(rt)
         key, seq = deliveries.delivery_key("hook", e.id), deliveries.seq_key("hook", e)
         results: list[str] = []
-        first = threading.Thread(target=lambda: results.append(deliveries.attempt(rt, key, seq)))
+        first = threading.Thread(target=lambda: results.append(attempt(rt, key, seq, _no_start)))
         first.start()
         assert wait_for(lambda: sink.records, 5)
         time.sleep(1.5)  # past the lease (Redis time) while the first attempt still waits for its answer
-        clock.advance(5)  # and past its deadline (worker time)
-        assert deliveries.reap(rt) == 0, "the reaper re-ran a delivery whose worker is alive"
-        assert deliveries.attempt(rt, key, seq) == "locked"
+        clock.advance(5)  # and past its deadline (worker time): it comes due, is claimed, and finds it locked
+        drain(rt)
+        assert attempt(rt, key, seq, _no_start) == "locked"
         first.join(10)
         assert results == ["ok"]
         assert sink.answered_2xx() == {e.id: 1} and len(sink.records) == 1
@@ -153,17 +162,17 @@ def test_success_answered_during_a_redis_outage_is_not_sent_again(tmp_path: Path
     try:
         with RecordingSink(kill_redis_then_answer) as sink:
             cfg = parse_config({**_config(sink.url, lease="30s"), "server": {"redis_url": server.url}})
-            rt = runtime.install(Runtime(config=cfg, redis=redis.Redis(port=server.port)))
+            rt = Runtime(config=cfg, redis=redis.Redis(port=server.port))
             e = event("mailed")
             push(rt, e)
-            dispatch(rt)
-            rt.queue.empty()
+            _stage_only(rt)
             key, seq = deliveries.delivery_key("hook", e.id), deliveries.seq_key("hook", e)
-            assert deliveries.attempt(rt, key, seq) == "ok"
+            assert attempt(rt, key, seq, _no_start) == "ok"
             assert restarted.is_set()
-            assert rt.redis.exists(deliveries.done_key(key))
-            assert deliveries.attempt(rt, key, seq) == "already_done"
+            assert rt.redis.exists(keys.delivery_done(key))
+            assert attempt(rt, key, seq, _no_start) == "already_done"
             assert sink.answered_2xx() == {e.id: 1}
+            close_worker(rt)
             rt.close()
     finally:
         server.cleanup()

@@ -20,10 +20,9 @@ from tests.receiver.harness import API_TOKEN, assert_accepted, assert_error, bas
 from tests.support import payloads as P
 from tests.support.http_server import LocalHTTPServer
 from tests.support.redis_cluster import RedisCluster
-from tests.workers.conftest import dispatch, drain, event
-from workers import runtime
+from tests.workers.conftest import dispatch, drain, event, relay_handler
 from workers.followups import DUE, FollowupHandler
-from workers.runtime import from_config
+from workers.runtime import Runtime, from_config
 
 
 def piece_nodes(cluster: RedisCluster, client: redis.cluster.RedisCluster, source: str, piece_ids: list[str]) -> set[str]:
@@ -107,7 +106,7 @@ def test_receiver_and_worker_with_mailpieces_on_a_cluster(cluster_url, redis_url
                            "delay": "2 days", "do": "crm"}],
         })
         svc = start_service(redis_url, config_data=data)  # svc.redis inspects the queue Redis
-        rt = runtime.install(from_config(svc.config))
+        rt = from_config(svc.config)
         try:
             for order in orders:
                 for webhook in _posts(order):
@@ -137,7 +136,7 @@ def test_receiver_and_worker_with_mailpieces_on_a_cluster(cluster_url, redis_url
 
             # where everything lives: pieces on the cluster (over several nodes), none on the queue Redis
             assert redis_client.keys("pr:piece:*") == []
-            assert redis_client.exists(keys.INGEST_STREAM) and redis_client.keys("rq:*")
+            assert redis_client.exists(keys.INGEST_STREAM) and redis_client.keys("pr:done:*")
             assert len(piece_nodes(redis_cluster, rt.pieces, "postgrid", orders)) >= 2
             assert sum(redis_cluster.dbsizes().values()) == len(orders) + 1  # one hash per piece
             assert redis_client.keys("pr:{in}:seen:*")  # dedupe markers beside the stream
@@ -159,10 +158,9 @@ def test_receiver_and_worker_with_mailpieces_on_a_cluster(cluster_url, redis_url
     assert sorted(n["node"] for n in nodes) == sorted(f"127.0.0.1:{p}" for p in redis_cluster.ports)
 
 
-def _relay(rt: runtime.Runtime) -> list:
-    from workers.dispatcher import RelayHandler
+def _relay(rt: Runtime) -> list:
 
-    return [RelayHandler(rt)]
+    return [relay_handler(rt)]
 
 
 def test_unreachable_cluster_keeps_ingest_and_fails_reads_and_readiness(redis_url, redis_client):

@@ -140,7 +140,7 @@ def test_worker_runtime_and_status_use_both_stores(cluster_url, redis_url, redis
     rt = from_config(config)
     try:
         assert not is_cluster(rt.redis) and is_cluster(rt.pieces)
-        assert rt.queue.connection is rt.redis  # RQ stays on the single Redis
+        assert rt.breaker.redis is rt.redis  # deliveries and their circuits stay on the single Redis
         store = pieces_store(rt)
         assert store is not None and store["cluster"]
         assert sorted(n["node"] for n in store["nodes"]) == sorted(f"127.0.0.1:{p}" for p in redis_cluster.ports)

@@ -19,8 +19,7 @@ from tests.support import payloads, signing
 from tests.support.http_server import LocalHTTPServer, Reply
 from tests.support.redis_server import free_port
 from tests.support.signing import lob_headers
-from tests.workers.conftest import dispatch, drain
-from workers.dispatcher import RelayHandler
+from tests.workers.conftest import dispatch, drain, relay_handler
 from workers.followups import FollowupHandler, Scheduler
 
 NOW_TS = payloads.NOW_TS
@@ -75,7 +74,7 @@ def test_metrics_after_webhooks_and_deliveries(make_service, make_runtime, clock
         assert svc.post("/webhooks/lob", bad, lob_headers(bad, LOB_SECRETS[0], svc.clock())).status_code == 400
         assert svc.http.get("/webhooks/lob").status_code == 405
 
-        dispatch(rt, handlers=[RelayHandler(rt), FollowupHandler(rt)])
+        dispatch(rt, handlers=[relay_handler(rt), FollowupHandler(rt)])
         drain(rt)  # crm ok, flaky 503 -> retry (and its circuit opens), strict 410 -> dead letter
         assert Scheduler(rt).run_once() == 1  # "thanks" was due at 14:00, fires at 15:00:03
         drain(rt)  # its delivery to crm

@@ -26,7 +26,8 @@ def test_fresh_heartbeat_is_ready_and_stale_one_is_not(make_service):
     svc.redis.hset(keys.WORKER_HEARTBEATS, mapping={"old-host:1": now - 7200, "host:2": now - 4})
     resp = svc.http.get("/readyz")
     assert resp.status_code == 200
-    assert resp.json() == {"status": "ready", "redis": "ok", "worker": "ok: 1 alive, newest heartbeat 4 s ago"}
+    assert resp.json() == {"status": "ready", "redis": "ok", "worker": "ok: 1 alive, newest heartbeat 4 s ago",
+                           "deliveries": "ok: none overdue"}
 
     svc.clock.advance(60)  # newest is now 64 s old
     resp = svc.http.get("/readyz")
@@ -59,3 +60,19 @@ def test_redis_down_is_unready_and_recovers(make_service, redis_server):
     finally:
         redis_server.start()
     assert svc.http.get("/readyz").status_code == 200
+
+
+def test_overdue_delayed_deliveries_make_it_unready(make_service):
+    """Delayed work (a retry, a circuit wait) due 31 s ago that no worker claimed: the workers are not keeping up."""
+    svc = make_service({"server": {"worker_stale_after": "60s"}})
+    now = svc.clock()
+    svc.redis.hset(keys.WORKER_HEARTBEATS, "host:2", now - 1)
+    svc.redis.zadd(keys.DELIVERIES_DUE, {"crm|mev_late": now - 29, "crm|mev_later": now + 600})
+    assert svc.http.get("/readyz").status_code == 200  # due, not yet overdue
+    svc.redis.zadd(keys.DELIVERIES_DUE, {"crm|mev_late": now - 31})
+    resp = svc.http.get("/readyz")
+    assert resp.status_code == 503
+    body = resp.json()
+    assert body["failed"] == ["deliveries"] and body["worker"].startswith("ok: 1 alive")
+    assert body["deliveries"] == "1 overdue: due more than 30 s ago, not claimed by a worker"
+    assert svc.http.get("/readyz", params={"check": "redis"}).status_code == 200  # ingest is unaffected

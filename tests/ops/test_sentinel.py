@@ -18,7 +18,6 @@ from tests.support import payloads
 from tests.support.http_server import LocalHTTPServer
 from tests.support.redis_server import RedisServer, free_port, redis_binary
 from tests.workers.conftest import dispatch, drain
-from workers import runtime
 from workers.runtime import Runtime
 
 
@@ -66,7 +65,7 @@ def test_receiver_worker_and_status_through_sentinel(sentinel_url, redis_url, re
             svc.close()
         assert redis_client.xlen("pr:{in}:stream") == 1  # it landed in the master behind the sentinel
 
-        rt = runtime.install(Runtime(config=parse_config(data), redis=sync_client(sentinel_url, None)))
+        rt = Runtime(config=parse_config(data), redis=sync_client(sentinel_url, None))
         try:
             dispatch(rt)
             drain(rt)

@@ -12,9 +12,8 @@ import redis
 from postrelay import cli, keys
 from postrelay.config import parse_config
 from tests.support.http_server import LocalHTTPServer, Reply
-from tests.workers.conftest import dispatch, drain, event, push
-from workers import runtime, worker
-from workers.dispatcher import RelayHandler
+from tests.workers.conftest import dispatch, drain, event, push, relay_handler
+from workers import worker
 from workers.followups import FollowupHandler
 from workers.runtime import Runtime
 
@@ -56,13 +55,13 @@ def test_status_shows_queues_workers_destinations_dlq_followups_and_recent_event
         cfg = write_config(tmp_path, redis_url, ok.url, gone.url)
         from postrelay.config import load_config
 
-        rt = runtime.install(Runtime(config=load_config(cfg), redis=redis.Redis.from_url(redis_url)))  # real clock
+        rt = Runtime(config=load_config(cfg), redis=redis.Redis.from_url(redis_url))  # real clock
         try:
             now = datetime.now(UTC)
             recent = (now - timedelta(minutes=5)).isoformat()
             push(rt, event("mailed", piece="ltr_1", occurred=recent), event("mailed", piece="ltr_2", occurred=recent),
                  event("in_transit", piece="ltr_1", occurred=recent), event("delivered", piece="ltr_1", occurred=recent))
-            dispatch(rt, handlers=[RelayHandler(rt), FollowupHandler(rt)])
+            dispatch(rt, handlers=[relay_handler(rt), FollowupHandler(rt)])
             drain(rt)  # crm: 4 ok; archive: 410 -> dead letter
             push(rt, event("mailed", piece="ltr_3", occurred=recent), event("mailed", piece="ltr_4", occurred=recent))
             worker.heartbeat(rt, "host-a:101")
@@ -89,7 +88,7 @@ def test_status_shows_queues_workers_destinations_dlq_followups_and_recent_event
         assert cli.main(["status", "--config", str(cfg), "--json"]) == 0
         data = json.loads(capsys.readouterr().out)
     assert data["ingest"] == {"stream": 2, "pending": 0}
-    assert data["deliveries"] == {"queued": 0, "scheduled": 0}
+    assert data["deliveries"] == {"queued": 0, "scheduled": 0, "overdue": 0, "oldest_overdue_s": 0.0}
     assert data["queue_depth"] == 2 and data["dlq"] == 1
     assert data["workers"]["alive"] == 1 and data["workers"]["registered"] == 2
     assert data["workers"]["alive_names"] == ["host-a:101"]

@@ -132,7 +132,7 @@ class _Process:
             self.kill()
             return None
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # leftovers in the group (RQ's scheduler)
+            os.killpg(proc.pid, signal.SIGKILL)  # leftovers in the group, if any
         self.proc = None
         return code
 
@@ -173,7 +173,7 @@ class ReceiverProcess(_Process):
 
 
 class WorkerProcess(_Process):
-    """`postrelay worker --config F` (dispatcher + RQ SimpleWorker with its scheduler)."""
+    """`postrelay worker --config F` (one process: dispatcher, due-time loop, executor threads; no child)."""
 
     def __init__(self, config: Path, log_path: Path, env: Mapping[str, str] | None = None) -> None:
         super().__init__(["worker", "--config", str(config)], log_path,

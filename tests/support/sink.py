@@ -47,6 +47,7 @@ class SinkRecord:
     outcome: str = "pending"  # answered | abandoned | reset | hung | error
     status: int | None = None
     finished: float | None = None
+    answering_wall: float | None = None  # time.time() just before the answer is written (vs Redis MONITOR times)
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -90,6 +91,9 @@ class RecordingSink:
         class _H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             timeout = 60
+            # headers and body go out as two writes: with Nagle on, the body would wait ~40 ms for the
+            # client's delayed ACK, a stall no real destination adds to the 2xx -> done-marker window
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -188,6 +192,7 @@ class RecordingSink:
                 rec.outcome = "abandoned"
                 h.close_connection = True
                 return
+            rec.answering_wall = time.time()
             h.send_response(how.status)
             h.send_header("Content-Type", "application/json")
             h.send_header("Content-Length", str(len(payload)))

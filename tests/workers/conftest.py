@@ -1,23 +1,23 @@
-"""Worker test harness: a runtime on the real test Redis with a controllable clock, and job draining."""
+"""Worker test harness: a runtime on the real test Redis with a controllable clock, driven through the same
+`Worker` assembly (executor, dispatcher, due-time loop) that `postrelay worker` runs."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pytest
 import redis
-from rq import SimpleWorker
-from rq.job import Job
-from rq.registry import ScheduledJobRegistry
 
 from postrelay import keys
 from postrelay.config import parse_config
 from postrelay.events import CanonicalEvent, Mailpiece, Recipient
-from workers import runtime
-from workers.dispatcher import Dispatcher
+from postrelay.stores import deliveries
+from workers.dispatcher import Dispatcher, RelayHandler
 from workers.runtime import Runtime
+from workers.worker import Worker
 
 
 class FakeClock:
@@ -51,13 +51,37 @@ def make_runtime(redis_url: str, clock: FakeClock) -> Iterator[Callable[..., Run
         config = {**config, "server": {**config.get("server", {}), "redis_url": redis_url}}
         rt = Runtime(config=parse_config(config), redis=redis.Redis.from_url(redis_url), clock=clock,
                      sleep=clock.sleep)
-        runtime.install(rt)
         made.append(rt)
         return rt
 
     yield make
     for rt in made:
+        close_worker(rt)
         rt.close()
+
+
+_WORKERS: dict[int, tuple[Runtime, Worker]] = {}
+
+
+def worker_for(rt: Runtime) -> Worker:
+    """The worker assembly (executor, dispatcher, loops) for `rt`: the same objects `postrelay worker` runs."""
+    entry = _WORKERS.get(id(rt))
+    if entry is None or entry[0] is not rt:
+        entry = (rt, Worker(rt, name="test"))
+        _WORKERS[id(rt)] = entry
+    return entry[1]
+
+
+def close_worker(rt: Runtime) -> None:
+    """Stop `rt`'s worker executor (tests that build runtimes by hand call it)."""
+    entry = _WORKERS.pop(id(rt), None)
+    if entry is not None:
+        entry[1].shutdown(timeout=10)
+
+
+def relay_handler(rt: Runtime) -> RelayHandler:
+    """A relay handler that starts its deliveries in `rt`'s worker executor."""
+    return RelayHandler(rt, worker_for(rt).submit)
 
 
 def event(type: str = "processed_for_delivery", *, piece: str = "ltr_1", sid: str | None = None,
@@ -78,37 +102,40 @@ def push(rt: Runtime, *events: CanonicalEvent) -> None:
         rt.redis.xadd(keys.INGEST_STREAM, {"e": e.model_dump_json()})
 
 
-def dispatch(rt: Runtime, **kwargs: Any) -> Dispatcher:
-    """Process everything on the stream once."""
-    d = Dispatcher(rt, consumer="test", block_ms=10, **kwargs)
+def dispatch(rt: Runtime, handlers: list[Any] | None = None, **kwargs: Any) -> Dispatcher:
+    """Process everything on the stream once (the worker's dispatcher, or one with these `handlers`);
+    deliveries start in the worker's executor, as in production."""
+    w = worker_for(rt)
+    d = w.dispatcher if handlers is None and not kwargs else Dispatcher(
+        rt, handlers if handlers is not None else [relay_handler(rt)], w.executor, consumer="test", **kwargs)
     while d.run_once(block_ms=10):
         pass
+    w.executor.wait_idle(60)
     return d
 
 
-def drain(rt: Runtime, max_rounds: int = 20) -> None:
-    """Run queued delivery jobs (and those they queue) until the queue is empty."""
-    from workers import deliveries
-
-    for _ in range(max_rounds):
-        deliveries.reap(rt)
-        if rt.queue.count == 0:
+def drain(rt: Runtime, timeout: float = 60.0) -> None:
+    """Run every delivery due by the (fake) clock, and those they start, until nothing is left to do now."""
+    w = worker_for(rt)
+    w.executor.wait_idle(timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        moved = w.due.run_once()
+        assert w.executor.wait_idle(max(0.0, deadline - time.monotonic())), "attempts still running"
+        if moved == 0:
             return
-        SimpleWorker([rt.queue], connection=rt.redis).work(burst=True, logging_level="ERROR")
-    raise AssertionError("queue did not drain")
+        assert time.monotonic() < deadline, "deliveries kept coming due"
 
 
 def scheduled(rt: Runtime) -> list[tuple[str, float]]:
-    """(job id, scheduled epoch) of every delayed job."""
-    reg = ScheduledJobRegistry(queue=rt.queue)
-    return [(jid, reg.get_scheduled_time(jid).replace(tzinfo=UTC).timestamp()) for jid in reg.get_job_ids()]
+    """(delivery key, due epoch) of every delivery due later than the clock's now."""
+    return [(k.decode(), score) for k, score in rt.redis.zrangebyscore(deliveries.DUE, f"({rt.clock()}", "+inf",
+                                                                         withscores=True)]
 
 
 def promote(rt: Runtime) -> int:
-    """Move every delayed job to the queue now (what RQ's scheduler does when they are due)."""
-    reg = ScheduledJobRegistry(queue=rt.queue)
-    ids = reg.get_job_ids()
-    for jid in ids:
-        reg.remove(jid)
-        rt.queue.enqueue_job(Job.fetch(jid, connection=rt.redis))
-    return len(ids)
+    """Make every delivery due now, whatever its due time (what waiting for it would do)."""
+    items = rt.redis.zrange(deliveries.DUE, 0, -1)
+    if items:
+        rt.redis.zadd(deliveries.DUE, dict.fromkeys(items, rt.clock()))
+    return len(items)

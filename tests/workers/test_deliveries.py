@@ -7,10 +7,10 @@ import json
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from postrelay.stores import destinations, dlq
+from postrelay import keys
+from postrelay.stores import deliveries, destinations, dlq
 from tests.support.http_server import LocalHTTPServer, Reply
 from tests.workers.conftest import dispatch, drain, event, promote, push, scheduled
-from workers import deliveries
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci10ZXN0cy0wMTIzNDU2Nzg5"
 
@@ -44,7 +44,7 @@ def test_delivered_once_with_a_verifiable_signature(make_runtime):
         body = Webhook(SECRET).verify(req.body, req.headers)  # raises if the signature is wrong
         assert body["id"] == e.id and req.headers["webhook-id"] == e.id
         assert body["stage"] == "processed_for_delivery"
-        assert rt.redis.exists(deliveries.done_key(deliveries.delivery_key("hook", e.id)))
+        assert rt.redis.exists(keys.delivery_done(deliveries.delivery_key("hook", e.id)))
 
 
 def test_429_honours_retry_after_then_delivers_once(make_runtime, clock):
@@ -164,11 +164,19 @@ def test_retries_stop_at_max_age(make_runtime, clock):
 
 
 def test_updates_for_one_piece_reach_the_destination_in_order(make_runtime, clock):
-    with LocalHTTPServer(Script(Reply(500))) as hook:
+    first = event("in_transit", occurred="2026-11-18T10:00:00+00:00")
+    second = event("processed_for_delivery", occurred="2026-11-20T10:00:00+00:00")
+    other_piece = event("mailed", piece="ltr_9")
+    failed: list[str] = []
+
+    def first_fails_once(req) -> Reply:  # attempts run concurrently: pick the failure by event, not by order
+        if req.headers["webhook-id"] == first.id and not failed:
+            failed.append(first.id)
+            return Reply(500)
+        return Reply(200, {"ok": True})
+
+    with LocalHTTPServer(first_fails_once) as hook:
         rt = make_runtime(relay(hook.url))
-        first = event("in_transit", occurred="2026-11-18T10:00:00+00:00")
-        second = event("processed_for_delivery", occurred="2026-11-20T10:00:00+00:00")
-        other_piece = event("mailed", piece="ltr_9")
         push(rt, first, second, other_piece)
         dispatch(rt)
         drain(rt)
@@ -189,7 +197,9 @@ def test_circuit_opens_waits_and_closes(make_runtime, clock):
         rt = make_runtime({
             "destinations": {"bad": {"type": "webhook", "url": bad.url}, "good": {"type": "webhook", "url": good.url}},
             "routes": [{"events": ["*"], "to": ["bad", "good"]}],
-            "delivery": {"circuit_threshold": 2, "circuit_cooldown": 30, "base_delay": 1},
+            # one attempt at a time per destination, so the circuit opens between two attempts
+            "delivery": {"circuit_threshold": 2, "circuit_cooldown": 30, "base_delay": 1,
+                         "per_destination_concurrency": 1},
         })
         push(rt, *(event("mailed", piece=f"p{i}") for i in range(4)))
         dispatch(rt)
@@ -226,7 +236,9 @@ def test_paused_destination_parks_and_resume_delivers(make_runtime):
 
 def test_rate_limit_spaces_requests(make_runtime, clock):
     with LocalHTTPServer() as hook:
-        rt = make_runtime(relay(hook.url, rate_limit="4/s"))
+        cfg = relay(hook.url, rate_limit="4/s")
+        cfg["delivery"]["per_destination_concurrency"] = 1  # one waiter at a time: the fake clock's sleeps add up
+        rt = make_runtime(cfg)
         push(rt, *(event("mailed", piece=f"p{i}") for i in range(6)))
         dispatch(rt)
         drain(rt)
@@ -242,6 +254,26 @@ def test_adapter_exception_is_retried_not_lost(make_runtime, monkeypatch):
         dispatch(rt)
         drain(rt)
         assert len(scheduled(rt)) == 1 and dlq.size(rt.redis) == 0
+
+
+def test_fractional_retry_after_is_never_undercut(make_runtime, clock):
+    """Issue 18 point 9: `Retry-After: 1.5` waits 1.5 s, not 1 (RQ's scheduler dropped the fraction)."""
+    with LocalHTTPServer(Script(Reply(429, {"error": "slow down"}, {"Retry-After": "1.5"}))) as hook:
+        cfg = relay(hook.url)
+        cfg["delivery"].update(base_delay=0.01, max_delay=0.01)  # the backoff alone would retry after 10 ms
+        rt = make_runtime(cfg)
+        push(rt, event())
+        dispatch(rt)
+        drain(rt)
+        [(_, due)] = scheduled(rt)
+        answered = clock.now
+        assert due >= answered + 1.5
+        clock.advance(1.499)
+        drain(rt)
+        assert len(hook.requests) == 1  # 1 ms early: not yet
+        clock.advance(0.001)
+        drain(rt)
+        assert len(hook.requests) == 2 and dlq.size(rt.redis) == 0
 
 
 def test_webhook_4xx_is_retried_on_the_schedule_not_dead_lettered(make_runtime, clock):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 from postrelay import keys
+from postrelay.stores import deliveries
 from postrelay.timeline import TimelineWriter, load_piece
 from tests.support.http_server import LocalHTTPServer
-from tests.workers.conftest import dispatch, drain, event, push
+from tests.workers.conftest import dispatch, drain, event, push, relay_handler, worker_for
 from workers.dispatcher import POISON, Dispatcher
 
 
@@ -85,9 +86,9 @@ def test_entries_of_a_dead_consumer_are_reclaimed_once(make_runtime):
                            "routes": [{"events": ["*"], "to": ["h"]}]})
         e = event("mailed")
         push(rt, e)
-        Dispatcher(rt, consumer="doomed")  # creates the group
+        w = worker_for(rt)  # creates the group
         rt.redis.xreadgroup(keys.INGEST_GROUP, "doomed", {keys.INGEST_STREAM: ">"}, count=10)  # read, then "died"
-        survivor = Dispatcher(rt, consumer="survivor", claim_idle=0)
+        survivor = Dispatcher(rt, [relay_handler(rt)], w.executor, consumer="survivor", claim_idle=0)
         assert survivor.run_once(block_ms=10) == 0  # nothing new
         assert survivor.reclaim() == 1
         assert survivor.reclaim() == 0
@@ -122,34 +123,23 @@ def test_unparseable_entry_is_kept_aside_not_lost(make_runtime):
     assert rt.redis.xlen(keys.INGEST_STREAM) == 0
 
 
-def _with_executor(rt, **kwargs):
-    from workers import deliveries
-    from workers.executor import DeliveryExecutor
-
-    rt.executor = DeliveryExecutor(lambda key, seq: deliveries.attempt(rt, key, seq), **kwargs)
-    return rt.executor
-
-
-def test_a_worker_delivers_what_it_dispatched_itself_without_rq_jobs(make_runtime):
+def test_a_worker_delivers_what_it_dispatched_itself_in_its_executor(make_runtime):
     with LocalHTTPServer() as hook:
         rt = make_runtime({"destinations": {"hook": {"type": "webhook", "url": hook.url + "/h"}},
                            "routes": [{"events": ["*"], "to": ["hook"]}]})
-        ex = _with_executor(rt)
-        try:
-            events = [event(piece=f"ltr_{i}") for i in range(30)]
-            push(rt, *events)
-            dispatch(rt)
-            assert ex.wait_idle(10)
-        finally:
-            ex.shutdown(5)
+        events = [event(piece=f"ltr_{i}") for i in range(30)]
+        push(rt, *events)
+        dispatch(rt)
         assert sorted(r.json()["id"] for r in hook.requests) == sorted(e.id for e in events)
-        assert rt.queue.count == 0 and not rt.redis.keys("rq:job:*")  # no RQ job on the way
-        assert rt.redis.zcard("pr:dlv:inflight") == 0 and rt.redis.hlen("pr:dlv:jobs") == 0
+        assert not rt.redis.keys("rq:*")  # no RQ job on the way
+        assert rt.redis.zcard(deliveries.DUE) == 0
         assert rt.redis.xlen(keys.INGEST_STREAM) == 0
 
 
 def test_a_backlog_waits_in_the_stream_while_the_executor_has_no_room(make_runtime):
     import threading
+
+    from workers.executor import DeliveryExecutor
 
     release = threading.Event()
 
@@ -161,44 +151,38 @@ def test_a_backlog_waits_in_the_stream_while_the_executor_has_no_room(make_runti
     with LocalHTTPServer(slow) as hook:
         rt = make_runtime({"destinations": {"hook": {"type": "webhook", "url": hook.url + "/h"}},
                            "routes": [{"events": ["*"], "to": ["hook"]}]})
-        ex = _with_executor(rt, max_in_flight=4, per_destination=2, max_waiting=3, hold=30.0)
+        w = worker_for(rt)
+        w.executor.shutdown(1)
+        ex = w.executor = DeliveryExecutor(w.run_attempt, max_in_flight=4, per_destination=2, max_waiting=3, hold=30.0)
         try:
             push(rt, *[event(piece=f"ltr_{i}") for i in range(20)])
-            d = Dispatcher(rt, consumer="test", block_ms=10)
+            d = Dispatcher(rt, [relay_handler(rt)], ex, consumer="test", block_ms=10)
             taken = sum(d.run_once(block_ms=10) for _ in range(5))
             assert taken == 5  # 2 attempts running + 3 waiting in the line: nothing more was read
             assert rt.redis.xlen(keys.INGEST_STREAM) == 15  # the rest waits in the stream, for any worker
             assert rt.redis.xpending(keys.INGEST_STREAM, keys.INGEST_GROUP)["pending"] == 0
-            assert rt.queue.count == 0  # and nothing bounced through RQ
             release.set()
             while d.run_once(block_ms=10) or ex.in_flight:
                 ex.wait_for_room(0.05)
             assert ex.wait_idle(10)
         finally:
             release.set()
-            ex.shutdown(5)
         assert len({r.json()["id"] for r in hook.requests}) == 20
 
 
 def test_deliveries_committed_but_never_handed_over_are_recovered(make_runtime, clock):
-    """A worker killed between its commit and starting the attempts: the reaper re-runs them."""
-    from workers import deliveries
-    from workers.dispatcher import RelayHandler
-
+    """A worker killed between its commit and starting the attempts: any worker's due loop runs them later."""
     with LocalHTTPServer() as hook:
         rt = make_runtime({"destinations": {"hook": {"type": "webhook", "url": hook.url + "/h"}},
                            "routes": [{"events": ["*"], "to": ["hook"]}]})
-        ex = _with_executor(rt)
-        handler = RelayHandler(rt)
+        handler = relay_handler(rt)
         handler.committed = lambda: None  # the process "dies" right after the commit
         events = [event(piece=f"ltr_{i}") for i in range(3)]
         push(rt, *events)
         dispatch(rt, handlers=[handler])
-        ex.shutdown(1)
-        rt.executor = None
-        assert hook.requests == [] and rt.redis.zcard("pr:dlv:inflight") == 3
-        assert deliveries.reap(rt) == 0  # not before the lease ran out
+        assert hook.requests == [] and rt.redis.zcard(deliveries.DUE) == 3
+        drain(rt)
+        assert hook.requests == []  # not before the lease ran out
         clock.advance(rt.config.delivery.lease + 1)
-        assert deliveries.reap(rt) == 3
         drain(rt)
         assert sorted(r.json()["id"] for r in hook.requests) == sorted(e.id for e in events)

@@ -13,9 +13,10 @@ from pathlib import Path
 import redis
 
 from postrelay import keys
+from postrelay.stores import deliveries
+from postrelay.timeline import load_piece
 from tests.support.http_server import LocalHTTPServer, Reply
 from tests.workers.conftest import event
-from workers import deliveries
 
 
 def _start_worker(config: Path) -> subprocess.Popen[bytes]:
@@ -71,7 +72,7 @@ to = ["hook"]
             _kill(worker)
             started = time.monotonic()
             worker = _start_worker(config)
-            done = deliveries.done_key(deliveries.delivery_key("hook", e.id))
+            done = keys.delivery_done(deliveries.delivery_key("hook", e.id))
             assert _wait(lambda: r.exists(done), 30), "the delivery was not completed after the crash"
             recovery = time.monotonic() - started
             time.sleep(1.0)
@@ -81,7 +82,7 @@ to = ["hook"]
         assert ids == {e.id}
         assert len(hook.requests) == 2  # the interrupted attempt and the one that completed; no more
         assert recovery < 20  # lease 2 s + housekeeping every 2 s, not RQ's 10-minute maintenance
-        assert r.zcard(keys.piece_timeline("lob", "ltr_1")) == 1
+        assert len(load_piece(r, "lob", "ltr_1")["events"]) == 1
 
 
 def test_pending_followup_survives_restart_of_every_process(redis_server, redis_url: str, tmp_path: Path) -> None:
