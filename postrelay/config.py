@@ -1,31 +1,32 @@
 """The one TOML config file: loading, `${ENV_VAR}` interpolation and validation.
 
-Errors name the offending key (`sources.lob.secrets: ...`) so a bad deploy fails at start, not at 3 a.m.
+Every problem is reported at once, one line each naming the file and the key (`c.toml: sources.lob.secrets:
+...`, see `postrelay.config_errors`), so a bad deploy fails at start, not at 3 a.m. Unknown tables, keys and
+`where` fields are errors too.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import tomllib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from postrelay.durations import parse_delay, parse_seconds
+from postrelay.config_checks import check_redis_urls, interpolate, reference_problems
+from postrelay.config_errors import ConfigError, KeyProblem, format_validation, located, secret_values
+from postrelay.durations import DELAY_FORMS, parse_delay, parse_seconds
 from postrelay.events import ALL_TYPES, filter_field_error
+from postrelay.ui_config import UiConfig
+
+__all__ = ["Config", "ConfigError", "check_redis_urls", "interpolate",
+           "load_config", "load_runtime_config", "parse_config"]
 
 CONFIG_ENV = "POSTRELAY_CONFIG"
-_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 KNOWN_SOURCES = ("postgrid", "lob", "postalytics", "generic")
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
 DEFAULT_MAX_HEADER_BYTES = 32 * 1024
-
-class ConfigError(Exception):
-    """The config file is missing, unparseable or invalid; the message names the key."""
 
 
 class _Strict(BaseModel):
@@ -86,6 +87,11 @@ class ServerConfig(_Strict):
     def split_stores(self) -> bool:
         """True when mailpieces (`redis_url`) live on another Redis than the queue (`queue_url`)."""
         return bool(self.queue_url) and self.queue_url != self.redis_url
+
+    @model_validator(mode="after")
+    def _redis_pair(self) -> ServerConfig:
+        check_redis_urls(self)
+        return self
 
     @field_validator("api_token")
     @classmethod
@@ -257,7 +263,10 @@ class FollowupConfig(_Strict):
     @field_validator("delay", mode="before")
     @classmethod
     def _delay_ok(cls, v: Any) -> str:
-        parse_delay(v)
+        try:
+            parse_delay(v)
+        except ValueError:
+            raise ValueError(f"cannot parse delay {v!r}; expected {DELAY_FORMS}") from None
         return str(v)
 
 
@@ -280,15 +289,15 @@ class EstimatesConfig(_Strict):
         for key, value in v.items():
             try:
                 parse_delay(value)
-            except ValueError as exc:
-                raise ValueError(f"transit.{key}: {exc}") from None
+            except ValueError:
+                raise KeyProblem(key, f"cannot parse transit time {value!r}; expected {DELAY_FORMS}") from None
         return v
 
 
 class Config(BaseModel):
     """The whole config file."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
@@ -297,93 +306,57 @@ class Config(BaseModel):
     routes: list[RouteConfig] = Field(default_factory=list)
     followups: list[FollowupConfig] = Field(default_factory=list)
     followup_estimates: EstimatesConfig = Field(default_factory=EstimatesConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
-        check_redis_urls(self.server)
-        for name in self.destinations:
-            if not _NAME.match(name):
-                raise ValueError(f"destinations.{name}: names may use letters, digits, '_' and '-' only")
-        for i, route in enumerate(self.routes):
-            for name in route.to:
-                if name not in self.destinations:
-                    raise ValueError(f"routes[{i}].to: unknown destination {name!r}")
-        names = [f.name for f in self.followups]
-        if len(names) != len(set(names)):
-            raise ValueError("followups: names must be unique")
-        for i, rule in enumerate(self.followups):
-            if rule.do not in self.destinations:
-                raise ValueError(f"followups[{i}].do: unknown destination {rule.do!r} (define it under [destinations])")
-            if not _NAME.match(rule.name):
-                raise ValueError(f"followups[{i}].name: use letters, digits, '_' and '-' only")
+        problems = reference_problems(self.model_dump(include={"destinations", "routes", "followups"}))
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
-def check_redis_urls(server: ServerConfig) -> None:
-    """A cluster `redis_url` needs a single-shard `queue_url`; ValueError names the key.
-
-    RQ does not support Redis Cluster, and the dispatcher's ack transaction and the ingest script must stay on
-    one shard: only the mailpiece store (`redis_url`) may be a cluster.
-    """
-    from postrelay.redis_url import is_cluster_url, parse_cluster_url
-
-    if is_cluster_url(server.queue_url):
-        raise ValueError("server.queue_url: must be a single Redis (redis://, rediss://, unix:// or "
-                         "redis+sentinel://), not a Redis Cluster: RQ and the dispatcher's transaction need one shard")
-    if is_cluster_url(server.redis_url):
-        try:
-            parse_cluster_url(server.redis_url or "")
-        except ValueError as exc:
-            raise ValueError(f"server.redis_url: {exc}") from None
-        if not server.queue_url:
-            raise ValueError("server.queue_url: required when server.redis_url is a Redis Cluster "
-                             "(the cluster holds mailpieces; the ingest stream, RQ and deliveries need a single "
-                             "Redis: set queue_url = \"redis://…\" or POSTRELAY_QUEUE_URL)")
-
-
-def interpolate(value: Any, path: str = "") -> Any:
-    """Replace `${VAR}` (or `${VAR:-default}`) in every string; a missing variable names its key."""
-    if isinstance(value, str):
-        def repl(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
-                return default
-            raise ConfigError(f"{path or '<root>'}: environment variable ${{{name}}} is not set")
-        return _INTERPOLATION.sub(repl, value)
-    if isinstance(value, dict):
-        return {k: interpolate(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    return value
-
-
-def _format_error(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(lines)
-
-
-def parse_config(data: dict[str, Any]) -> Config:
-    """Validate an already-parsed TOML document."""
+def check_document(data: dict[str, Any], more: Iterable[Callable[[dict[str, Any]], list[str]]] = ()
+                   ) -> tuple[Config | None, dict[str, Any], list[str]]:
+    """Validate a parsed TOML document: (the config or None, the interpolated document, every problem as
+    `key.path: message`, unredacted). `more` are further checks of the interpolated document (the CLI's
+    adapter settings). A key whose `${VAR}` is not set reports only that."""
+    env_problems: list[str] = []
+    doc = interpolate(data, problems=env_problems)
+    unset = {line.partition(":")[0] for line in env_problems}
+    found = reference_problems(doc)
     try:
-        return Config.model_validate(interpolate(data))
+        config: Config | None = Config.model_validate(doc)
     except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
+        config = None
+        found = format_validation(err, Config) + found
+    for check in more:
+        found += check(doc)
+    problems = list(env_problems)
+    for line in found:
+        key = line.partition(":")[0]
+        related = (u for u in unset if key == u or key.startswith((u + ".", u + "[")) or u.startswith((key + ".", key + "[")))
+        if line not in problems and next(related, None) is None:
+            problems.append(line)
+    return config, doc, problems
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Load and validate the config from `path`, else `$POSTRELAY_CONFIG`; raises ConfigError."""
+def parse_config(data: dict[str, Any], file: str | None = None) -> Config:
+    """Validate an already-parsed TOML document; ConfigError carries every problem, one line each."""
+    config, doc, problems = check_document(data)
+    if problems or config is None:
+        raise ConfigError(located(problems, file, secret_values(doc)))
+    return config
+
+
+def read_document(path: str | os.PathLike[str] | None = None) -> tuple[str, dict[str, Any]]:
+    """(the file name, the parsed TOML) of `path`, else `$POSTRELAY_CONFIG`; ConfigError names the file."""
     path = path or os.environ.get(CONFIG_ENV)
     if not path:
         raise ConfigError(f"no config file: pass --config FILE or set {CONFIG_ENV}")
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        return str(p), tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}") from None
     except tomllib.TOMLDecodeError as err:
@@ -392,7 +365,12 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{p}: not UTF-8 text (byte {err.start})") from None
     except OSError as err:  # a directory, no permission, ...
         raise ConfigError(f"cannot read config file {p}: {err.strerror or type(err).__name__}") from None
-    return parse_config(data)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate the config from `path`, else `$POSTRELAY_CONFIG`; raises ConfigError."""
+    name, data = read_document(path)
+    return parse_config(data, name)
 
 
 REDIS_URL_ENV = "POSTRELAY_REDIS_URL"
@@ -400,9 +378,13 @@ QUEUE_URL_ENV = "POSTRELAY_QUEUE_URL"
 
 
 def load_runtime_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """`load_config`, then `POSTRELAY_REDIS_URL` (set by `postrelay run` for its embedded Redis) and
-    `POSTRELAY_QUEUE_URL` win over `[server] redis_url` and `queue_url`; the pair is checked again."""
-    config = load_config(path)
+    """`load_config`, then `apply_env`."""
+    return apply_env(load_config(path))
+
+
+def apply_env(config: Config) -> Config:
+    """`POSTRELAY_REDIS_URL` (set by `postrelay run` for its embedded Redis) and `POSTRELAY_QUEUE_URL` win over
+    `[server] redis_url` and `queue_url`; the pair is checked again."""
     if os.environ.get(REDIS_URL_ENV):
         config.server.redis_url = os.environ[REDIS_URL_ENV]
     if os.environ.get(QUEUE_URL_ENV):
@@ -410,5 +392,5 @@ def load_runtime_config(path: str | os.PathLike[str] | None = None) -> Config:
     try:
         check_redis_urls(config.server)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(f"{exc} (with ${REDIS_URL_ENV} / ${QUEUE_URL_ENV} from the environment)") from None
     return config

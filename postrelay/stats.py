@@ -7,7 +7,8 @@ pipelines or transactions they execute anyway (no extra round trip):
 - `pr:stats:hist:<name>` (hash): a histogram: one field per bucket upper bound holding the observations that
   fell in that bucket (not cumulative), plus `sum` and `count`;
 - `pr:stats:types:<minute>` (hash): events processed per canonical type during that minute (epoch // 60),
-  expiring after two hours (`postrelay status`: events in the last hour).
+  expiring after two hours (`postrelay status`: events in the last hour);
+- `pr:stats:sources:<minute>` (hash): the same per source, kept `SOURCES_TTL` (the console's chart).
 Counters only grow; Prometheus' `rate()` copes with the reset when Redis data is lost.
 """
 
@@ -25,6 +26,8 @@ STATS = keys.STATS
 HIST_PREFIX = keys.STATS_HIST_PREFIX
 TYPES_PREFIX = keys.STATS_TYPES_PREFIX
 TYPES_TTL = 2 * 3600
+SOURCES_PREFIX = "pr:stats:sources:"
+SOURCES_TTL = 7 * 3600
 OUTCOMES = ("ok", "retry", "permanent", "dead")
 
 # name -> bucket upper bounds (seconds). Exposed as postrelay_<metric> by the receiver's /metrics.
@@ -75,6 +78,11 @@ def count_events(pipe: Any, events: Sequence[CanonicalEvent], now: float) -> Non
         pipe.hincrby(STATS, f"events|{etype}", n)
         pipe.hincrby(minute, etype, n)
     pipe.expire(minute, TYPES_TTL)
+    by_source = Counter(e.source for e in events)
+    source_minute = f"{SOURCES_PREFIX}{int(now // 60)}"
+    for source, n in by_source.items():
+        pipe.hincrby(source_minute, source, n)
+    pipe.expire(source_minute, SOURCES_TTL)
 
 
 def _text(value: bytes | str) -> str:
@@ -108,6 +116,12 @@ def last_hour_keys(now: float, minutes: int = 60) -> list[str]:
     """The per-minute keys of the last `minutes` minutes, the current one included."""
     current = int(now // 60)
     return [keys.stats_minute(m) for m in range(current - minutes + 1, current + 1)]
+
+
+def source_minute_keys(now: float, minutes: int) -> list[tuple[int, str]]:
+    """(minute, key) of the per-source counts of the last `minutes` minutes, oldest first."""
+    current = int(now // 60)
+    return [(m, f"{SOURCES_PREFIX}{m}") for m in range(current - minutes + 1, current + 1)]
 
 
 def sum_types(hashes: Iterable[Mapping[Any, Any]]) -> dict[str, int]:

@@ -35,6 +35,7 @@ from postrelay import keys
 from postrelay.events import RANK, TERMINAL, CanonicalEvent, EventType
 from postrelay.redis_url import is_cluster
 from postrelay.stores import piece_codec as codec
+from postrelay.stores.indexes import INDEX_LUA, IndexWriter, index_args
 from postrelay.timeline_legacy import legacy_view
 
 LEGACY = -1  # the script's answer for a piece still in the first layout
@@ -78,9 +79,11 @@ end
 
 # KEYS: piece hash, then the first layout's timeline, events and types keys (a piece still in it answers -1)
 # ARGV: 1 record field (12 hex), 2 type code, 3 rank, 4 stage time code (occurred), 5 whole (1/0), 6 piece part
-#       (or the whole event JSON), 7 metadata.postrelay JSON ('' none), 8 record head, 9 record tail, 10 retention s
+#       (or the whole event JSON), 7 metadata.postrelay JSON ('' none), 8 record head, 9 record tail, 10 retention s,
+#       11 index here (1/0), then (index here) the console index's 11 arguments (`postrelay.stores.indexes.index_args`;
+#       they name keys on this same Redis; its state fields live in the piece hash)
 # Returns {applied 0/1, stage code, the piece parts most recently used first}.
-_APPLY = CHUNKS_LUA + """
+_APPLY = INDEX_LUA + CHUNKS_LUA + """
 if redis.call('EXISTS', KEYS[3]) == 1 then return {-1} end
 local P = KEYS[1]
 local RANK = {""" + _RANKS + """}
@@ -114,6 +117,7 @@ for r in string.gmatch(redis.call('HGET', P, 'u') or '', '[^,]+') do
   if r ~= ref then used = used .. ',' .. r end
 end
 redis.call('HSET', P, 'u', used)
+if ARGV[11] == '1' then ix_event(P, ARGV, 12) end
 local ttl = tonumber(ARGV[10])
 if ttl > 0 then redis.call('EXPIRE', P, ttl) end
 return answer(1)
@@ -125,12 +129,13 @@ def _keys(source: str, piece_id: str) -> list[str]:
             keys.piece_types(source, piece_id)]
 
 
-def _apply_args(event: CanonicalEvent, retention: float) -> tuple[list[str], list[Any]]:
+def _apply_args(event: CanonicalEvent, retention: float, index: bool = False) -> tuple[list[str], list[Any]]:
     enc = codec.encode(event)
     etype = EventType(event.type)
     return (_keys(*event.piece_key),
             [enc.eid, codec.CODE[etype.value], RANK.get(etype, 0), codec.time_code(event.occurred_at),
-             int(enc.whole), enc.part, enc.postrelay, enc.head, enc.tail, int(retention)])
+             int(enc.whole), enc.part, enc.postrelay, enc.head, enc.tail, int(retention),
+             *((1, *index_args(event)) if index else (0,))])
 
 
 def _text(v: Any) -> str:
@@ -138,19 +143,25 @@ def _text(v: Any) -> str:
 
 
 class TimelineWriter:
-    """Applies canonical events to mailpiece state (sync; used by the worker)."""
+    """Applies canonical events to mailpiece state and the console's indexes (sync; used by the worker).
 
-    def __init__(self, redis: Redis | RedisCluster, retention: float) -> None:
+    `index` is the queue Redis, where the indexes live: the same client as `redis` (or None) indexes in the
+    timeline's own script; another Redis (the mailpieces on a cluster) gets a second, idempotent script.
+    """
+
+    def __init__(self, redis: Redis | RedisCluster, retention: float, index: Redis | None = None) -> None:
         self.redis = redis
         self.retention = retention
         self._script = redis.register_script(_APPLY)
         self.cluster = is_cluster(redis)
+        self.inline_index = not self.cluster and (index is None or index is redis)
+        self.index = None if self.inline_index or index is None else IndexWriter(index, retention)
 
     def apply_many(self, events: Sequence[CanonicalEvent]) -> list[CanonicalEvent]:
         """Apply events in order in one pipeline; returns them with `stage` set to the piece's stage after each."""
         if not events:
             return []
-        calls = [_apply_args(event, self.retention) for event in events]
+        calls = [_apply_args(event, self.retention, self.inline_index) for event in events]
         results = self._run(calls)
         for _ in range(3):  # pieces still in the first layout: moved, then their events applied (in order)
             legacy = [i for i, r in enumerate(results) if int(r[0]) == LEGACY]
@@ -162,6 +173,8 @@ class TimelineWriter:
                 migrate_piece(self.redis, *piece)
             for i, answer in zip(legacy, self._run([calls[i] for i in legacy]), strict=True):
                 results[i] = answer
+        if self.index is not None:  # after the timelines: a crash in between re-runs the batch, which is exact
+            self.index.apply_many(events)
         out = []
         for event, answer in zip(events, results, strict=True):
             if int(answer[0]) == LEGACY:

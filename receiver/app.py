@@ -24,7 +24,7 @@ from postrelay.config import KNOWN_SOURCES, Config
 from postrelay.redis_url import AsyncClient, async_client
 from postrelay.stats import heartbeat_ages
 from postrelay.stores.deliveries import OVERDUE_AFTER
-from postrelay.timeline import read_piece
+from receiver.api.routes import api_routes
 from receiver.auth import Principal, Role, bearer
 from receiver.body import Deadlines, receive_body
 from receiver.edge import Edge, ReceiverApp
@@ -138,20 +138,6 @@ class Receiver:
     def _check_token(self, request: Request, role: Role = "read") -> Principal:
         return bearer(self.config.server, request.headers, role)
 
-    async def mailpiece(self, request: Request) -> JSONResponse:
-        """GET /v1/mailpieces/{source}/{mailpiece_id}: the piece's stage and its timeline."""
-        self._check_token(request)
-        source, piece_id = request.path_params["source"], request.path_params["mailpiece_id"]
-        if source not in KNOWN_SOURCES:  # source names hold no `:`, so `{source:id}` keys cannot be ambiguous
-            raise HTTPError(404, "unknown_source", f"unknown source {source[:40]!r}; known: {', '.join(KNOWN_SOURCES)}")
-        try:
-            piece = await read_piece(self.pieces, source, piece_id)
-        except PIECE_ERRORS as exc:
-            raise self._unavailable(exc) from None
-        if piece is None:
-            raise HTTPError(404, "mailpiece_not_found", f"no events for mailpiece {piece_id!r} from {source!r}")
-        return JSONResponse(piece)
-
     async def healthz(self, request: Request) -> JSONResponse:
         """GET /healthz: the process is up."""
         return JSONResponse({"status": "ok"})
@@ -247,12 +233,16 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
     routes = [
         Route("/webhooks/{source}", webhook, methods=["POST"]),
         Route("/webhooks/postalytics/{token}", webhook, methods=["POST"]),
-        Route("/v1/mailpieces/{source}/{mailpiece_id:path}", receiver.mailpiece, methods=["GET"]),
+        *api_routes(),
         Route("/healthz", receiver.healthz, methods=["GET"]),
         Route("/readyz", receiver.readyz, methods=["GET"]),
         Route("/metrics", receiver.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
+    if config.ui.enabled:
+        from receiver.ui.app import console_routes
+
+        routes.extend(console_routes(receiver))
     app = ReceiverApp(routes=routes, lifespan=lifespan,
                       middleware=[Middleware(Edge, metrics=receiver.prom, server=server)])
     app.router.redirect_slashes = False  # receiver.errors.routing_error answers those with JSON

@@ -302,18 +302,3 @@ async def backfill(source: str, settings: PostGridSource | LobSource, queue: Ing
         if progress:
             progress.update(counts, final=True)
     return counts
-
-
-def parse_when(text: str, now: float | None = None) -> datetime:
-    """`2026-11-01`, `2026-11-01T08:00:00-05:00` (no offset: UTC) or a duration ago (`36h`, `3d`)."""
-    from postrelay.durations import parse_seconds
-
-    try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        try:
-            ago = parse_seconds(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is neither an ISO date/time nor a duration such as 36h or 3d") from None
-        return datetime.fromtimestamp((time.time() if now is None else now) - ago, UTC)
-    return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -52,7 +52,18 @@ _JSON_BODY = {"application/json": {"schema": {"oneOf": [{"type": "object"}, {"ty
 
 
 def document() -> dict[str, Any]:
-    """The OpenAPI document (a fresh dict each call)."""
+    """The OpenAPI document (a fresh dict each call), with the console API's paths (`receiver.api`)."""
+    from receiver.api import openapi_paths
+
+    doc = _document()
+    doc["paths"].update(openapi_paths.paths())
+    doc["components"]["schemas"].update(openapi_paths.schemas())
+    mailpiece = doc["paths"]["/v1/mailpieces/{source}/{mailpiece_id}"]["get"]
+    mailpiece["responses"]["400"] = _error("a bad parameter")
+    return doc
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "postrelay receiver", "version": "0.1.0",
@@ -133,7 +144,8 @@ def document() -> dict[str, Any]:
         },
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                                               "description": "`[server] api_token`"}},
+                                               "description": "`[server] api_token` (role operate) or a "
+                                                              "`[[server.tokens]]` token (read or operate)"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error", "detail"], "additionalProperties": False,
                           "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}},
@@ -149,8 +161,15 @@ def document() -> dict[str, Any]:
                                                         "when `queue_url` names another Redis (a Redis Cluster)"},
                                              "failed": {"type": "array", "items": {"type": "string"}}}},
                 "Mailpiece": {
-                    "type": "object", "required": ["source", "id", "stage", "events"],
+                    "type": "object", "required": ["source", "id", "stage", "events", "deliveries", "followups"],
                     "properties": {"source": {"type": "string"}, "id": {"type": "string"},
+                                   "campaign": {"type": ["string", "null"]},
+                                   "recipient": {"type": "object", "properties": {
+                                       "name": {"type": ["string", "null"]}, "email": {"type": ["string", "null"]}}},
+                                   "deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"},
+                                                  "description": "every delivery of its events, per destination"},
+                                   "followups": {"type": "array", "items": {"type": "object"},
+                                                 "description": "follow-ups pending, fired or cancelled"},
                                    "kind": {"type": ["string", "null"]}, "country": {"type": ["string", "null"]},
                                    "stage": {"type": ["string", "null"]}, "stage_at": {"type": ["string", "null"]},
                                    "events": {"type": "array", "items": {"type": "object"}}}},

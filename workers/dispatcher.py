@@ -21,6 +21,7 @@ from redis.client import Pipeline
 
 from postrelay import keys, stats
 from postrelay.events import CanonicalEvent
+from postrelay.logs import log_fields
 from postrelay.stores import deliveries
 from postrelay.timeline import TimelineWriter
 from workers.executor import DeliveryExecutor
@@ -95,7 +96,7 @@ class Dispatcher:
         self.batch = batch
         self.block_ms = block_ms
         self.claim_idle_ms = int(claim_idle * 1000)
-        self.timeline = TimelineWriter(rt.pieces, rt.config.server.timeline_retention)
+        self.timeline = TimelineWriter(rt.pieces, rt.config.server.timeline_retention, index=rt.redis)
         ensure_group(rt.redis)
 
     def reclaim(self) -> int:
@@ -152,4 +153,9 @@ class Dispatcher:
                 committed()
         if poison:
             log.error("moved %d unparseable stream entries to %s", len(poison), POISON)
+        if log.isEnabledFor(logging.INFO):
+            for event in applied:
+                log_fields(log, logging.INFO, "event applied", {
+                    "event_id": event.id, "type": event.type.value, "stage": event.stage and event.stage.value,
+                    "source": event.source, "mailpiece_id": event.mailpiece.id})
         return len(entries)

@@ -18,10 +18,11 @@ import httpx
 from redis import Redis
 from redis.cluster import RedisCluster
 
-from adapters import adapter_class
+from adapters import adapter_class, check_destination
 from adapters.base import Adapter
 from adapters.client import relay_client
-from postrelay.config import Config
+from postrelay.config import Config, ConfigError
+from postrelay.config_errors import located, secret_values
 from postrelay.stores.circuit import CircuitBreaker
 from workers.ratelimit import RateLimiter, parse_rate
 
@@ -34,18 +35,21 @@ def connect_redis(url: str, timeout: float | None = None) -> Redis:
 
 
 def build_adapters(config: Config, client: httpx.Client) -> dict[str, Adapter]:
-    """Instantiate every configured destination; ValueError names a bad destination key."""
-    out: dict[str, Adapter] = {}
+    """Instantiate every configured destination; ConfigError names each bad destination key, one line each,
+    never a secret value."""
+    problems: list[str] = []
     for name, dest in config.destinations.items():
-        try:
-            cls = adapter_class(dest.type)
-            settings = cls.Settings.model_validate(dest.settings)
-            if dest.rate_limit:
+        problems += check_destination(name, {"type": dest.type, **dest.settings})
+        if dest.rate_limit:
+            try:
                 parse_rate(dest.rate_limit)
-        except Exception as exc:  # pydantic ValidationError, KeyError, ValueError
-            raise ValueError(f"destinations.{name}: {exc}") from None
-        out[name] = cls(name, settings, client)
-    return out
+            except ValueError as exc:
+                problems.append(f"destinations.{name}.rate_limit: {exc}")
+    if problems:
+        raise ConfigError(located(problems, None, secret_values(config.model_dump())))
+    return {name: adapter_class(dest.type)(name, adapter_class(dest.type).Settings.model_validate(dest.settings),
+                                           client)
+            for name, dest in config.destinations.items()}
 
 
 @dataclass

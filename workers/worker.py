@@ -54,6 +54,25 @@ def prune_heartbeats(rt: Runtime, older_than: float = 86400.0) -> int:
     return int(rt.redis.hdel(keys.WORKER_HEARTBEATS, *gone)) if gone else 0
 
 
+def forget_heartbeat(rt: Runtime, name: str) -> None:
+    """A cleanly stopped worker leaves the heartbeat hash (so `status` shows it neither alive nor stale)."""
+    try:
+        rt.redis.hdel(keys.WORKER_HEARTBEATS, name)
+    except redis.RedisError:
+        log.warning("could not remove this worker's heartbeat (Redis unavailable); it turns stale on its own")
+
+
+def log_start(rt: Runtime, name: str) -> None:
+    """One INFO line: which Redis, destinations and rules this worker runs with."""
+    from postrelay.redis_url import mask_url
+
+    config = rt.config
+    dests = ", ".join(f"{n} ({d.type})" for n, d in config.destinations.items()) or "none"
+    log.info("worker started: redis %s, %d destination(s): %s; %d route(s), %d follow-up rule(s)",
+             mask_url(config.server.queue_redis_url), len(config.destinations), dests, len(config.routes),
+             len(config.followups), extra={"worker": name})
+
+
 def run_loop(stop: threading.Event, name: str, step: Callable[[], object], interval: float,
              backoff: Backoff | None = None) -> None:
     """Call `step` until `stop`; sleep `interval` between calls (or the float `step` returns, if shorter).
@@ -171,11 +190,14 @@ def run_worker(config: Config, burst: bool = False) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         threads = worker.start(stop)
+        log_start(rt, worker.name)
         while not stop.wait(1.0):
             pass
         worker.shutdown(timeout=config.delivery.lease)
         for t in threads:
             t.join(timeout=5)
+        forget_heartbeat(rt, worker.name)
+        log.info("worker stopped", extra={"worker": worker.name})
     finally:
         stop.set()
         rt.close()

@@ -58,11 +58,18 @@ def run(ctx: Context) -> list[Row]:
     from postrelay.timeline_legacy import LegacyTimelineWriter
 
     n = 20 if ctx.profile.name == "smoke" else 200
+    import redis
+
     r = ctx.redis.r
     pieces = [piece_events(i) for i in range(n)]
     retention = 400 * 86400
-    old, new = LegacyTimelineWriter(r, retention), TimelineWriter(r, retention)
-    size = {(name, k): _measure(r, w, pieces, k) for name, w in (("old", old), ("new", new)) for k in (1, 6)}
+    # the timeline store alone (the console's index state in its own key, on another client), then as the worker
+    # writes on a single Redis (that state in the piece hash)
+    other = redis.Redis.from_url(ctx.redis.url)
+    writers = (("old", LegacyTimelineWriter(r, retention)), ("new", TimelineWriter(r, retention, other)),
+               ("indexed", TimelineWriter(r, retention)))
+    size = {(name, k): _measure(r, w, pieces, k) for name, w in writers for k in (1, 6)}
+    other.close()
     raw = {k: sum(len(e.model_dump_json()) for ev in pieces for e in ev[:k]) / n for k in (1, 6)}
     ctx.redis.reset()
     ctx.raw["memory_layout"] = {"pieces": n, "bytes": {f"{a}_{k}": v for (a, k), v in size.items()},
@@ -82,5 +89,9 @@ def run(ctx: Context) -> list[Row]:
             "today's layout", per_event_old),
         Row("memory", "mailpiece layout: Redis per piece, 6 events (compact) vs raw JSON", "B", size["new", 6],
             "the 6 canonical events' JSON (bytes)", raw[6]),
+        Row("memory", "mailpiece layout: Redis per piece, 6 events, with the console's index state", "B",
+            size["indexed", 6], "today's layout (4 keys), same events", size["old", 6],
+            "≤ 1/5 of today's (ratio ≤ 0.20x)", at_most(size["indexed", 6] / size["old", 6], 0.2),
+            note=f"1 event: {size['indexed', 1]:,.0f} B; the console's sorted-set indexes (pr:ix:*) are not counted"),
     ]
     return rows

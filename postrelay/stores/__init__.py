@@ -5,5 +5,7 @@ Each store owns its keys (built in `postrelay.keys`) and its Lua (`postrelay/lua
 - `dlq` — dead letters: list, add, replay;
 - `destinations` — pause / resume and the per-destination report;
 - `circuit` — each destination's circuit breaker;
-- `followups` — pending follow-ups: list, cancel.
+- `followups` — pending follow-ups: list, cancel;
+- `indexes` — the console's campaign funnels and search indexes, kept by the timeline's script; `catalog`
+  reads them.
 """

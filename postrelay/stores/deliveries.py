@@ -21,6 +21,7 @@ make a delivery due without talking to a worker.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -131,12 +132,21 @@ def is_done(r: Redis, key: str) -> bool:
     return bool(r.exists(keys.delivery_done(key)))
 
 
-def backlog(r: Redis) -> dict[str, int]:
-    """Pending deliveries (recorded, not finished) per destination (a SCAN over the records)."""
+def backlog(r: Redis, destinations: Iterable[str] = ()) -> dict[str, int]:
+    """Pending deliveries per destination: those in the due-time set (due, scheduled or running) plus, for the
+    named `destinations`, those parked while paused. No SCAN of the keyspace (the console shows it on every load)."""
     out: dict[str, int] = {}
-    for raw in r.scan_iter(match=keys.DELIVERY_RECORD_PATTERN, count=1000):
-        dest = split_key(keys.delivery_of_record(raw.decode()))[0]
+    for raw in r.zrange(DUE, 0, -1):
+        dest = split_key(raw.decode())[0]
         out[dest] = out.get(dest, 0) + 1
+    names = list(destinations)
+    if names:
+        pipe = r.pipeline(transaction=False)
+        for name in names:
+            pipe.llen(keys.destination_parked(name))
+        for name, parked in zip(names, pipe.execute(), strict=True):
+            if parked:
+                out[name] = out.get(name, 0) + int(parked)
     return out
 
 

@@ -14,7 +14,7 @@ from redis import Redis
 
 from postrelay import keys
 from postrelay.config import Config
-from postrelay.stores import deliveries, dlq
+from postrelay.stores import deliveries
 from postrelay.stores.circuit import CircuitBreaker
 
 
@@ -51,9 +51,10 @@ def resume(r: Redis, config: Config, dest: str, now: float) -> int:
 def report(r: Redis, config: Config, now: float) -> list[dict[str, Any]]:
     """Per destination: type, circuit state, paused flag, backlog (pending deliveries), parked, dead, last error."""
     dead_by_dest: dict[str, int] = {}
-    for item in dlq.entries(r):
-        dead_by_dest[item["destination"]] = dead_by_dest.get(item["destination"], 0) + 1
-    backlog = deliveries.backlog(r)
+    for raw in r.zrange(keys.DLQ_INDEX, 0, -1):  # the keys name the destination: no entry is read
+        dest = deliveries.split_key(raw.decode())[0]
+        dead_by_dest[dest] = dead_by_dest.get(dest, 0) + 1
+    backlog = deliveries.backlog(r, config.destinations)
     breaker = CircuitBreaker(r, config.delivery)
     rows = []
     for name, dest in config.destinations.items():

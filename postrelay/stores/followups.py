@@ -2,12 +2,15 @@
 
 A pending follow-up is identified by `<rule>|<source>|<mailpiece id>` — one per rule and piece — and lives in
 `pr:fu:due` (ids by due time), `pr:fu:{id}` (its record), `pr:fu:piece:{source:piece}` (the piece's pending
-ids) and, once fired, `pr:fu:fired:{id}`. Scheduling and firing are the worker's (`workers/followups.py`).
+ids), once fired `pr:fu:fired:{id}`, and once cancelled by an operator `pr:fu:cancelled:{id}`. Scheduling
+and firing are the worker's (`workers/followups.py`).
 """
 
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
@@ -15,6 +18,7 @@ from redis import Redis
 from postrelay import keys
 
 DUE = keys.FOLLOWUPS_DUE
+CANCELLED_KEEP = 400 * 86400  # as long as a timeline is kept by default
 
 
 def followup_id(rule: str, source: str, piece_id: str) -> str:
@@ -29,13 +33,16 @@ def cancel_in(pipe: Any, fid: str, source: str, piece_id: str) -> None:
     pipe.srem(keys.followup_piece(source, piece_id), fid)
 
 
-def cancel(r: Redis, fid: str) -> bool:
-    """Remove one pending follow-up; False when there is none with that id."""
+def cancel(r: Redis, fid: str, now: float | None = None, by: str = "") -> bool:
+    """Remove one pending follow-up, leaving a marker (time, `by`) kept `CANCELLED_KEEP`; False when none is
+    pending with that id."""
     if fid.count("|") < 2 or not r.exists(keys.followup(fid)):
         return False
     _, source, piece_id = fid.split("|", 2)
+    at = datetime.fromtimestamp(time.time() if now is None else now, UTC).isoformat()
     pipe = r.pipeline()
     cancel_in(pipe, fid, source, piece_id)
+    pipe.set(keys.followup_cancelled(fid), json.dumps({"at": at, "by": by}), ex=CANCELLED_KEEP)
     pipe.execute()
     return True
 

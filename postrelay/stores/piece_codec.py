@@ -234,6 +234,20 @@ def decode_piece(raw: dict[bytes, bytes], source: str, piece_id: str) -> dict[st
             "stage_at": time_of(state[1:]).isoformat() if stage else None, "events": events}
 
 
+def summary(raw: dict[bytes, bytes]) -> dict[str, str | None]:
+    """stage, stage_at, kind and country of a piece hash in either layout, without decoding its events."""
+    if b"u" not in raw and b"s" not in raw:  # the first layout keeps them as fields
+        return {k: (raw[k.encode()].decode() if k.encode() in raw else None)
+                for k in ("stage", "stage_at", "kind", "country")}
+    f = fields(raw)
+    state = f.get("s", b"").decode()
+    stage = stage_of(state[:1]) if state else None
+    blobs = {k[1:]: v for k, v in f.items() if k.startswith("_")}
+    attrs = merged_attrs([blobs[r] for r in f.get("u", b"").decode().split(",") if r in blobs])
+    return {"stage": stage, "stage_at": time_of(state[1:]).isoformat() if stage else None,
+            "kind": attrs.get("mailpiece.kind"), "country": attrs.get("mailpiece.country")}
+
+
 def _split_record(rec: str) -> tuple[str, str, str]:
     """(record without refs, piece part ref, postrelay ref) of a compact record after its stage code."""
     te_occ, rcv, part_ref, pr_ref, rest = rec.split(",", 4)

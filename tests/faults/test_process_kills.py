@@ -5,7 +5,7 @@ random moment while the destinations hold their answers: the killed worker may b
 request is abandoned and legitimately re-sent with the same webhook-id), mid-dispatch (timeline applied,
 ack transaction not yet run), between taking an RQ job and locking its delivery, or idle. What the test
 never does is kill a worker in the ~1 ms between a destination's 2xx and the worker's done-marker write:
-that residual window is documented in README.md (Guarantees) and is why the webhook adapter sends a stable
+that residual window is documented in docs/guarantees.md and is why the webhook adapter sends a stable
 `webhook-id` for receivers to dedupe on.
 """
 

@@ -15,9 +15,10 @@ import redis
 
 from postrelay import cli, keys
 from postrelay.config import LobSource, PostGridSource
+from postrelay.durations import parse_when
 from postrelay.redis_url import async_client
 from postrelay.version import USER_AGENT
-from receiver.backfill import BackfillError, Progress, backfill, parse_when, retry_after
+from receiver.backfill import BackfillError, Progress, backfill, retry_after
 from receiver.ingest import IngestQueue
 from tests.support import payloads
 from tests.support.http_server import LocalHTTPServer, Recorded, Reply

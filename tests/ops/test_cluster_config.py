@@ -11,10 +11,10 @@ import redis.asyncio.cluster
 import redis.cluster
 
 from postrelay import cli
+from postrelay.cli.status import pieces_store
 from postrelay.config import ConfigError, load_runtime_config, parse_config
 from postrelay.logs import config_secrets
 from postrelay.redis_url import async_client, is_cluster, is_cluster_url, parse_cluster_url, sync_client
-from postrelay.status import pieces_store
 from workers.runtime import from_config
 
 
@@ -132,7 +132,7 @@ def test_queue_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.delenv("POSTRELAY_QUEUE_URL")
     assert cli.main(["check-config", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("config error: server.queue_url: required when server.redis_url is a Redis Cluster")
+    assert err.startswith(f"config error: {cfg}: server.queue_url: required when server.redis_url is a Redis Cluster")
 
 
 def test_worker_runtime_and_status_use_both_stores(cluster_url, redis_url, redis_cluster):

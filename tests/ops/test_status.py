@@ -111,7 +111,7 @@ def test_status_on_an_empty_system(redis_url, tmp_path, capsys):
 
 
 def test_status_hides_the_redis_password():
-    from postrelay.status import _URL_PASSWORD
+    from postrelay.redis_url import mask_url
 
-    assert _URL_PASSWORD.sub(r"\1***@", "redis://:hunter2-secret@db:6379/0") == "redis://:***@db:6379/0"
+    assert mask_url("redis://:hunter2-secret@db:6379/0") == "redis://:***@db:6379/0"
     assert parse_config({}).server.worker_stale_after == 60

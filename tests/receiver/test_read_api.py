@@ -31,7 +31,8 @@ def read(service: Service, source: str, piece_id: str) -> dict:
 def test_piece_view_shape(service: Service) -> None:
     lob_scan_event(service, "mailed", "2024-05-02T21:00:00.000Z")
     piece = read(service, "lob", LETTER)
-    assert set(piece) == {"source", "id", "kind", "country", "stage", "stage_at", "events"}
+    assert set(piece) == {"source", "id", "kind", "country", "stage", "stage_at", "events", "campaign", "recipient",
+                          "deliveries", "followups"}
     assert piece["source"] == "lob"
     assert piece["id"] == LETTER
     assert piece["kind"] == "letter"

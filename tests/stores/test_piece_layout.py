@@ -49,7 +49,7 @@ def test_new_layout_answers_the_same_json_as_the_first_on_the_corpus(redis_clien
     assert [e.stage for e in new_applied] == [e.stage for e in old_applied]
     assert [e.piece_attrs for e in new_applied] == [e.piece_attrs for e in old_applied]
     # one key per piece, in Redis' compact encoding, with the type set the follow-ups read
-    assert redis_client.dbsize() == len(pieces)
+    assert len(redis_client.keys("pr:piece:*")) == len(pieces)
     for p in pieces:
         assert redis_client.object("encoding", keys.piece(*p)) == b"listpack"
         assert 0 < redis_client.ttl(keys.piece(*p)) <= 86400
@@ -117,7 +117,13 @@ def test_memory_per_piece_against_the_first_layout(redis_client, n_events):
         return out[:n_events]
 
     sizes = {}
-    for name, writer in (("old", LegacyTimelineWriter(redis_client, 86400)), ("new", TimelineWriter(redis_client, 86400))):
+    # the console's index state goes to its own key here (another client: `pr:ix:state:{…}`), so this measures the
+    # timeline store; "indexed" keeps it in the piece hash, as the worker does on a single Redis
+    kw = redis_client.connection_pool.connection_kwargs
+    other = redis.Redis(host=kw["host"], port=kw["port"])
+    writers = (("old", LegacyTimelineWriter(redis_client, 86400)), ("new", TimelineWriter(redis_client, 86400, other)),
+               ("indexed", TimelineWriter(redis_client, 86400)))
+    for name, writer in writers:
         redis_client.flushall()
         total = 0
         for i in range(50):
@@ -125,7 +131,9 @@ def test_memory_per_piece_against_the_first_layout(redis_client, n_events):
             writer.apply_many(evs)
             total += piece_memory(redis_client, *evs[0].piece_key)
         sizes[name] = total / 50
+    other.close()
     if n_events == 1:
         assert sizes["new"] <= 600, sizes
     else:
-        assert sizes["new"] <= sizes["old"] / 5, sizes
+        assert sizes["indexed"] <= sizes["old"] / 5, sizes
+    assert sizes["indexed"] - sizes["new"] < 260, sizes  # the console's state: campaign, email, name, ix_* fields

@@ -137,7 +137,7 @@ def test_check_config_prints_one_line_naming_the_key(tmp_path: Path, capsys) -> 
                    '[[routes]]\nto = ["crm"]\nwhere = { contry = "US" }\n', encoding="utf-8")
     assert cli.main(["check-config", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("config error: routes[0].where: unknown filter field 'contry'")
+    assert err.startswith(f"config error: {cfg}: routes[0].where: unknown filter field 'contry'")
     assert len(err.splitlines()) == 1
 
 

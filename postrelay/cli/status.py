@@ -10,19 +10,17 @@ its key count.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import redis
 
 from postrelay import keys, stats
+from postrelay.redis_url import mask_url
 from postrelay.stores import deliveries, destinations
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
-
-_URL_PASSWORD = re.compile(r"(://[^:@/]*:)[^@/]+@")
 
 
 def _iso(epoch: float) -> str:
@@ -40,17 +38,13 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
-def _mask(url: str | None) -> str:
-    return _URL_PASSWORD.sub(r"\1***@", url or "")
-
-
 def pieces_store(rt: Runtime) -> dict[str, Any] | None:
     """The mailpiece store when it is not the queue Redis: its URL and, for a cluster, each primary's keys."""
     from postrelay.redis_url import is_cluster
 
     if rt.pieces is rt.redis or rt.pieces is None:
         return None
-    out: dict[str, Any] = {"redis": _mask(rt.config.server.redis_url), "cluster": is_cluster(rt.pieces)}
+    out: dict[str, Any] = {"redis": mask_url(rt.config.server.redis_url), "cluster": is_cluster(rt.pieces)}
     if out["cluster"]:
         out["nodes"] = [{"node": node.name, "keys": int(rt.pieces.dbsize(target_nodes=node))}
                         for node in sorted(rt.pieces.get_primaries(), key=lambda n: n.name)]
@@ -96,7 +90,7 @@ def gather(rt: Runtime) -> dict[str, Any]:
                     "in_seconds": round(score - now, 1)}
     return {
         "at": _iso(now),
-        "redis": _mask(rt.config.server.queue_redis_url),
+        "redis": mask_url(rt.config.server.queue_redis_url),
         "pieces": pieces_store(rt),
         "ingest": {"stream": int(stream), "pending": pending},
         "deliveries": {"queued": due["ready"], "scheduled": due["scheduled"], "overdue": due["overdue"],

@@ -1,0 +1,1 @@
+"""The web console: pages, sign-in sessions, charts (server-rendered; see `docs/console.md`)."""
