@@ -188,13 +188,15 @@ class CanonicalEvent(BaseModel):
     _piece: dict[str, str] = PrivateAttr(default_factory=dict)
 
     def with_piece(self, attrs: dict[str, str]) -> CanonicalEvent:
-        """This event carrying its piece's stored attributes (`PIECE_ATTRS` paths): `field` falls back to them."""
+        """This event carrying its piece's stored values (`PIECE_ATTRS` paths) of attributes it lacks: `field`
+        falls back to them."""
         self._piece = attrs
         return self
 
     @property
     def piece_attrs(self) -> dict[str, str]:
-        """The piece's stored attributes, as far as the timeline writer attached them (else empty)."""
+        """The piece's stored values of the attributes this event lacks, as far as the timeline writer attached
+        them (else empty)."""
         return self._piece
 
     @property

@@ -8,7 +8,8 @@ a line `--! include <file>.lua` pastes a shared fragment (e.g. `pop_head.lua`) i
     lua("ingest_enqueue").register(async_redis)                        # redis-py's (async) Script object
 
 A call is EVALSHA with a fallback to loading the script (a restarted Redis has forgotten it); in a pipeline,
-redis-py loads missing scripts before executing it.
+redis-py loads missing scripts before executing it. (`postrelay/timeline.py` still holds its own script,
+`_APPLY`, inline: other work edits it concurrently; it moves here next.)
 """
 
 from __future__ import annotations

@@ -176,12 +176,14 @@ class TimelineWriter:
         if self.index is not None:  # after the timelines: a crash in between re-runs the batch, which is exact
             self.index.apply_many(events)
         out = []
-        for event, answer in zip(events, results, strict=True):
+        for event, call, answer in zip(events, calls, results, strict=True):
             if int(answer[0]) == LEGACY:
                 raise RuntimeError(f"mailpiece {event.piece_key} stays in the first layout")
             stage = codec.stage_of(_text(answer[1]))
             applied = event.model_copy(update={"stage": EventType(stage) if stage else None})
-            out.append(applied.with_piece(codec.merged_attrs([bytes(b) for b in answer[2:]])))
+            own = dict(codec.part_attrs(call[1][5]))  # the event's own attributes (its piece part)
+            stored = codec.merged_attrs([bytes(b) for b in answer[2:]])
+            out.append(applied.with_piece({p: v for p, v in stored.items() if p not in own}))  # those it lacks
         return out
 
     def _run(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:

@@ -12,6 +12,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from postrelay.events import RANK, EventType
+
+_TYPES = [t.value for t in EventType]  # every canonical type, new ones included (e.g. informed_delivery_*)
+_STAGES = [t.value for t in EventType if t in RANK]
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -171,8 +176,11 @@ def _document() -> dict[str, Any]:
                                    "followups": {"type": "array", "items": {"type": "object"},
                                                  "description": "follow-ups pending, fired or cancelled"},
                                    "kind": {"type": ["string", "null"]}, "country": {"type": ["string", "null"]},
-                                   "stage": {"type": ["string", "null"]}, "stage_at": {"type": ["string", "null"]},
-                                   "events": {"type": "array", "items": {"type": "object"}}}},
+                                   "stage": {"enum": [*_STAGES, None]}, "stage_at": {"type": ["string", "null"]},
+                                   "events": {"type": "array", "items": {
+                                       "type": "object", "required": ["id", "type", "mailpiece"],
+                                       "properties": {"type": {"enum": _TYPES},
+                                                      "stage": {"enum": [*_STAGES, None]}}}}}},
             },
         },
     }

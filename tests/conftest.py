@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print every fault report (tests/faults: `sent=N accepted=N lost=0 duplicated=0`), whatever `-s`/`-q` say.
+
+    The lines travel on the test reports' `user_properties`, so this works with pytest-xdist workers too.
+    """
+    lines = [value for reports in terminalreporter.stats.values() for rep in reports
+             for key, value in getattr(rep, "user_properties", ()) if key == "fault_report"]
+    if lines:
+        soak = os.environ.get("POSTRELAY_SOAK", "") not in ("", "0")
+        terminalreporter.section("postrelay fault report" + (" (soak)" if soak else " (short mode)"))
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -52,8 +52,10 @@ class DeliveryExecutor:
         self._idle = threading.Condition(self._lock)
         self._running = 0
 
-    def submit(self, dest: str, key: str, seq: str) -> bool:
-        """Start an attempt (waiting for a free slot); False when `dest` already has its cap in flight."""
+    def submit(self, dest: str, key: str, seq: str, block: bool = True) -> bool:
+        """Start an attempt (waiting for a free slot); False when `dest` already has its cap in flight (and its
+        line is full) or, with `block=False`, when no slot is free now (an attempt starting its piece's next
+        update must not wait for a slot held by attempts doing the same)."""
         with self._lock:
             dest_slot = self._dest_slots[dest]
             if not dest_slot.acquire(blocking=False):
@@ -63,7 +65,9 @@ class DeliveryExecutor:
                 line.append((key, seq, time.monotonic()))
                 self._pending[dest] += 1
                 return True
-        self._slots.acquire()
+        if not self._slots.acquire(blocking=block):
+            dest_slot.release()
+            return False
         with self._lock:
             self._running += 1
             self._pending[dest] += 1

@@ -124,7 +124,7 @@ class Worker:
 
     def run_attempt(self, key: str, seq: str) -> str:
         """The executor's job: one attempt (the one entry point, `workers.delivery.attempt`)."""
-        return attempt(self.rt, key, seq, self.submit)
+        return attempt(self.rt, key, seq, self.start_next)
 
     def submit(self, key: str, seq: str) -> None:
         """Hand a delivery to the executor; at its destination's cap it is made due again in `BUSY_RETRY` s."""
@@ -134,6 +134,16 @@ class Worker:
             return
         if not accepted:
             deliveries.schedule(self.rt.redis, key, self.rt.clock() + BUSY_RETRY)
+
+    def start_next(self, key: str, seq: str) -> None:
+        """From inside an attempt: start its piece's next update now if a slot is free, else make it due now
+        (never wait for a slot: every running attempt could be doing the same)."""
+        try:
+            accepted = self.executor.submit(deliveries.split_key(key)[0], key, seq, block=False)
+        except RuntimeError:
+            return
+        if not accepted:
+            deliveries.schedule(self.rt.redis, key, self.rt.clock())
 
     def dispatch_step(self) -> float:
         """Reclaim dead consumers' entries now and then, then read and process one batch."""

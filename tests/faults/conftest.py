@@ -34,12 +34,19 @@ def soak(short: int, long: int) -> int:
     return long if SOAK else short
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print every fault report, whatever `-s`/`-q` say."""
-    if REPORTS:
-        terminalreporter.section("postrelay fault report" + (" (soak)" if SOAK else " (short mode)"))
-        for line in REPORTS:
-            terminalreporter.write_line(line)
+_reported = 0
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
+    """Attach the report lines a test emitted to its test report (`user_properties`), so they reach the
+    terminal summary in tests/conftest.py also from pytest-xdist worker processes."""
+    global _reported
+    outcome = yield
+    rep = outcome.get_result()  # type: ignore[attr-defined]
+    if call.when == "teardown" and len(REPORTS) > _reported:
+        rep.user_properties.extend(("fault_report", line) for line in REPORTS[_reported:])
+        _reported = len(REPORTS)
 
 
 @dataclass
@@ -61,7 +68,7 @@ class Report:
 
 
 def emit(report: Report) -> None:
-    """Record the report for the terminal summary (and print it for `-s` runs)."""
+    """Record the report for the terminal summary (tests/conftest.py; and print it for `-s` runs)."""
     REPORTS.append(report.line())
     print(report.line())
 

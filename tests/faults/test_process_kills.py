@@ -3,10 +3,10 @@
 Receiver kills land anywhere (the sender sees refused/reset connections and retries). Worker kills land at a
 random moment while the destinations hold their answers: the killed worker may be mid-request (the
 request is abandoned and legitimately re-sent with the same webhook-id), mid-dispatch (timeline applied,
-ack transaction not yet run), between taking an RQ job and locking its delivery, or idle. What the test
-never does is kill a worker in the ~1 ms between a destination's 2xx and the worker's done-marker write:
-that residual window is documented in docs/guarantees.md and is why the webhook adapter sends a stable
-`webhook-id` for receivers to dedupe on.
+ack transaction not yet run), between claiming a delivery and locking it, or idle. What the test never does
+is kill a worker between a destination's 2xx and the worker's done-marker write: that residual window is
+measured in tests/faults/test_due_time.py (median 1-2 ms), stated in docs/guarantees.md, and is why the
+webhook adapter sends a stable `webhook-id` for receivers to dedupe on.
 """
 
 from __future__ import annotations

@@ -221,3 +221,22 @@ def test_readme_lists_the_informed_delivery_types() -> None:
     text = README.read_text()
     for name in ("informed_delivery_sent", "informed_delivery_opened", "informed_delivery_clicked"):
         assert re.search(rf"`{name}`", text), name
+
+
+def test_openapi_enums_know_the_new_types_and_the_read_api_conforms(service: Service) -> None:
+    import jsonschema_rs  # (installed with schemathesis)
+
+    doc = service.http.get("/openapi.json").json()
+    schema = doc["components"]["schemas"]["Mailpiece"]
+    assert set(schema["properties"]["events"]["items"]["properties"]["type"]["enum"]) == {t.value for t in EventType}
+    body = P.lob_mailpiece("letter", piece_id="ltr_openapi_1")
+    assert_accepted(service.post_lob(P.lob_event("letter.informed_delivery.email_opened", body)))
+    assert_accepted(service.post_lob(P.lob_event("letter.rejected", body)))
+    service.apply_queued()
+    piece = service.get_piece("lob", "ltr_openapi_1").json()
+    validator = jsonschema_rs.Draft202012Validator({"$ref": "#/components/schemas/Mailpiece",
+                                                    "components": doc["components"]})
+    assert validator.is_valid(piece), list(validator.iter_errors(piece))
+    assert sorted(e["type"] for e in piece["events"]) == ["failed", "informed_delivery_opened"]
+    assert not validator.is_valid({**piece, "stage": "informed_delivery_opened"})  # unranked: never a stage
+    assert not validator.is_valid({**piece, "events": [{**piece["events"][0], "type": "teleported"}]})

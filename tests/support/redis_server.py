@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import shutil
 import socket
 import subprocess
@@ -11,12 +13,28 @@ from pathlib import Path
 
 import redis
 
+# Ports handed out below the kernel's ephemeral range (32768+ on Linux), so a server restarted on its port
+# never finds it taken by some client's outgoing connection; each pytest-xdist worker draws from its own slice.
+_PORT_BASE, _PORT_SLICE = 20000, 1500
+_next_port: list[int] = []
+
 
 def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A currently free TCP port on 127.0.0.1, from this process's slice of 20000-31999."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    lo = _PORT_BASE + (int(worker) % 8 if worker.isdigit() else 0) * _PORT_SLICE
+    if not _next_port:
+        _next_port.append(lo + random.randrange(_PORT_SLICE))
+    for _ in range(_PORT_SLICE):
+        port = _next_port[0]
+        _next_port[0] = lo + (port - lo + 1) % _PORT_SLICE
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {lo}-{lo + _PORT_SLICE - 1}")
 
 
 def redis_binary() -> str:

@@ -293,3 +293,4 @@ def test_webhook_4xx_is_retried_on_the_schedule_not_dead_lettered(make_runtime, 
             drain(rt)
         assert [r.headers["webhook-id"] for r in hook.requests] == [hook.requests[0].headers["webhook-id"]] * 4
         assert dlq.size(rt.redis) == 0 and scheduled(rt) == []
+

@@ -91,3 +91,29 @@ def test_wait_for_room_wakes_when_the_line_moves():
         for _ in range(3):
             gate.release()
         ex.shutdown(1)
+
+
+def test_attempts_starting_next_updates_in_a_full_pool_do_not_wait_for_a_slot():
+    """Two destinations, one attempt each, pool of 2: each finishing attempt starts its piece's next update
+    (its destination has a free slot, the pool has none). Waiting for a pool slot would deadlock: every slot
+    is held by an attempt doing the same. With block=False it is refused, and the caller makes it due."""
+    both = threading.Barrier(2, timeout=5)
+    results: dict[str, bool] = {}
+    ex: DeliveryExecutor
+
+    def run(key: str, seq: str) -> None:
+        if key.endswith("|1"):
+            both.wait()  # both first attempts hold a pool slot now
+            dest = key.split("|")[0]
+            results[dest] = ex.submit(dest, f"{dest}|2", "", block=False)
+            both.wait()  # neither lets its slot go before both have tried
+
+    ex = DeliveryExecutor(run, max_in_flight=2, per_destination=2)
+    try:
+        assert ex.submit("a", "a|1", "") and ex.submit("b", "b|1", "")
+        assert ex.wait_idle(5), "the attempts deadlocked"
+        assert results == {"a": False, "b": False}
+        assert ex.submit("a", "a|2", "", block=False)  # a slot is free again
+        assert ex.wait_idle(5)
+    finally:
+        ex.shutdown(1)

@@ -182,3 +182,32 @@ def test_new_engagement_types_are_accepted_by_every_consumer(make_runtime) -> No
     from tests.workers.conftest import event
 
     assert destinations_for(event("informed_delivery_opened"), rt.config.routes) == ["crm"]
+
+
+def test_piece_attributes_last_value_wins_and_survive_reprocessing(make_runtime) -> None:
+    from datetime import datetime
+
+    from postrelay.events import CanonicalEvent, Mailpiece, Recipient
+    from postrelay.timeline import TimelineWriter
+
+    rt = make_runtime({})
+    writer = TimelineWriter(rt.redis, 3600)
+
+    def ev(sid: str, etype: str, **recipient: str) -> CanonicalEvent:
+        return CanonicalEvent.build(source="postgrid", source_event_id=sid, type=etype,
+                                    occurred_at=datetime.fromisoformat("2026-11-20T10:00:00+00:00"),
+                                    mailpiece=Mailpiece(id="letter_lw"), recipient=Recipient(**recipient))
+
+    writer.apply_many([ev("e1", "created", email="old@example.com", country="CA", address_line2="Apt 1")])
+    writer.apply_many([ev("e2", "printed", email="new@example.com")])
+    visit = ev("e3", "purl_opened")
+    [applied] = writer.apply_many([visit])
+    assert applied.field("recipient.email") == "new@example.com"  # the last value an event sent
+    assert applied.field("recipient.address_line2") == "Apt 1"
+    assert applied.field("country") == "CA" and applied.field("mailpiece.country") == "CA"
+    assert applied.recipient.email is None  # the event itself is not changed
+    [again] = writer.apply_many([visit])  # the same entry again (a crash before XACK): already applied
+    assert again.field("country") == "CA"
+    assert len(load_piece(rt.redis, "postgrid", "letter_lw")["events"]) == 3
+    assert TimelineWriter(rt.redis, 3600).apply_many([ev("e4", "mailed", email="x@example.com")])[0].piece_attrs == {
+        "mailpiece.country": "CA", "recipient.address_line2": "Apt 1", "recipient.country": "CA"}

@@ -124,3 +124,27 @@ do = "hook"
         assert hook.requests[0].headers["webhook-id"].startswith("fup_")  # a follow-up is its own message
         assert hook.requests[0].json()["id"] == e.id and hook.requests[0].json()["followup"]["rule"] == "soon"
         assert r.zcard(keys.FOLLOWUPS_DUE) == 0
+
+
+def test_burst_worker_delivers_what_is_there_and_exits(redis_url: str, tmp_path: Path) -> None:
+    with LocalHTTPServer() as hook:
+        config = tmp_path / "postrelay.toml"
+        config.write_text(f"""
+[server]
+redis_url = "{redis_url}"
+[destinations.hook]
+type = "webhook"
+url = "{hook.url}/catch"
+[[routes]]
+events = ["*"]
+to = ["hook"]
+""")
+        r = redis.Redis.from_url(redis_url)
+        events = [event("mailed", piece=f"b{i}") for i in range(5)]
+        for e in events:
+            r.xadd(keys.INGEST_STREAM, {"e": e.model_dump_json()})
+        proc = subprocess.run([sys.executable, "-m", "postrelay.cli", "worker", "--burst", "--config", str(config)],
+                              capture_output=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+        assert sorted(req.headers["webhook-id"] for req in hook.requests) == sorted(e.id for e in events)
+        assert r.zcard(keys.DELIVERIES_DUE) == 0 and r.xlen(keys.INGEST_STREAM) == 0
