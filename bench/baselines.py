@@ -3,7 +3,8 @@
 - `bare`: a Starlette endpoint that reads the body, parses the JSON and answers 200 (the ceiling);
 - `xadd`: `bare` plus one async `XADD` of the raw body (the cost of one Redis round trip);
 - `naive`: `bare` plus `rq.Queue.enqueue` of the body, sync, through Starlette's thread pool (what a
-  straightforward RQ-based receiver does).
+  straightforward RQ-based receiver does);
+- `redirect`: a Starlette endpoint `GET /t/{token}` answering the 302 postrelay's tracking links answer.
 
 All listen on the same path as postrelay's PostGrid webhook so every driver replays the same request file.
 Run one with `python -m bench.baselines NAME --port P [--workers N]`; Redis comes from `$BENCH_REDIS_URL`.
@@ -24,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bench.payloads import WEBHOOK_PATH
+from bench.payloads import VISIT_TARGET, WEBHOOK_PATH
 
 REDIS_ENV = "BENCH_REDIS_URL"
 BASELINE_STREAM = "bench:baseline:stream"
@@ -95,7 +96,17 @@ def make_naive() -> Starlette:
     return Starlette(routes=[Route(WEBHOOK_PATH, webhook, methods=["POST"])])
 
 
-FACTORIES = {"bare": "make_bare", "xadd": "make_xadd", "naive": "make_naive"}
+def make_redirect() -> Starlette:
+    """`GET /t/{token}` answered with the same 302 as postrelay's links (the ceiling for the redirect row)."""
+    from starlette.responses import RedirectResponse
+
+    async def visit(request: Request) -> RedirectResponse:
+        return RedirectResponse(VISIT_TARGET, status_code=302, headers={"Cache-Control": "no-store"})
+
+    return Starlette(routes=[Route("/t/{token}", visit, methods=["GET"])])
+
+
+FACTORIES = {"bare": "make_bare", "xadd": "make_xadd", "naive": "make_naive", "redirect": "make_redirect"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,6 +48,7 @@ class Context:
         env = {"BENCH_REDIS_URL": self.redis.url, "POSTRELAY_LOG_LEVEL": "WARNING"}
         if sink_url:
             env["BENCH_SINK_URL"] = sink_url
+            env["BENCH_SINK_BASE"] = sink_url.rsplit("/", 1)[0]  # the sink's origin (its /crm/ plays HubSpot)
         return env
 
     def _spawn(self, kind: str, workers: int, sink_url: str) -> Server:

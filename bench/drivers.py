@@ -17,6 +17,7 @@ from bench.payloads import WEBHOOK_PATH
 from bench.procs import ROOT, python
 
 LUA = ROOT / "bench" / "wrk" / "replay.lua"
+VISITS_LUA = ROOT / "bench" / "wrk" / "visits.lua"
 
 
 def wrk_available() -> bool:
@@ -25,8 +26,9 @@ def wrk_available() -> bool:
 
 
 def _wrk(port: int, file: Path, offset: int, count: int, connections: int, seconds: float,
-         path: str = WEBHOOK_PATH) -> dict[str, Any]:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(LUA),
+         path: str = WEBHOOK_PATH, visits: bool = False) -> dict[str, Any]:
+    script = VISITS_LUA if visits else LUA
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script),
             f"http://127.0.0.1:{port}", "--", str(file), str(offset), str(count), path]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     for line in proc.stdout.splitlines():
@@ -38,13 +40,16 @@ def _wrk(port: int, file: Path, offset: int, count: int, connections: int, secon
 
 
 def saturate(port: int, file: Path, total_lines: int, offset: int, connections: int, warmup: float,
-             duration: float) -> dict[str, Any]:
-    """Closed-loop maximum throughput after a warm-up; returns rps, latency (ms), errors, lines used."""
+             duration: float, visits: bool = False) -> dict[str, Any]:
+    """Closed-loop maximum throughput after a warm-up; returns rps, latency (ms), errors, lines used.
+
+    `visits`: the file holds link visits (bench.payloads.write_visits), sent as GETs; a 302 is the answer."""
     if not wrk_available():
-        return _saturate_python(port, file, total_lines, offset, connections, warmup, duration)
-    warm = _wrk(port, file, offset, total_lines - offset, connections, warmup) if warmup > 0 else {"requests": 0}
+        return _saturate_python(port, file, total_lines, offset, connections, warmup, duration, visits)
+    warm = (_wrk(port, file, offset, total_lines - offset, connections, warmup, visits=visits) if warmup > 0
+            else {"requests": 0})
     start = (offset + warm["requests"]) % total_lines
-    run = _wrk(port, file, start, total_lines - start, connections, duration)
+    run = _wrk(port, file, start, total_lines - start, connections, duration, visits=visits)
     seconds = run["duration_us"] / 1e6
     lat = run["latency_us"]
     errors = sum(run["errors"].values())
@@ -56,9 +61,10 @@ def saturate(port: int, file: Path, total_lines: int, offset: int, connections: 
 
 
 def _saturate_python(port: int, file: Path, total_lines: int, offset: int, connections: int, warmup: float,
-                     duration: float) -> dict[str, Any]:
+                     duration: float, visits: bool = False) -> dict[str, Any]:
     out = loadgen(port, file, offset, ["--concurrency", str(connections), "--warmup", str(warmup),
-                                       "--duration", str(duration), "--count", str(total_lines - offset)])
+                                       "--duration", str(duration), "--count", str(total_lines - offset),
+                                       *(["--visits"] if visits else [])])
     return {"driver": "bench.loadgen (closed loop)", "rps": out["throughput"], "requests": out["ok"],
             "warmup_requests": out["requests_sent"] - out["ok"], "errors": out["errors"], "error_detail": out,
             "latency_ms": out["latency_ms"], "wrapped": out["requests_sent"] > out["loaded_requests"],
@@ -66,10 +72,10 @@ def _saturate_python(port: int, file: Path, total_lines: int, offset: int, conne
 
 
 def fixed_rate(port: int, file: Path, offset: int, rate: float, warmup: float, duration: float, drain: float,
-               path: str = WEBHOOK_PATH) -> dict[str, Any]:
-    """Open-loop run at `rate` req/s; see bench.loadgen."""
+               path: str = WEBHOOK_PATH, visits: bool = False) -> dict[str, Any]:
+    """Open-loop run at `rate` req/s; see bench.loadgen (`visits`: GET link visits, see `saturate`)."""
     out = loadgen(port, file, offset, ["--rate", str(rate), "--warmup", str(warmup), "--duration", str(duration),
-                                       "--drain", str(drain), "--path", path])
+                                       "--drain", str(drain), "--path", path, *(["--visits"] if visits else [])])
     out["next_offset"] = offset + out["requests_sent"]
     return out
 

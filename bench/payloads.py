@@ -23,6 +23,7 @@ from postrelay.events import event_id
 
 SECRET = "bench-postgrid-secret-0123456789"
 WEBHOOK_PATH = "/webhooks/postgrid"
+VISIT_TARGET = "https://shop.example.com/offer"  # every bench link's target (bench.toml allows the host)
 # `letter.updated` statuses and the canonical type each maps to (receiver/providers/postgrid.py STATUS_MAP).
 STATUSES = (("printing", "printed"), ("processed_for_delivery", "mailed"), ("completed", "delivered"))
 
@@ -153,3 +154,18 @@ def raw_request(host: str, port: int, signature: str, body: bytes, path: str = W
             f"Content-Type: application/json\r\nPostGrid-Signature: {signature}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
     return head.encode() + body
+
+
+def write_visits(path: Path, tokens: list[str], count: int) -> int:
+    """Write `count` link visits (`/t/<token>\t<User-Agent>` lines): tokens round-robin, every line its own
+    client (a distinct User-Agent), so no visit collapses into an earlier one. Returns `count`."""
+    with path.open("w") as f:
+        for i in range(count):
+            f.write(f"/t/{tokens[i % len(tokens)]}\tMozilla/5.0 (iPhone; bench {i}) Mobile Safari/604.1\n")
+    return count
+
+
+def raw_visit(host: str, port: int, path: str, agent: str) -> bytes:
+    """The HTTP/1.1 GET of one link visit (keep-alive)."""
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: {agent}\r\n"
+            f"Accept: text/html,*/*\r\n\r\n").encode()

@@ -2,7 +2,8 @@
 
 `python -m bench.sink --port P`. Any POST is answered `200 {}` at once (keep-alive). For each one the
 sink keeps `(webhook-id, arrival epoch seconds, received_at from the canonical event body)`; POSTs without
-a `webhook-id` (the direct-POST baseline) are only counted.
+a `webhook-id` (the direct-POST baseline) are only counted. Paths under `/crm/` play HubSpot's API (every call
+answers `{"id":"1"}`); a note is recorded as `crm:<the bench piece id it names>` (else `crm:<event id>`).
 `GET /__stats` returns `{"count", "duplicates", "anonymous", "arrivals": [[id, t, received_at], ...]}`;
 `GET /__count` returns `{"count"}` only; `POST /__reset` forgets everything. A raw asyncio protocol on
 uvloop, so the sink costs little CPU.
@@ -18,6 +19,10 @@ import time
 
 _RECEIVED_AT = re.compile(rb'"received_at":"([^"]+)"')
 _OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+# `/crm/…` plays HubSpot: every call answers an object id; a note (its text names the postrelay event id) is an
+# arrival of that event
+_CRM_OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10\r\n\r\n{"id":"1"}'
+_EVENT_ID = re.compile(rb"\bbench_\d+\b|mev_[0-9a-f]{32}")  # a bench piece id (links scenario), else the event id
 
 
 class Recorder:
@@ -94,6 +99,12 @@ class _Server(asyncio.Protocol):
             payload = b'{"count": %d}' % len(self.recorder.arrivals)
             self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
                                  + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+            return
+        if path.startswith(b"/crm/"):
+            found = _EVENT_ID.search(body) if method == b"POST" and path.endswith(b"/notes") else None
+            if found:
+                self.recorder.record("crm:" + found.group(0).decode(), body)
+            self.transport.write(_CRM_OK)
             return
         if path == b"/__reset":
             self.recorder.reset()

@@ -19,6 +19,7 @@ from postrelay.config_checks import check_redis_urls, interpolate, reference_pro
 from postrelay.config_errors import ConfigError, KeyProblem, format_validation, located, secret_values
 from postrelay.durations import DELAY_FORMS, parse_delay, parse_seconds
 from postrelay.events import ALL_TYPES, filter_field_error
+from postrelay.linkconfig import LinksConfig
 from postrelay.ui_config import UiConfig
 
 __all__ = ["Config", "ConfigError", "check_redis_urls", "interpolate",
@@ -307,6 +308,7 @@ class Config(BaseModel):
     followups: list[FollowupConfig] = Field(default_factory=list)
     followup_estimates: EstimatesConfig = Field(default_factory=EstimatesConfig)
     ui: UiConfig = Field(default_factory=UiConfig)
+    links: LinksConfig = Field(default_factory=LinksConfig)
 
     @model_validator(mode="after")
     def _references(self) -> Config:

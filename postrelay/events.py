@@ -201,7 +201,16 @@ class CanonicalEvent(BaseModel):
 
     @property
     def piece_key(self) -> tuple[str, str]:
-        """(source, mailpiece id): the identity of the piece's timeline."""
+        """(source, mailpiece id): the identity of the piece's timeline.
+
+        A tracking-link visit (source `links`) bound to a provider's piece names that piece's source in
+        `metadata.postrelay.piece_source`: its timeline, follow-ups and delivery order are that piece's.
+        """
+        if self.source == "links":
+            detail = self.metadata.get("postrelay")
+            piece_source = detail.get("piece_source") if isinstance(detail, dict) else None
+            if isinstance(piece_source, str) and piece_source:
+                return (piece_source, self.mailpiece.id)
         return (self.source, self.mailpiece.id)
 
     def field(self, dotted: str) -> Any:

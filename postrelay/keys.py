@@ -189,3 +189,30 @@ def campaign_days(campaign: str) -> str:
 def campaign_transit(campaign: str) -> str:
     """Hash: days from mailed to processed_for_delivery (tenths) -> pieces of the campaign."""
     return f"{INDEX_PREFIX}:transit:{campaign}"
+
+
+# --- tracking links (`postrelay.stores.links`, `postrelay.stores.link_binding`) ---
+
+def link(token: str) -> str:
+    """Hash with a tracking link's record (target, campaign, ref, expiry, revocation, binding)."""
+    return f"{PREFIX}:link:{{{token}}}"
+
+
+def link_held(token: str) -> str:
+    """Sorted set of a link's visits recorded before it was bound to a piece (event JSON by occurrence)."""
+    return f"{PREFIX}:link:{{{token}}}:held"
+
+
+def link_ref(ref: str) -> str:
+    """Set of the not-yet-bound link tokens minted with the user's key `ref`."""
+    return f"{PREFIX}:link:ref:{{{ref}}}"
+
+
+def link_visitor_key(period: int) -> str:
+    """The random key of one rotation period for hashing link visitors (expires two periods later)."""
+    return f"{PREFIX}:link:vkey:{period}"
+
+
+def link_collapse(token: str, kind: str, visitor: str) -> str:
+    """Ingest marker id collapsing one client's repeated visits to a link (passed to `seen`)."""
+    return f"lnk:{token}:{kind}:{visitor}"

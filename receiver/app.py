@@ -1,4 +1,4 @@
-"""The ASGI application: webhook ingest, the mailpiece read API, health, readiness and metrics."""
+"""The ASGI application: webhook ingest, the mailpiece read API, tracking links, health, readiness and metrics."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ from receiver.body import Deadlines, receive_body
 from receiver.edge import Edge, ReceiverApp
 from receiver.errors import HTTPError, unauthorized
 from receiver.ingest import IngestQueue
+from receiver.links import LinkVisits
+from receiver.links_api import LinksAPI
 from receiver.metrics import CONTENT_TYPE, ReceiverMetrics, read_redis_state, redis_down_families, redis_families
 from receiver.openapi import openapi_json
 from receiver.providers import generic, lob, postalytics, postgrid
@@ -59,7 +61,7 @@ class Receiver:
         self.redis = redis
         self.pieces = redis if pieces is None else pieces
         self.clock = clock
-        self.queue = IngestQueue(redis, config.server.dedupe_window)
+        self.queue = IngestQueue(redis, config.server.dedupe_window, config.links.allowed_hosts)
         self.body_deadlines = Deadlines(config.server.body_timeout)
         self.prom = ReceiverMetrics(config)
 
@@ -219,6 +221,7 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
     if pieces_client is None and server.split_stores and server.redis_url:
         pieces_client = async_client(server.redis_url, server.redis_timeout)
     receiver = Receiver(config, redis_client, clock, pieces_client)
+    links = LinksAPI(receiver)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -228,11 +231,20 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
             await receiver.pieces.aclose()
 
     webhook = WebhookEndpoint(receiver)
+    visits = LinkVisits(receiver)
     # The route table. The webhook routes come first: they carry the load, and the router tries routes in order
     # (`{source}` never matches `postalytics/<token>`: a path parameter matches no slash).
     routes = [
         Route("/webhooks/{source}", webhook, methods=["POST"]),
         Route("/webhooks/postalytics/{token}", webhook, methods=["POST"]),
+        Route("/t/{token}", visits, methods=["GET", "HEAD"]),  # tracking-link visits carry load too
+        Route("/t/{token}/goal", visits, methods=["GET", "HEAD"]),
+        Route("/v1/links", links.mint, methods=["POST"]),
+        Route("/v1/links/batch", links.mint_batch, methods=["POST"]),
+        Route("/v1/links/{token}", links.show, methods=["GET"]),
+        Route("/v1/links/{token}", links.revoke, methods=["DELETE"]),
+        Route("/v1/links/{token}/goal", links.goal, methods=["POST"]),
+        Route("/v1/links/{token}/qr.{kind}", links.qr, methods=["GET"]),
         *api_routes(),
         Route("/healthz", receiver.healthz, methods=["GET"]),
         Route("/readyz", receiver.readyz, methods=["GET"]),
@@ -247,4 +259,5 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
                       middleware=[Middleware(Edge, metrics=receiver.prom, server=server)])
     app.router.redirect_slashes = False  # receiver.errors.routing_error answers those with JSON
     app.state.receiver = receiver
+    app.state.link_visits = visits
     return app

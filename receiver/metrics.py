@@ -2,8 +2,9 @@
 
 In-process (no Redis call on the request path): `postrelay_events_received_total{source,outcome}`,
 `postrelay_events_rejected_total{source,reason}`, `postrelay_signature_failures_total{source}`,
-`postrelay_ingest_seconds`, `postrelay_http_requests_total{path,status}` and
-`postrelay_client_aborts_total{path}`. With several uvicorn worker
+`postrelay_ingest_seconds`, `postrelay_http_requests_total{path,status}`,
+`postrelay_client_aborts_total{path}`, and for tracking links `postrelay_link_visits_total{kind,outcome}` and
+`postrelay_link_non_human_total{kind,reason}`. With several uvicorn worker
 processes, set `PROMETHEUS_MULTIPROC_DIR` (`postrelay serve --workers N` does it) and every process's
 counters are summed at scrape time (prometheus-client multiprocess mode).
 
@@ -72,6 +73,13 @@ class ReceiverMetrics:
         self.client_aborts = Counter("postrelay_client_aborts_total",
                                      "Requests whose client disconnected before the body was received (not answered)",
                                      ["path"], registry=reg)
+        self.link_visits = Counter("postrelay_link_visits_total",
+                                   "Tracking-link visits by kind (open, goal) and outcome (recorded, collapsed, "
+                                   "missed: Redis down, visitor redirected; not_found; gone: expired or revoked)",
+                                   ["kind", "outcome"], registry=reg)
+        self.link_non_human = Counter("postrelay_link_non_human_total",
+                                      "Tracking-link requests redirected without an event: HEAD, prefetch, "
+                                      "known scanner", ["kind", "reason"], registry=reg)
         if self.multiprocess:
             from prometheus_client import multiprocess
 
@@ -84,6 +92,7 @@ class ReceiverMetrics:
         # labelled children by label values: `.labels()` takes a lock and builds a tuple on every call
         self._events: dict[tuple[str, str], Any] = {}
         self._http: dict[tuple[str, int], Any] = {}
+        self._links: dict[tuple[str, str, str], Any] = {}
 
     def _event_counter(self, source: str, outcome: str) -> Any:
         child = self._events.get((source, outcome))
@@ -103,6 +112,14 @@ class ReceiverMetrics:
     def client_abort(self, path: str) -> None:
         """Count one request abandoned by its client mid-body (`path` is the route label)."""
         self.client_aborts.labels(path).inc()
+    def link(self, kind: str, outcome: str, non_human: bool = False) -> None:
+        """Count one tracking-link request: a visit outcome, or (`non_human`) why it was not a visit."""
+        key = (kind, outcome, "n" if non_human else "v")
+        child = self._links.get(key)
+        if child is None:
+            counter = self.link_non_human if non_human else self.link_visits
+            child = self._links[key] = counter.labels(kind, outcome)
+        child.inc()
 
     def accepted(self, source: str, accepted: int, duplicates: int, ignored: int) -> None:
         """Count one answered webhook."""

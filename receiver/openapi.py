@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from postrelay.events import RANK, EventType
+from receiver import openapi_links
 
 _TYPES = [t.value for t in EventType]  # every canonical type, new ones included (e.g. informed_delivery_*)
 _STAGES = [t.value for t in EventType if t in RANK]
@@ -146,6 +147,7 @@ def _document() -> dict[str, Any]:
                                       "responses": {"200": {"description": "OpenAPI 3.1",
                                                             "content": {"application/json": {
                                                                 "schema": {"type": "object"}}}}}}},
+            **openapi_links.paths(),
         },
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",

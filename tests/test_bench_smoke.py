@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?( \S+)?$")
 RATIO = re.compile(r"^\d+(\.\d+)?x$")
 TIMEOUT = 90  # the smoke run takes ~40 s; the bound is generous because CI machines are shared and noisy
-EXPECTED_SECTIONS = {"ingest", "end-to-end", "fan-out", "follow-ups", "memory"}
+EXPECTED_SECTIONS = {"ingest", "end-to-end", "fan-out", "follow-ups", "memory", "links"}
 EXPECTED_ROWS = (  # (section, start of the measurement's name, how many such rows)
     ("ingest", "saturation, postrelay, 1 worker", 2),
     ("ingest", "saturation, postrelay, 2 workers", 2),
@@ -34,6 +34,9 @@ EXPECTED_ROWS = (  # (section, start of the measurement's name, how many such ro
     ("fan-out", "deliveries/s, 1 postrelay worker at INFO", 1),
     ("follow-ups", "", 4),  # time to schedule, memory per pending, due → fired p50 and p99
     ("memory", "peak RSS, receiver", 1),
+    ("links", "/t/{token} redirects", 1),
+    ("links", "/t/{token} @", 1),
+    ("links", "visit → CRM", 2),
     ("memory", "peak RSS, worker", 1),
     ("memory", "Redis per mailpiece", 1),
     ("memory", "Redis per additional event", 1),

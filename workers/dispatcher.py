@@ -1,6 +1,8 @@
 """The ingest-stream consumer: timeline first, then routing and follow-ups, then acknowledge.
 
-Entries are read with a consumer group. For a batch, the mailpiece timelines are updated (idempotent),
+Entries are read with a consumer group. For a batch, tracking links are resolved first (a piece event binds
+its links, a visit gets its link's details and moves onto its piece: `postrelay.stores.link_binding`), then the
+mailpiece timelines are updated (idempotent),
 every handler stages its durable effects (delivery records, follow-up schedules) into one
 MULTI/EXEC transaction together with XACK+XDEL, so an entry is acknowledged exactly when its effects are
 stored. Entries of a consumer that died are reclaimed with XAUTOCLAIM after `claim_idle` seconds.
@@ -23,6 +25,7 @@ from postrelay import keys, stats
 from postrelay.events import CanonicalEvent
 from postrelay.logs import log_fields
 from postrelay.stores import deliveries
+from postrelay.stores.link_binding import LinkBinder, is_attached
 from postrelay.timeline import TimelineWriter
 from workers.executor import DeliveryExecutor
 from workers.routing import destinations_for
@@ -63,6 +66,8 @@ class RelayHandler:
         dumped: dict[str, str] = {}
         self._staged = []
         for event in events:
+            if is_attached(event):  # a held visit attached to its piece: routes had it when it came
+                continue
             for dest in destinations_for(event, self.rt.config.routes):
                 if event.id not in dumped:
                     dumped[event.id] = event.model_dump_json()
@@ -97,6 +102,7 @@ class Dispatcher:
         self.block_ms = block_ms
         self.claim_idle_ms = int(claim_idle * 1000)
         self.timeline = TimelineWriter(rt.pieces, rt.config.server.timeline_retention, index=rt.redis)
+        self.links = LinkBinder(rt.redis)
         ensure_group(rt.redis)
 
     def reclaim(self) -> int:
@@ -136,13 +142,14 @@ class Dispatcher:
                 events.append(CanonicalEvent.model_validate_json(raw))
             except ValidationError:
                 poison.append((entry_id, raw))
-        applied = self.timeline.apply_many(events)
+        applied = self.timeline.apply_many(self.links.resolve(events))  # links bound, visits moved to pieces
         pipe = r.pipeline(transaction=True)
         for handler in self.handlers:
             handler.stage(pipe, applied)
         for entry_id, raw in poison:
             pipe.rpush(POISON, json.dumps({"entry": entry_id.decode(), "raw": raw.decode(errors="replace")}))
-        stats.count_events(pipe, applied, self.rt.clock())  # per type: /metrics and `postrelay status`
+        # per type: /metrics and `postrelay status` (a held visit attached to its piece was counted when it came)
+        stats.count_events(pipe, [e for e in applied if not is_attached(e)], self.rt.clock())
         ids = [eid for eid, _ in entries]
         pipe.xack(keys.INGEST_STREAM, keys.INGEST_GROUP, *ids)
         pipe.xdel(keys.INGEST_STREAM, *ids)

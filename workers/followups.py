@@ -86,9 +86,9 @@ class FollowupHandler:
         planned: list[tuple[FollowupConfig, CanonicalEvent, str, datetime, bool]] = []
         for event in events:
             for rule in self.rules:
-                fid = followup_id(rule.name, event.source, event.mailpiece.id)
+                fid = followup_id(rule.name, *event.piece_key)
                 if event.type.value in rule.unless:
-                    cancel_in(pipe, fid, event.source, event.mailpiece.id)
+                    cancel_in(pipe, fid, *event.piece_key)
                     continue
                 trigger = self._trigger(rule, event)
                 if trigger is not None:
@@ -123,7 +123,7 @@ class FollowupHandler:
                         due: datetime, estimated: bool, seen: list[str]) -> None:
         data = json.dumps({"rule": rule.name, "do": rule.do, "event": event.model_dump(mode="json"),
                            "estimated": estimated, "scheduled_for": due.isoformat()})
-        src, pid = event.source, event.mailpiece.id
+        src, pid = event.piece_key
         lua("followup_schedule")(
             pipe, keys=[record_key(fid), DUE, piece_key(src, pid), fired_key(fid), keys.piece_types(src, pid),
                         keys.piece(src, pid)],

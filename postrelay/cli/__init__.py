@@ -5,6 +5,7 @@
     postrelay status | dlq list|replay | destinations [pause|resume NAME] | backfill  (postrelay.cli.ops)
     postrelay followups list|cancel                                              (postrelay.cli.followups)
     postrelay reindex [--rebuild] | demo [--pieces N]  the console's indexes, its demo data (postrelay.cli.console)
+    postrelay links mint --csv FILE                                              (postrelay.cli.links)
     postrelay migrate                         stored mailpieces to the compact layout (postrelay.cli.migrate)
 
 This package is the top layer: it may import `receiver` and `workers`; nothing below imports it. `main()` maps
@@ -21,7 +22,7 @@ import sys
 
 import click
 
-from postrelay.cli import console, followups, migrate, ops, service, validate
+from postrelay.cli import console, followups, links, migrate, ops, service, validate
 from postrelay.cli.common import (
     CONFIG_ERROR,
     FAILED,
@@ -60,6 +61,7 @@ TREE: list[click.Command] = [
     ops.backfill,
     console.reindex,
     console.demo,
+    links.links,  # mint --csv FILE
     migrate.migrate,
 ]
 for command in TREE:

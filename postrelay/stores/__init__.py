@@ -8,4 +8,5 @@ Each store owns its keys (built in `postrelay.keys`) and its Lua (`postrelay/lua
 - `followups` — pending follow-ups: list, cancel;
 - `indexes` — the console's campaign funnels and search indexes, kept by the timeline's script; `catalog`
   reads them.
+- `links` / `link_binding` — tracking links: mint, read, revoke, bind; binding pieces and visits in the dispatcher.
 """

@@ -47,8 +47,8 @@ def split_key(key: str) -> tuple[str, str, str]:
 
 
 def seq_key(dest: str, event: CanonicalEvent) -> str:
-    """Per (destination, mailpiece) FIFO of event ids."""
-    return keys.delivery_seq(dest, event.source, event.mailpiece.id)
+    """Per (destination, mailpiece) FIFO of event ids (a tracking-link visit bound to a piece: that piece's)."""
+    return keys.delivery_seq(dest, *event.piece_key)
 
 
 def stage(pipe: Any, dest: str, event: CanonicalEvent, *, now: float, due: float, tag: str = "",

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse
 
 from postrelay.config import KNOWN_SOURCES
 from postrelay.stores import catalog
+from postrelay.stores.links import LINK_SOURCE
 from postrelay.timeline import read_piece
 from receiver.api import common, operations
 from receiver.errors import HTTPError
@@ -25,8 +26,9 @@ async def search(request: Request, params: Any) -> dict[str, Any]:
 async def detail(request: Request, source: str, piece_id: str) -> dict[str, Any]:
     """A piece's stage, attributes, timeline, deliveries and follow-ups; 404 `mailpiece_not_found` if unknown."""
     st = common.stores(request)
-    if source not in KNOWN_SOURCES:  # source names hold no `:`, so `{source:id}` keys cannot be ambiguous
-        raise HTTPError(404, "unknown_source", f"unknown source {source[:40]!r}; known: {', '.join(KNOWN_SOURCES)}")
+    readable = (*KNOWN_SOURCES, LINK_SOURCE)  # `links`: a tracking link's own timeline, while not bound
+    if source not in readable:  # source names hold no `:`, so `{source:id}` keys cannot be ambiguous
+        raise HTTPError(404, "unknown_source", f"unknown source {source[:40]!r}; known: {', '.join(readable)}")
     piece = await read_piece(st.pieces, source, piece_id)
     if piece is None:
         raise HTTPError(404, "mailpiece_not_found", f"no events for mailpiece {piece_id!r} from {source!r}")

@@ -1,0 +1,165 @@
+"""Tracking links: `/t/{token}` redirects against a bare Starlette 302, p99 at 2,000 visits/s, visit → CRM.
+
+Links are minted straight into Redis (`postrelay.stores.links.mint_many`, the same call as the API) after each
+Redis reset: `LINK_COUNT` tokens (`SMOKE_LINK_COUNT` in smoke mode), all pointing at `VISIT_TARGET`. The
+request file visits them round-robin with a distinct User-Agent per line, so no visit collapses into an
+earlier one, and there are far more tokens than a run visits twice: nearly every visit reads its link record
+from Redis (no help from the receiver's record cache). The baseline is `bench.baselines` `redirect`: a
+Starlette endpoint answering the same 302. After each postrelay round the ingest stream must hold one
+`purl_opened` per answered visit.
+
+Visit → CRM: a receiver, one worker and the sink run together; links are bound to pieces (`mailpiece` at
+minting) and carry a `ref`; the `crm` destination is the HubSpot adapter against the sink's `/crm/` (which
+answers like HubSpot and records when the note naming the visit's event id arrived). Latency = note arrival -
+when the visit was due (open loop, same clock).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench import drivers
+from bench.context import Context, Server
+from bench.payloads import VISIT_TARGET, write_visits
+from bench.report import Row, at_least, at_most
+from bench.stats import summarize
+from postrelay.linkconfig import LinksConfig
+from postrelay.stores import links as store
+
+LINK_COUNT, SMOKE_LINK_COUNT = 60_000, 500
+RATIO_TARGET, P99_RATE, P99_TARGET_MS, CRM_RATE = 0.45, 2000, 10.0, 200
+STREAM = "pr:{in}:stream"
+CONFIG = LinksConfig(base_url="https://go.example.com", allowed_hosts=["shop.example.com"])
+TARGETS = (("redirect", 1), ("postrelay", 1))
+
+
+def mint(ctx: Context, count: int, bound: bool = False) -> list[str]:
+    """Flush Redis and mint `count` links (bound to pieces `bench_<i>` when `bound`)."""
+    ctx.redis.reset()
+    specs = [store.LinkSpec(target_url=VISIT_TARGET, ref=f"contact-{i}",
+                            mailpiece=store.PieceRef(source="postgrid", id=f"bench_{i}") if bound else None)
+             for i in range(count)]
+    tokens: list[str] = []
+    for start in range(0, count, 10_000):
+        tokens += [m["token"] for m in store.mint_many(ctx.redis.r, CONFIG, specs[start:start + 10_000], time.time())]
+    return tokens
+
+
+def _visits_file(ctx: Context, tokens: list[str], name: str, count: int) -> Any:
+    path = ctx.work / name
+    write_visits(path, tokens, count)
+    return path
+
+
+def _round(ctx: Context, servers: dict[tuple[str, int], Server], count: int, lines: int) -> dict[str, dict[str, Any]]:
+    p = ctx.profile
+    out = {}
+    for (kind, _), srv in servers.items():
+        tokens = mint(ctx, count)
+        path = _visits_file(ctx, tokens, "visits.txt", lines)
+        cpu = srv.proc.cpu_seconds()
+        sat = drivers.saturate(srv.port, path, lines, 0, p.sat_connections, p.sat_warmup, p.sat_duration, visits=True)
+        served = sat["warmup_requests"] + sat["requests"]
+        sat["server_cpu_us_per_request"] = round((srv.proc.cpu_seconds() - cpu) / max(1, served) * 1e6, 1)
+        if kind == "postrelay" and not sat.get("wrapped"):
+            answered = served - sat["errors"]
+            recorded = int(ctx.redis.r.xlen(STREAM))
+            sat["recorded"], sat["answered"] = recorded, answered
+            sat["unrecorded"] = max(0, answered - recorded)  # in flight at wrk's deadline: up to one per connection
+            sat["unexplained"] = max(0, sat["unrecorded"] - 2 * p.sat_connections)
+        out[kind] = sat
+    return out
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    ordered = sorted(runs, key=lambda r: r[key] if key != "p99" else r["latency_ms"].get("p99", float("inf")))
+    chosen = dict(ordered[len(ordered) // 2])
+    chosen["rounds"] = [round(r["rps"]) if key == "rps" else r["latency_ms"].get("p99") for r in runs]
+    chosen["errors"] = sum(int(r.get("errors") or 0) + int(r.get("unexplained") or 0) for r in runs)
+    return chosen
+
+
+def _crm(ctx: Context, count: int) -> dict[str, Any]:
+    """Visits at CRM_RATE through receiver + worker + HubSpot adapter; latency to the note's arrival."""
+    p = ctx.profile
+    tokens = mint(ctx, count, bound=True)
+    n = int((p.e2e_warmup + p.e2e_duration) * CRM_RATE) + 10
+    path = _visits_file(ctx, tokens[:n], "visits-crm.txt", n)
+    with ctx.sink() as sink, ctx.server("postrelay", 1, sink.url) as srv, ctx.worker(sink.url):
+        direct = drivers.fixed_rate(sink.port, path, 0, CRM_RATE, p.e2e_warmup, p.e2e_duration, p.drain, visits=True)
+        sink.reset()
+        run = drivers.fixed_rate(srv.port, path, 0, CRM_RATE, p.e2e_warmup, p.e2e_duration, p.drain, visits=True)
+        expected = run["requests_sent"] - run["errors"]
+        deadline = time.monotonic() + p.e2e_drain
+        arrivals: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            arrivals = {a[0]: a[1] for a in sink.stats()["arrivals"] if a[0].startswith("crm:")}
+            if len(arrivals) >= expected:
+                break
+            time.sleep(0.2)
+    # visit k is of link k, bound to piece bench_k, whose HubSpot note names it; it was due at t0 + k/rate
+    latencies = [arrivals[f"crm:bench_{k}"] - (run["t0_wall"] + k / CRM_RATE)
+                 for k in range(int(p.e2e_warmup * CRM_RATE), run["requests_sent"]) if f"crm:bench_{k}" in arrivals]
+    return {"driver": run, "delivered": len(arrivals), "expected": expected, "latency_ms": summarize(latencies, 1000.0),
+            "errors": run["errors"] + max(0, expected - len(arrivals)), "direct": direct}
+
+
+def measure(ctx: Context) -> dict[str, Any]:
+    """Saturation rounds (interleaved), the fixed-rate p99 rounds, then visit → CRM."""
+    p = ctx.profile
+    count = SMOKE_LINK_COUNT if p.name == "smoke" else LINK_COUNT
+    lines = min(p.requests, 2 * count)
+    res: dict[str, Any] = {}
+    with ctx.servers(list(TARGETS)) as servers:
+        rounds = [_round(ctx, servers, count, lines) for _ in range(p.sat_rounds)]
+        for kind, _ in TARGETS:
+            res[kind] = {"saturation": _median([r[kind] for r in rounds], "rps")}
+        for kind, _ in TARGETS:
+            runs = []
+            for _ in range(p.rate_rounds):
+                tokens = mint(ctx, count)
+                path = _visits_file(ctx, tokens, "visits-rate.txt", lines)
+                runs.append(drivers.fixed_rate(servers[(kind, 1)].port, path, 0, P99_RATE, p.rate_warmup,
+                                               p.rate_duration, p.drain, visits=True))
+            res[kind]["rate"] = _median(runs, "p99")
+    res["crm"] = _crm(ctx, count)
+    ctx.redis.reset()
+    return res
+
+
+def rows(ctx: Context, res: dict[str, Any]) -> list[Row]:
+    """Table rows."""
+    pr, bare = res["postrelay"]["saturation"], res["redirect"]["saturation"]
+    s = "links"
+    note = (f"median of rounds {pr['rounds']} (bare {bare['rounds']}) visits/s ({pr['driver']}); p50 "
+            f"{pr['latency_ms']['p50']:.2f} / p99 {pr['latency_ms']['p99']:.2f} ms; server CPU "
+            f"{pr['server_cpu_us_per_request']:.0f} µs per visit (bare {bare['server_cpu_us_per_request']:.0f}); "
+            f"stream holds {pr.get('recorded', '?')} purl_opened of {pr.get('answered', '?')} answered")
+    r = Row(s, "/t/{token} redirects, postrelay, 1 worker (each visit recorded)", "visits/s", pr["rps"],
+            "bare Starlette 302, 1 worker", bare["rps"], f"≥ {RATIO_TARGET}x", errors=pr["errors"], note=note)
+    r.met = bool(at_least(r.ratio, RATIO_TARGET)) and r.errors == 0
+    out = [r]
+    rate, bare_rate = res["postrelay"]["rate"], res["redirect"]["rate"]
+    r = Row(s, f"/t/{{token}} @{P99_RATE:,} visits/s p99, postrelay, 1 worker", "ms", rate["latency_ms"].get("p99"),
+            f"bare Starlette 302 @{P99_RATE:,} p99", bare_rate["latency_ms"].get("p99"), f"≤ {P99_TARGET_MS:g} ms",
+            errors=rate["errors"], note=f"p99 of the rounds {rate['rounds']} (bare {bare_rate['rounds']}); p50 "
+                                        f"{rate['latency_ms'].get('p50', float('nan')):.2f} ms; achieved "
+                                        f"{rate['throughput']:,.0f}/s; answers {rate['statuses']}")
+    r.met = bool(at_most(r.value, P99_TARGET_MS)) and r.errors == 0
+    out.append(r)
+    crm = res["crm"]
+    for q in ("p50", "p99"):
+        out.append(Row(s, f"visit → CRM (HubSpot adapter) {q}, @{CRM_RATE}/s, 1 worker", "ms",
+                       crm["latency_ms"].get(q), f"the same visits straight to the CRM's host {q}",
+                       crm["direct"]["latency_ms"].get(q), "", errors=crm["errors"],
+                       note=(f"{crm['delivered']:,} of {crm['expected']:,} visits delivered as HubSpot notes "
+                             "(contact PATCH + note POST, against the sink)") if q == "p50" else ""))
+    return out
+
+
+def run(ctx: Context) -> list[Row]:
+    """Measure and build the rows."""
+    res = measure(ctx)
+    ctx.raw["links"] = res
+    return rows(ctx, res)
