@@ -34,6 +34,7 @@ from redis.exceptions import NoScriptError
 from postrelay import keys
 from postrelay.events import RANK, TERMINAL, CanonicalEvent, EventType
 from postrelay.redis_url import is_cluster
+from postrelay.replies import members
 from postrelay.stores import piece_codec as codec
 from postrelay.stores.indexes import INDEX_LUA, IndexWriter, index_args
 from postrelay.timeline_legacy import legacy_view
@@ -233,7 +234,7 @@ async def read_piece(redis: AsyncRedis | AsyncRedisCluster, source: str, piece_i
         return None
     if not legacy:
         return codec.decode_piece(state, source, piece_id)
-    ids = await redis.zrange(keys.piece_timeline(source, piece_id), 0, -1)
+    ids = members(await redis.zrange(keys.piece_timeline(source, piece_id), 0, -1))
     raw_events = await redis.hmget(keys.piece_events(source, piece_id), ids) if ids else []
     return legacy_view(state, raw_events, source, piece_id)
 

@@ -152,7 +152,7 @@ class LegacyTimelineWriter:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def legacy_view(state: dict[bytes, bytes], raw_events: Sequence[bytes | None], source: str,
+def legacy_view(state: dict[bytes, bytes], raw_events: Sequence[bytes | str | None], source: str,
                 piece_id: str) -> dict[str, Any]:
     """The public view of a piece in this layout: its state hash and its events' JSON in timeline order."""
     st = {k.decode(): v.decode() for k, v in state.items()}

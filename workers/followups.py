@@ -26,7 +26,7 @@ from postrelay import keys, stats
 from postrelay.config import Config, FollowupConfig
 from postrelay.durations import Delay, parse_delay
 from postrelay.events import CanonicalEvent, EventType
-from postrelay.replies import members, scored
+from postrelay.replies import scored
 from postrelay.scripts import lua
 from postrelay.stores import deliveries
 from postrelay.stores import followups as followups_store
