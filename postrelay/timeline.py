@@ -1,13 +1,19 @@
-"""Each mailpiece's current stage and full timeline, in Redis.
+"""Each mailpiece's current stage and full timeline, in Redis: one compact hash per piece.
 
-The worker applies events with one atomic script per event: idempotent (an event id already in the
-timeline changes nothing), monotonic (the stage only moves forward by lifecycle rank) and sticky for
-terminal stages. The stored event JSON carries the stage the piece reached with it.
+The worker applies events with one atomic script per event: idempotent (an event already recorded changes
+nothing), monotonic (the stage only moves forward by lifecycle rank) and sticky for terminal stages. Each event
+record keeps the stage the piece reached with it. The layout (`postrelay.stores.piece_codec`) stores the
+recipient and the piece's attributes once per piece and a ≤ 63-byte record per event, so the hash keeps Redis'
+listpack encoding; the events are rebuilt exactly (the read API's JSON is what the first layout answered).
 
-The piece hash also keeps the piece's attributes (`postrelay.events.PIECE_ATTRS`: kind, country, campaign,
-mailing class, tracking number, recipient), each the last non-empty value an event sent; the script returns the
-stored values of those the event lacks and the writer attaches them to the event (`CanonicalEvent.with_piece`),
-so a route or follow-up filter on `country` matches a QR visit or a cancellation that carries no address.
+The script returns the piece's attributes (`postrelay.events.PIECE_ATTRS`: the last non-empty value an event
+sent, from the most recently used piece parts) and the writer attaches them to the event
+(`CanonicalEvent.with_piece`), so a route or follow-up filter on `country` matches a QR visit or a
+cancellation that carries no address.
+
+A piece still in the first layout (`postrelay.timeline_legacy`, before `postrelay migrate` reached it) is moved
+to this one when an event for it arrives (`postrelay.stores.migrate.migrate_piece`, atomic), then the event is
+applied; the readers accept both layouts.
 
 Every key a script call touches belongs to one mailpiece (one hash tag, one Redis Cluster slot), so the
 store may be a Redis Cluster (`[server] redis_url = "redis+cluster://…"`): a batch is then one cluster
@@ -16,7 +22,6 @@ pipeline, which sends each node its pieces' calls in order, in parallel.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,95 +32,115 @@ from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from postrelay import keys
-from postrelay.events import PIECE_ATTRS, RANK, TERMINAL, CanonicalEvent, EventType
+from postrelay.events import RANK, TERMINAL, CanonicalEvent, EventType
 from postrelay.redis_url import is_cluster
-from postrelay.stores.indexes import ARGC as INDEX_ARGC
+from postrelay.replies import members
+from postrelay.stores import piece_codec as codec
 from postrelay.stores.indexes import INDEX_LUA, IndexWriter, index_args
+from postrelay.timeline_legacy import legacy_view
 
-# Piece hash field of each attribute: `kind` and `country` (read API) keep their names, the others their path.
-_HASH_FIELD = {path: path.removeprefix("mailpiece.") if path in ("mailpiece.kind", "mailpiece.country") else path
-               for path in PIECE_ATTRS}
-_FIELDS = [_HASH_FIELD[p] for p in PIECE_ATTRS]
-_MAILPIECE_ATTRS = [p.removeprefix("mailpiece.") for p in PIECE_ATTRS if p.startswith("mailpiece.")]
-_RECIPIENT_ATTRS = [p.removeprefix("recipient.") for p in PIECE_ATTRS if p.startswith("recipient.")]
-_COUNTRY_AT = PIECE_ATTRS.index("mailpiece.country")  # the piece's country: the mailpiece's, else the recipient's
+LEGACY = -1  # the script's answer for a piece still in the first layout
 
-# KEYS: piece hash, timeline zset, events hash, types set
-# ARGV: event id, occurred_at epoch, type, rank, terminal(0/1), json head, json tail, N, (unused),
-#       occurred_at iso, retention seconds, index here (1/0), then (index here) the console index's 11 arguments
-#       (`postrelay.stores.indexes.index_args`; they name keys on this same Redis), then N items: (hash field,
-#       value) pairs of the piece attributes the event has, then the hash fields of those it lacks (read back)
-# Returns {applied 0/1, stage, values of the lacking fields (false = unknown)}.
-_APPLY = INDEX_LUA + """
-local pairs_from = 13
-if ARGV[12] == '1' then pairs_from = 13 + """ + str(INDEX_ARGC) + """ end
-local pairs_end = pairs_from - 1 + tonumber(ARGV[8])
-local function lacking()
-  if #ARGV > pairs_end then return redis.call('HMGET', KEYS[1], unpack(ARGV, pairs_end + 1)) end
-  return {}
+_RANKS = ", ".join(f"{codec.CODE[t.value]}={r}" for t, r in RANK.items())
+_TERMINAL = ", ".join(f"{codec.CODE[t.value]}=true" for t in TERMINAL)
+
+_C = str(codec.CHUNK)
+# Lua helpers over the piece hash P: values split into ≤ 63-byte chunks (`f`, `f.1`, …) and deduplicated blobs.
+CHUNKS_LUA = """
+local function get(P, f)
+  local v = redis.call('HGET', P, f)
+  if not v then return nil end
+  local parts, j = {v}, 1
+  while true do
+    local c = redis.call('HGET', P, f .. '.' .. j)
+    if not c then break end
+    parts[#parts + 1] = c
+    j = j + 1
+  end
+  return table.concat(parts)
 end
-local existing = redis.call('HGET', KEYS[3], ARGV[1])
-if existing then
-  return {0, redis.call('HGET', KEYS[1], 'stage') or '', lacking()}
+local function put(P, f, v)
+  redis.call('HSET', P, f, string.sub(v, 1, """ + _C + """))
+  local j = 1
+  while j * """ + _C + """ < #v do
+    redis.call('HSET', P, f .. '.' .. j, string.sub(v, j * """ + _C + """ + 1, (j + 1) * """ + _C + """))
+    j = j + 1
+  end
 end
-local stage = redis.call('HGET', KEYS[1], 'stage')
-local stage_rank = tonumber(redis.call('HGET', KEYS[1], 'stage_rank') or '0')
-local stage_terminal = redis.call('HGET', KEYS[1], 'stage_terminal') == '1'
-local rank = tonumber(ARGV[4])
-if (not stage_terminal) and rank > stage_rank then
-  stage = ARGV[3]
-  redis.call('HSET', KEYS[1], 'stage', stage, 'stage_rank', rank, 'stage_terminal', ARGV[5], 'stage_at', ARGV[10])
+local function blob(P, v)
+  local i = 0
+  while true do
+    local have = get(P, '_' .. i)
+    if not have then put(P, '_' .. i, v) return tostring(i) end
+    if have == v then return tostring(i) end
+    i = i + 1
+  end
 end
-if pairs_end >= pairs_from then redis.call('HSET', KEYS[1], unpack(ARGV, pairs_from, pairs_end)) end
-redis.call('HSETNX', KEYS[1], 'first_seen', ARGV[10])
-local stage_json = 'null'
-if stage then stage_json = '"' .. stage .. '"' end
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[6] .. stage_json .. ARGV[7])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('SADD', KEYS[4], ARGV[3])
-if ARGV[12] == '1' then ix_event(KEYS[1], ARGV, 13) end
-local ttl = tonumber(ARGV[11])
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
-  redis.call('EXPIRE', KEYS[3], ttl)
-  redis.call('EXPIRE', KEYS[4], ttl)
-end
-return {1, stage or '', lacking()}
 """
-_SENTINEL = '"stage":"__postrelay_stage__"'
+
+# KEYS: piece hash, then the first layout's timeline, events and types keys (a piece still in it answers -1)
+# ARGV: 1 record field (12 hex), 2 type code, 3 rank, 4 stage time code (occurred), 5 whole (1/0), 6 piece part
+#       (or the whole event JSON), 7 metadata.postrelay JSON ('' none), 8 record head, 9 record tail, 10 retention s,
+#       11 index here (1/0), then (index here) the console index's 11 arguments (`postrelay.stores.indexes.index_args`;
+#       they name keys on this same Redis; its state fields live in the piece hash)
+# Returns {applied 0/1, stage code, the piece parts most recently used first}.
+_APPLY = INDEX_LUA + CHUNKS_LUA + """
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-1} end
+local P = KEYS[1]
+local RANK = {""" + _RANKS + """}
+local TERMINAL = {""" + _TERMINAL + """}
+local function answer(applied)
+  local out = {applied, string.sub(redis.call('HGET', P, 's') or '-', 1, 1)}
+  for ref in string.gmatch(redis.call('HGET', P, 'u') or '', '[^,]+') do out[#out + 1] = get(P, '_' .. ref) end
+  return out
+end
+if redis.call('HEXISTS', P, ARGV[1]) == 1 then return answer(0) end
+local s = redis.call('HGET', P, 's')
+local stage = '-'
+if s then stage = string.sub(s, 1, 1) end
+local rank = tonumber(ARGV[3])
+if (not TERMINAL[stage]) and rank > (RANK[stage] or 0) then
+  stage = ARGV[2]
+  redis.call('HSET', P, 's', stage .. ARGV[4])
+end
+local types = redis.call('HGET', P, 't') or ''
+if not string.find(types, ARGV[2], 1, true) then redis.call('HSET', P, 't', types .. ARGV[2]) end
+local ref = blob(P, ARGV[6])
+if ARGV[5] == '1' then
+  put(P, ARGV[1], stage .. '!' .. ref)
+else
+  local pr = ''
+  if ARGV[7] ~= '' then pr = blob(P, ARGV[7]) end
+  put(P, ARGV[1], stage .. ARGV[8] .. ref .. ',' .. pr .. ARGV[9])
+end
+local used = ref
+for r in string.gmatch(redis.call('HGET', P, 'u') or '', '[^,]+') do
+  if r ~= ref then used = used .. ',' .. r end
+end
+redis.call('HSET', P, 'u', used)
+if ARGV[11] == '1' then ix_event(P, ARGV, 12) end
+local ttl = tonumber(ARGV[10])
+if ttl > 0 then redis.call('EXPIRE', P, ttl) end
+return answer(1)
+"""
 
 
-def _apply_args(event: CanonicalEvent, retention: float,
-                index: bool = False) -> tuple[list[str], list[Any], list[str]]:
-    """(keys, args, paths of the piece attributes the event lacks: the script returns their stored values)."""
-    raw = event.model_copy(update={"stage": None}).model_dump_json()
-    head, sep, tail = raw.replace('"stage":null', _SENTINEL, 1).partition(_SENTINEL)
-    if not sep:
-        raise ValueError("serialized event has no stage field")
+def _keys(source: str, piece_id: str) -> list[str]:
+    return [keys.piece(source, piece_id), keys.piece_timeline(source, piece_id), keys.piece_events(source, piece_id),
+            keys.piece_types(source, piece_id)]
+
+
+def _apply_args(event: CanonicalEvent, retention: float, index: bool = False) -> tuple[list[str], list[Any]]:
+    enc = codec.encode(event)
     etype = EventType(event.type)
-    src, pid = event.piece_key
-    mp, rc = event.mailpiece, event.recipient
-    values = [getattr(mp, name) for name in _MAILPIECE_ATTRS] + [getattr(rc, name) for name in _RECIPIENT_ATTRS]
-    values[_COUNTRY_AT] = values[_COUNTRY_AT] or rc.country
-    present: list[Any] = []
-    lacking: list[str] = []
-    for path, field, value in zip(PIECE_ATTRS, _FIELDS, values, strict=True):
-        if value:
-            present += (field, value)
-        else:
-            lacking.append(path)
-    return (
-        [keys.piece(src, pid), keys.piece_timeline(src, pid), keys.piece_events(src, pid), keys.piece_types(src, pid)],
-        [event.id, event.occurred_at.timestamp(), etype.value, RANK.get(etype, 0), int(etype in TERMINAL),
-         head + '"stage":', tail, len(present), "", event.occurred_at.isoformat(), int(retention),
-         *((1, *index_args(event)) if index else (0,)), *present, *(_HASH_FIELD[p] for p in lacking)],
-        lacking,
-    )
+    return (_keys(*event.piece_key),
+            [enc.eid, codec.CODE[etype.value], RANK.get(etype, 0), codec.time_code(event.occurred_at),
+             int(enc.whole), enc.part, enc.postrelay, enc.head, enc.tail, int(retention),
+             *((1, *index_args(event)) if index else (0,))])
 
 
-def _piece_attrs(paths: Sequence[str], values: Sequence[Any]) -> dict[str, str]:
-    return {path: v.decode() if isinstance(v, bytes) else str(v) for path, v in zip(paths, values, strict=True) if v}
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class TimelineWriter:
@@ -138,23 +163,39 @@ class TimelineWriter:
         if not events:
             return []
         calls = [_apply_args(event, self.retention, self.inline_index) for event in events]
-        if self.cluster:
-            results = self._apply_cluster(calls)
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for k, a, _ in calls:
-                self._script(keys=k, args=a, client=pipe)
-            results = pipe.execute()
+        results = self._run(calls)
+        for _ in range(3):  # pieces still in the first layout: moved, then their events applied (in order)
+            legacy = [i for i, r in enumerate(results) if int(r[0]) == LEGACY]
+            if not legacy:
+                break
+            from postrelay.stores.migrate import migrate_piece
+
+            for piece in dict.fromkeys(events[i].piece_key for i in legacy):
+                migrate_piece(self.redis, *piece)
+            for i, answer in zip(legacy, self._run([calls[i] for i in legacy]), strict=True):
+                results[i] = answer
         if self.index is not None:  # after the timelines: a crash in between re-runs the batch, which is exact
             self.index.apply_many(events)
         out = []
-        for event, (_, _, lacking), (_, stage, stored) in zip(events, calls, results, strict=True):
-            stage_s = stage.decode() if isinstance(stage, bytes) else stage
-            applied = event.model_copy(update={"stage": EventType(stage_s) if stage_s else None})
-            out.append(applied.with_piece(_piece_attrs(lacking, stored)))
+        for event, call, answer in zip(events, calls, results, strict=True):
+            if int(answer[0]) == LEGACY:
+                raise RuntimeError(f"mailpiece {event.piece_key} stays in the first layout")
+            stage = codec.stage_of(_text(answer[1]))
+            applied = event.model_copy(update={"stage": EventType(stage) if stage else None})
+            own = dict(codec.part_attrs(call[1][5]))  # the event's own attributes (its piece part)
+            stored = codec.merged_attrs([bytes(b) for b in answer[2:]])
+            out.append(applied.with_piece({p: v for p, v in stored.items() if p not in own}))  # those it lacks
         return out
 
-    def _apply_cluster(self, calls: list[tuple[list[str], list[Any], list[str]]]) -> list[Any]:
+    def _run(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        if self.cluster:
+            return self._apply_cluster(calls)
+        pipe = self.redis.pipeline(transaction=False)
+        for k, a in calls:
+            self._script(keys=k, args=a, client=pipe)
+        return pipe.execute()
+
+    def _apply_cluster(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """One cluster pipeline of EVALSHA calls (each on one piece's slot); loads the script where missing.
 
         A node without the script (new node, failover, restart) answers NOSCRIPT without running anything:
@@ -165,7 +206,7 @@ class TimelineWriter:
         for attempt in range(3):
             pipe = self.redis.pipeline()
             for i in todo:
-                k, a, _ = calls[i]
+                k, a = calls[i]
                 pipe.execute_command("EVALSHA", self._script.sha, len(k), *k, *a)
             answers = pipe.execute(raise_on_error=False)
             missing = []
@@ -187,18 +228,41 @@ async def read_piece(redis: AsyncRedis | AsyncRedisCluster, source: str, piece_i
     """The public view of a mailpiece: state plus events ordered by occurrence; None if unknown."""
     pipe = redis.pipeline(transaction=False)
     pipe.hgetall(keys.piece(source, piece_id))
-    pipe.zrange(keys.piece_timeline(source, piece_id), 0, -1)
-    state, ids = await pipe.execute()
+    pipe.exists(keys.piece_events(source, piece_id))
+    state, legacy = await pipe.execute()
     if not state:
         return None
+    if not legacy:
+        return codec.decode_piece(state, source, piece_id)
+    ids = members(await redis.zrange(keys.piece_timeline(source, piece_id), 0, -1))
     raw_events = await redis.hmget(keys.piece_events(source, piece_id), ids) if ids else []
-    state = {k.decode(): v.decode() for k, v in state.items()}
-    return {
-        "source": source,
-        "id": piece_id,
-        "kind": state.get("kind"),
-        "country": state.get("country"),
-        "stage": state.get("stage"),
-        "stage_at": state.get("stage_at"),
-        "events": [json.loads(r) for r in raw_events if r is not None],
-    }
+    return legacy_view(state, raw_events, source, piece_id)
+
+
+def load_piece(redis: Redis | RedisCluster, source: str, piece_id: str) -> dict[str, Any] | None:
+    """`read_piece` for sync callers (migration, tools, tests)."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.hgetall(keys.piece(source, piece_id))
+    pipe.exists(keys.piece_events(source, piece_id))
+    pipe.zrange(keys.piece_timeline(source, piece_id), 0, -1)
+    state, legacy, ids = pipe.execute()
+    if not state:
+        return None
+    if not legacy:
+        return codec.decode_piece(state, source, piece_id)
+    raw_events = redis.hmget(keys.piece_events(source, piece_id), ids) if ids else []
+    return legacy_view(state, raw_events, source, piece_id)
+
+
+def seen_types(redis: Redis | RedisCluster, pieces: Sequence[tuple[str, str]]) -> dict[tuple[str, str], set[str]]:
+    """The event types each piece had, in either layout (follow-up `unless`); one pipeline."""
+    pipe = redis.pipeline(transaction=False)
+    for src, pid in pieces:
+        pipe.hget(keys.piece(src, pid), "t")
+        pipe.smembers(keys.piece_types(src, pid))
+    answers = pipe.execute()
+    out = {}
+    for n, piece in enumerate(pieces):
+        codes, legacy = answers[2 * n], answers[2 * n + 1]
+        out[piece] = {codec.TYPE_OF[c] for c in _text(codes or b"") if c in codec.TYPE_OF} | {_text(t) for t in legacy}
+    return out

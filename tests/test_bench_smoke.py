@@ -40,6 +40,7 @@ EXPECTED_ROWS = (  # (section, start of the measurement's name, how many such ro
     ("memory", "peak RSS, worker", 1),
     ("memory", "Redis per mailpiece", 1),
     ("memory", "Redis per additional event", 1),
+    ("memory", "mailpiece layout", 5),  # compact vs today's layout (1 and 6 events, per event), vs raw JSON, indexed
 )
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")

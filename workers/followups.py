@@ -26,10 +26,12 @@ from postrelay import keys, stats
 from postrelay.config import Config, FollowupConfig
 from postrelay.durations import Delay, parse_delay
 from postrelay.events import CanonicalEvent, EventType
-from postrelay.replies import members, scored
+from postrelay.replies import scored
 from postrelay.scripts import lua
 from postrelay.stores import deliveries
 from postrelay.stores import followups as followups_store
+from postrelay.stores.piece_codec import CODE
+from postrelay.timeline import seen_types
 from workers import calendar, mailings
 from workers.routing import matches
 from workers.runtime import Runtime
@@ -103,10 +105,8 @@ class FollowupHandler:
         pieces = sorted({e.piece_key for e in events})
         if not pieces or self.rt.pieces is self.rt.redis:
             return {}
-        read = self.rt.piece_store.pipeline()  # a cluster pipeline sends each node its pieces' reads
-        for src, pid in pieces:
-            read.smembers(keys.piece_types(src, pid))
-        return {piece: sorted(members(types)) for piece, types in zip(pieces, read.execute(), strict=True)}
+        # a cluster pipeline sends each node its pieces' reads
+        return {piece: sorted(types) for piece, types in seen_types(self.rt.piece_store, pieces).items()}
 
     def _trigger(self, rule: FollowupConfig, event: CanonicalEvent) -> tuple[datetime, bool] | None:
         """(trigger time, estimated) when `event` triggers `rule`, else None."""
@@ -126,8 +126,10 @@ class FollowupHandler:
                            "estimated": estimated, "scheduled_for": due.isoformat()})
         src, pid = event.piece_key
         lua("followup_schedule")(
-            pipe, keys=[record_key(fid), DUE, piece_key(src, pid), fired_key(fid), keys.piece_types(src, pid)],
-            args=[fid, due.timestamp(), int(estimated), json.dumps(rule.unless), data, json.dumps(seen)])
+            pipe, keys=[record_key(fid), DUE, piece_key(src, pid), fired_key(fid), keys.piece_types(src, pid),
+                        keys.piece(src, pid)],
+            args=[fid, due.timestamp(), int(estimated), json.dumps(rule.unless), data, json.dumps(seen),
+                  "".join(CODE[t] for t in rule.unless)])
 
 
 class Scheduler:
@@ -175,7 +177,7 @@ class Scheduler:
         data = json.loads(raw)
         rule = next((r for r in rt.config.followups if r.name == data["rule"]), None)
         event = CanonicalEvent.model_validate(data["event"])
-        seen = set(members(rt.piece_store.smembers(keys.piece_types(source, piece_id))))
+        seen = seen_types(rt.piece_store, [(source, piece_id)])[(source, piece_id)]
         pipe = rt.redis.pipeline(transaction=True)
         cancel_in(pipe, fid, source, piece_id)
         if rule is None or seen & set(rule.unless):

@@ -7,6 +7,7 @@
     postrelay mailings list|show                                                 (postrelay.cli.mailings)
     postrelay reindex [--rebuild] | demo [--pieces N]  the console's indexes, its demo data (postrelay.cli.console)
     postrelay links mint --csv FILE                                              (postrelay.cli.links)
+    postrelay migrate                         stored mailpieces to the compact layout (postrelay.cli.migrate)
 
 This package is the top layer: it may import `receiver` and `workers`; nothing below imports it. `main()` maps
 every user error and unreachable service to one line on stderr and a documented exit code, never a traceback:
@@ -22,7 +23,7 @@ import sys
 
 import click
 
-from postrelay.cli import console, followups, links, mailings, ops, service, validate
+from postrelay.cli import console, followups, links, mailings, migrate, ops, service, validate
 from postrelay.cli.common import (
     CONFIG_ERROR,
     FAILED,
@@ -64,6 +65,7 @@ TREE: list[click.Command] = [
     console.reindex,
     console.demo,
     links.links,  # mint --csv FILE
+    migrate.migrate,
 ]
 for command in TREE:
     cli.add_command(command)

@@ -18,6 +18,7 @@ from typing import Any
 from postrelay import keys
 from postrelay.events import RANK, TERMINAL, EventType
 from postrelay.stores.indexes import name_words, normalize_email
+from postrelay.stores.piece_codec import summary as piece_summary
 
 SEARCH_TTL = 30  # seconds an intersection of several filters is kept for the following pages
 LIFECYCLE = [t.value for t in sorted(RANK, key=RANK.__getitem__) if t not in TERMINAL]
@@ -174,6 +175,14 @@ async def search(stores: Any, f: Filters, cursor: str | None, limit: int) -> tup
 _SUMMARY = ("stage", "stage_at", "kind", "country", "campaign", "email", "name", "ix_f", "ix_s")
 
 
+def _summary_row(raw: dict[bytes, bytes]) -> list[Any]:
+    """The `_SUMMARY` values of a piece hash in either mailpiece layout (None where absent)."""
+    if not raw:
+        return [None] * len(_SUMMARY)
+    derived = piece_summary(raw)
+    return [derived[k] if k in derived else raw.get(k.encode()) for k in _SUMMARY]
+
+
 async def summaries(stores: Any, members: list[str]) -> list[dict[str, Any]]:
     """The list view of pieces (members `<source>:<id>`); pieces whose timeline expired are left out."""
     if not members:
@@ -184,15 +193,16 @@ async def summaries(stores: Any, members: list[str]) -> list[dict[str, Any]]:
         ppipe = stores.pieces.pipeline(transaction=False)
         for src, pid in split:
             qpipe.hmget(keys.index_state(src, pid), *_SUMMARY)
-            ppipe.hmget(keys.piece(src, pid), *_SUMMARY)
-        states, pieces = await qpipe.execute(), await ppipe.execute()
+            ppipe.hgetall(keys.piece(src, pid))
+        states, raws = await qpipe.execute(), await ppipe.execute()
+        pieces = [_summary_row(raw) for raw in raws]
         rows = [[p if p is not None else s for p, s in zip(pc, st, strict=True)] for pc, st in zip(pieces, states,
                                                                                                   strict=True)]
     else:
         pipe = stores.pieces.pipeline(transaction=False)
         for src, pid in split:
-            pipe.hmget(keys.piece(src, pid), *_SUMMARY)
-        rows = await pipe.execute()
+            pipe.hgetall(keys.piece(src, pid))
+        rows = [_summary_row(raw) for raw in await pipe.execute()]
     out = []
     for (src, pid), row in zip(split, rows, strict=True):
         v = {k: (_text(x) if x is not None else None) for k, x in zip(_SUMMARY, row, strict=True)}

@@ -29,6 +29,7 @@ from redis import Redis
 
 from postrelay import keys
 from postrelay.events import RANK, TERMINAL, CanonicalEvent, EventType
+from postrelay.stores.piece_codec import CODE
 
 _LIFE = [t for t in sorted(RANK, key=RANK.__getitem__) if t not in TERMINAL]
 _RANKS = ", ".join(f"{t.value}={r}" for t, r in RANK.items())
@@ -47,6 +48,17 @@ local LIFE = {""" + ", ".join(f"{{'{t.value}', {RANK[t]}}}" for t in _LIFE) + ""
 local RANKS = {""" + _RANKS + """}
 local TERMINAL = {""" + ", ".join(f"{t.value}=true" for t in TERMINAL) + """}
 local RETURN_IMPLIES = """ + str(RANK[EventType.MAILED]) + """
+local IX_CODE = {""" + ", ".join(f"{t}='{c}'" for t, c in CODE.items()) + """}
+local IX_TYPE = {""" + ", ".join(f"{c}='{t}'" for t, c in CODE.items()) + """}
+
+-- the flag set `ix_x`: type codes (one letter each, `postrelay.stores.piece_codec.CODE`) so the value stays short
+-- in the piece hash (listpack); a set written before as `|name|name|` is read too
+local function ix_flags(v)
+  if string.sub(v, 1, 1) ~= '|' then return v end
+  local out = ''
+  for t in string.gmatch(v, '[^|]+') do out = out .. (IX_CODE[t] or '') end
+  return out
+end
 
 local function ix_bucket(m, p)
   if m == nil or p == nil then return nil end
@@ -62,7 +74,7 @@ local function ix_event(st, a, o)
   local f = redis.call('HMGET', st, 'campaign', 'email', 'name', 'ix_s', 'ix_r', 'ix_f', 'ix_x', 'ix_m', 'ix_p', 'ix_t')
   local camp, email, name, stage = f[1] or '', f[2] or '', f[3] or '', f[4] or ''
   local reached, first = tonumber(f[5] or '0'), tonumber(f[6] or '')
-  local flags, mailed, pfd, words = f[7] or '|', tonumber(f[8] or ''), tonumber(f[9] or ''), f[10] or ''
+  local flags, mailed, pfd, words = ix_flags(f[7] or ''), tonumber(f[8] or ''), tonumber(f[9] or ''), f[10] or ''
   if first == nil or at < first then first = at end
   local new_stage = stage
   if rank > 0 and not TERMINAL[stage] and rank > (RANKS[stage] or 0) then new_stage = etype end
@@ -70,8 +82,8 @@ local function ix_event(st, a, o)
   if rank > 0 and not terminal and rank > new_reached then new_reached = rank end
   if etype == 'returned_to_sender' and new_reached < RETURN_IMPLIES then new_reached = RETURN_IMPLIES end
   local new_flag = false
-  if (terminal or rank == 0) and not string.find(flags, '|' .. etype .. '|', 1, true) then
-    flags = flags .. etype .. '|'
+  if (terminal or rank == 0) and not string.find(flags, IX_CODE[etype], 1, true) then
+    flags = flags .. IX_CODE[etype]
     new_flag = true
   end
   local old_bucket = ix_bucket(mailed, pfd)
@@ -89,7 +101,8 @@ local function ix_event(st, a, o)
       redis.call('HINCRBY', fk, 'pieces', 1)
       low = 0
       old_bucket = nil
-      for t in string.gmatch(flags, '[^|]+') do
+      for c in string.gmatch(flags, '.') do
+        local t = IX_TYPE[c]
         redis.call('HINCRBY', fk, t, 1)
         redis.call('HINCRBY', dk, t .. '|' .. day, 1)
       end

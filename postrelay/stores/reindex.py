@@ -15,6 +15,7 @@ from typing import Any
 from postrelay import keys
 from postrelay.events import CanonicalEvent
 from postrelay.stores.indexes import STATE_FIELDS, IndexWriter
+from postrelay.stores.piece_codec import decode_piece
 
 _PIECE_PREFIX = f"{keys.PREFIX}:piece:{{"
 BATCH = 200
@@ -61,13 +62,23 @@ def reindex(pieces: Any, queue: Any, retention: float, progress: Progress | None
         chunk = found[start:start + batch]
         pipe = pieces.pipeline(transaction=False)
         for source, piece_id in chunk:
-            pipe.hvals(keys.piece_events(source, piece_id))
+            pipe.hvals(keys.piece_events(source, piece_id))  # the first layout
+            pipe.hgetall(keys.piece(source, piece_id))  # the compact one
+        answers = pipe.execute()
         events: list[CanonicalEvent] = []
-        for raws in pipe.execute():
-            parsed = []
-            for raw in raws:
+        for n, (source, piece_id) in enumerate(chunk):
+            raws, state = answers[2 * n], answers[2 * n + 1]
+            docs: list[Any] = list(raws)
+            if not raws and state:
                 try:
-                    parsed.append(CanonicalEvent.model_validate_json(raw))
+                    docs = decode_piece(state, source, piece_id)["events"]
+                except (ValueError, KeyError, IndexError):
+                    counts["skipped"] += 1
+            parsed = []
+            for doc in docs:
+                try:
+                    parsed.append(CanonicalEvent.model_validate_json(doc) if isinstance(doc, bytes | str)
+                                  else CanonicalEvent.model_validate(doc))
                 except ValueError:
                     counts["skipped"] += 1
             events += sorted(parsed, key=lambda e: (e.occurred_at, e.id))

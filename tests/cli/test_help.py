@@ -37,6 +37,7 @@ FLAGS = {
     ("reindex",): {"--config", "--rebuild", "--no-progress"},
     ("demo",): {"--config", "--pieces", "--campaigns", "--seed", "--no-progress"},
     ("links", "mint"): {"--config", "--csv", "--out", "--target-url", "--campaign-id", "--no-progress"},
+    ("migrate",): {"--config", "--no-progress", "--json"},
 }
 
 
@@ -44,7 +45,8 @@ def test_the_tree_has_every_command() -> None:
     names = {path for path, _ in every_command()}
     assert set(FLAGS) <= names
     assert [c.name for c in cli.TREE] == ["run", "serve", "worker", "check-config", "status", "dlq", "destinations",
-                                          "followups", "mailings", "backfill", "reindex", "demo", "links"]
+                                          "followups", "mailings", "backfill", "reindex", "demo", "links",
+                                          "migrate"]
 
 
 @pytest.mark.parametrize("path", list(FLAGS), ids=" ".join)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from postrelay import keys
 from postrelay.events import RANK, TERMINAL, CanonicalEvent, EventType, Mailpiece, Recipient
 from postrelay.stores.indexes import IndexWriter
-from postrelay.timeline import TimelineWriter
+from postrelay.timeline import TimelineWriter, load_piece
 
 T0 = datetime(2026, 11, 2, 15, 0, tzinfo=UTC)
 LIFE = [t for t in sorted(RANK, key=RANK.__getitem__) if t not in TERMINAL]
@@ -67,7 +67,7 @@ def test_duplicates_late_and_out_of_order_events_count_once(redis_client: redis.
     assert f["pieces"] == 1 and f["mailed"] == 1 and f["delivered"] == 1 and f["processed_for_delivery"] == 1
     assert set(f.values()) == {1}
     # the piece is in exactly one stage set, its timeline's stage
-    assert redis_client.hget(keys.piece("lob", "p1"), "stage") == b"delivered"
+    assert load_piece(redis_client, "lob", "p1")["stage"] == "delivered"
     stage_sets = [k for k in redis_client.keys(keys.index_set("stage", "*")) if redis_client.zcard(k)]
     assert stage_sets == [keys.index_set("stage", "delivered").encode()]
 

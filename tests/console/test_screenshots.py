@@ -19,6 +19,7 @@ from selenium.webdriver.common.by import By
 from postrelay import demo, keys
 from postrelay.cli.console import followup_scheduler
 from postrelay.config import load_runtime_config, parse_config
+from postrelay.timeline import load_piece, seen_types
 from tests.console.conftest import OPERATE_TOKEN
 from tests.receiver.harness import Clock, start_service
 from tests.support.browser import browser, chromium, csp_violations, until
@@ -61,8 +62,8 @@ def test_every_page_renders_from_the_demo_data(demo_service, browser, tmp_path: 
     until(lambda: browser.find_elements(By.ID, "cards"))
     # a US piece that was delivered and visited: its page shows the whole journey and engagement
     visited = {m.decode() for m in r.zrange(keys.index_set("stage", "delivered"), 0, -1)}
-    member = next(m for m in visited if r.sismember(keys.piece_types(*m.split(":", 1)), "purl_opened")
-                  and r.hget(keys.piece(*m.split(":", 1)), "country") == b"US")
+    member = next(m for m in visited if "purl_opened" in seen_types(r, [tuple(m.split(":", 1))])[tuple(m.split(":", 1))]
+                  and load_piece(r, *m.split(":", 1))["country"] == "US")
     source, piece_id = member.split(":", 1)
     pages = [("overview", "/ui/", "cards"), ("mailpieces", "/ui/mailpieces?campaign=spring-postcards&limit=15", "results"),
              ("mailpiece", f"/ui/mailpieces/{source}/{piece_id}", "timeline"), ("campaigns", "/ui/campaigns", "campaigns"),

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from postrelay import keys
+from postrelay.timeline import load_piece
 from tests.support.load import Outgoing, Secrets, SendResult
 from tests.support.processes import ReceiverProcess, WorkerProcess, wait_for, write_config
 from tests.support.redis_server import RedisServer
@@ -161,9 +162,9 @@ class Rig:
                 by_piece.setdefault((ev.source, ev.piece), set()).add(ev.canonical_id)
         lost_timeline, dup_timeline, unexpected = 0, 0, 0
         for (source, piece), ids in by_piece.items():
-            members = [m.decode() for m in r.zrange(keys.piece_timeline(source, piece), 0, -1)]
-            stored = {k.decode() for k in r.hkeys(keys.piece_events(source, piece))}
-            lost_timeline += len(ids - (set(members) & stored))
+            view = load_piece(r, source, piece)
+            members = [e["id"] for e in view["events"]] if view else []
+            lost_timeline += len(ids - set(members))
             dup_timeline += len(members) - len(set(members))
             unexpected += len(set(members) - ids)
         expected = expected_deliveries(events, accepted)

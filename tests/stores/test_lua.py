@@ -9,6 +9,7 @@ import pytest
 
 from postrelay import keys
 from postrelay.scripts import lua, names
+from postrelay.stores.piece_codec import CODE
 
 K = "hook|mev_1"
 
@@ -145,18 +146,26 @@ def test_followup_schedule_respects_fired_unless_and_exactness(redis_client):
     r = redis_client
     fid = "nudge|lob|p"
     ks = [keys.followup(fid), keys.FOLLOWUPS_DUE, keys.followup_piece("lob", "p"), keys.followup_fired(fid),
-          keys.piece_types("lob", "p")]
+          keys.piece_types("lob", "p"), keys.piece("lob", "p")]
+    d = CODE["delivered"]
     schedule = lua("followup_schedule")
-    assert schedule(r, keys=ks, args=[fid, 500, 1, '["delivered"]', "{}", "[]"]) == 1  # estimated
-    assert schedule(r, keys=ks, args=[fid, 400, 1, '["delivered"]', "{}", "[]"]) == 0  # another estimate: kept
-    assert schedule(r, keys=ks, args=[fid, 450, 0, '["delivered"]', "{}", "[]"]) == 1  # exact replaces it
+    assert schedule(r, keys=ks, args=[fid, 500, 1, '["delivered"]', "{}", "[]", d]) == 1  # estimated
+    assert schedule(r, keys=ks, args=[fid, 400, 1, '["delivered"]', "{}", "[]", d]) == 0  # another estimate: kept
+    assert schedule(r, keys=ks, args=[fid, 450, 0, '["delivered"]', "{}", "[]", d]) == 1  # exact replaces it
     assert r.zscore(keys.FOLLOWUPS_DUE, fid) == 450 and r.sismember(ks[2], fid)
-    assert schedule(r, keys=ks, args=["x|lob|p", 1, 0, '["delivered"]', "{}", '["delivered"]']) == 0  # seen
-    r.sadd(ks[4], "delivered")
-    assert schedule(r, keys=[keys.followup("y|lob|p"), *ks[1:3], keys.followup_fired("y|lob|p"), ks[4]],
-                    args=["y|lob|p", 1, 0, '["delivered"]', "{}", "[]"]) == 0
+    assert schedule(r, keys=ks, args=["x|lob|p", 1, 0, '["delivered"]', "{}", '["delivered"]', d]) == 0  # seen
+    r.sadd(ks[4], "delivered")  # the first layout's types set
+    assert schedule(r, keys=[keys.followup("y|lob|p"), *ks[1:3], keys.followup_fired("y|lob|p"), *ks[4:]],
+                    args=["y|lob|p", 1, 0, '["delivered"]', "{}", "[]", d]) == 0
+    r.delete(ks[4])
+    r.hset(ks[5], "t", CODE["mailed"] + d)  # the compact layout's type codes
+    assert schedule(r, keys=[keys.followup("z|lob|p"), *ks[1:3], keys.followup_fired("z|lob|p"), *ks[4:]],
+                    args=["z|lob|p", 1, 0, '["returned_to_sender", "delivered"]', "{}", "[]",
+                          CODE["returned_to_sender"] + d]) == 0
+    assert schedule(r, keys=[keys.followup("w|lob|p"), *ks[1:3], keys.followup_fired("w|lob|p"), *ks[4:]],
+                    args=["w|lob|p", 1, 0, '["returned_to_sender"]', "{}", "[]", CODE["returned_to_sender"]]) == 1
     r.set(ks[3], "1")
-    assert schedule(r, keys=ks, args=[fid, 300, 0, "[]", "{}", "[]"]) == 0  # fired: never again
+    assert schedule(r, keys=ks, args=[fid, 300, 0, "[]", "{}", "[]", ""]) == 0  # fired: never again
 
 
 def test_ingest_enqueue_queues_each_event_once(redis_client):

@@ -4,7 +4,6 @@ before it stay on the link, reach routes once, and are attached to the piece at 
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 from postrelay import keys
@@ -12,6 +11,7 @@ from postrelay.events import EventType
 from postrelay.linkconfig import LinksConfig
 from postrelay.stores import followups as fu_store
 from postrelay.stores import links as store
+from postrelay.timeline import load_piece, seen_types
 from tests.support.http_server import LocalHTTPServer
 from tests.workers.conftest import dispatch, drain, event, push, relay_handler, worker_for
 from workers import followups
@@ -29,9 +29,8 @@ def _visit(rt, token: str, at: datetime, n: int = 1, etype: EventType = EventTyp
 
 
 def _timeline(rt, source: str, piece: str) -> list[dict]:
-    ids = rt.redis.zrange(keys.piece_timeline(source, piece), 0, -1)
-    raw = rt.redis.hmget(keys.piece_events(source, piece), ids) if ids else []
-    return [json.loads(r) for r in raw]
+    view = load_piece(rt.redis, source, piece)
+    return view["events"] if view else []
 
 
 def _hooked(make_runtime, url: str, **extra):
@@ -154,7 +153,7 @@ def test_held_visit_attached_later_also_cancels(make_runtime, clock):
     push(rt, event("delivered", piece="ltr_late", metadata={"ref": "late"}, occurred="2026-11-19T10:00:00+00:00"))
     d.run_once(block_ms=10)
     assert fu_store.pending(rt.redis) == []  # the piece already had its visit when the delivery arrived
-    types = {t.decode() for t in rt.redis.smembers(keys.piece_types("lob", "ltr_late"))}
+    types = seen_types(rt.redis, [("lob", "ltr_late")])[("lob", "ltr_late")]
     assert types == {"delivered", "purl_opened"}
 
 

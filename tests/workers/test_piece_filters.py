@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from postrelay import cli, keys
+from postrelay import cli
 from postrelay.config import ConfigError, parse_config
 from postrelay.events import FILTER_FIELDS, EventType
 from postrelay.stores import followups as fu_store
+from postrelay.timeline import load_piece
 from tests.receiver.harness import make_service  # noqa: F401  (fixture)
 from tests.support import payloads as P
 from tests.support.http_server import LocalHTTPServer
@@ -45,8 +46,8 @@ def test_country_route_matches_a_qr_visit_through_its_piece(make_service, make_r
         delivered = [r.json() for r in hook.requests]
         assert [(e["type"], e["mailpiece"]["id"]) for e in delivered] == [("purl_opened", "letter_us_1")]
         assert delivered[0]["mailpiece"]["country"] is None  # the event itself is relayed as received
-        state = rt.redis.hgetall(keys.piece("postgrid", "letter_us_1"))
-        assert state[b"country"] == b"US" and state[b"recipient.email"] == b"ada@example.com"
+        piece = load_piece(rt.redis, "postgrid", "letter_us_1")  # the piece keeps the address the visit lacks
+        assert piece["country"] == "US" and piece["events"][0]["recipient"]["email"] == "ada@example.com"
 
 
 def test_lob_cancellation_matches_recipient_and_campaign_filters(make_service, make_runtime) -> None:  # noqa: F811
@@ -207,6 +208,6 @@ def test_piece_attributes_last_value_wins_and_survive_reprocessing(make_runtime)
     assert applied.recipient.email is None  # the event itself is not changed
     [again] = writer.apply_many([visit])  # the same entry again (a crash before XACK): already applied
     assert again.field("country") == "CA"
-    assert rt.redis.zcard(keys.piece_timeline("postgrid", "letter_lw")) == 3
+    assert len(load_piece(rt.redis, "postgrid", "letter_lw")["events"]) == 3
     assert TimelineWriter(rt.redis, 3600).apply_many([ev("e4", "mailed", email="x@example.com")])[0].piece_attrs == {
         "mailpiece.country": "CA", "recipient.address_line2": "Apt 1", "recipient.country": "CA"}
