@@ -11,20 +11,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from adapters.base import Adapter
-from postrelay.config_errors import did_you_mean, format_validation
+from postrelay.adapters.base import Adapter
+from postrelay.core.config_errors import did_you_mean, format_validation
 
 ADAPTERS: dict[str, str] = {
-    "webhook": "adapters.webhook:WebhookAdapter",
-    "hubspot": "adapters.hubspot:HubSpotAdapter",
-    "pipedrive": "adapters.pipedrive:PipedriveAdapter",
-    "salesforce": "adapters.salesforce:SalesforceAdapter",
-    "sendgrid": "adapters.sendgrid:SendGridAdapter",
-    "twilio": "adapters.twilio:TwilioAdapter",
-    "klaviyo": "adapters.klaviyo:KlaviyoAdapter",
-    "customerio": "adapters.customerio:CustomerIOAdapter",
-    "postgrid": "adapters.postgrid:PostGridAdapter",
-    "lob": "adapters.lob:LobAdapter",
+    "webhook": "postrelay.adapters.webhook:WebhookAdapter",
+    "hubspot": "postrelay.adapters.hubspot:HubSpotAdapter",
+    "pipedrive": "postrelay.adapters.pipedrive:PipedriveAdapter",
+    "salesforce": "postrelay.adapters.salesforce:SalesforceAdapter",
+    "sendgrid": "postrelay.adapters.sendgrid:SendGridAdapter",
+    "twilio": "postrelay.adapters.twilio:TwilioAdapter",
+    "klaviyo": "postrelay.adapters.klaviyo:KlaviyoAdapter",
+    "customerio": "postrelay.adapters.customerio:CustomerIOAdapter",
+    "postgrid": "postrelay.adapters.postgrid:PostGridAdapter",
+    "lob": "postrelay.adapters.lob:LobAdapter",
 }
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from adapters.base import Outcome, excerpt, redact
-from postrelay.events import CanonicalEvent, EventType, rank_of
+from postrelay.adapters.base import Outcome, excerpt, redact
+from postrelay.core.events import CanonicalEvent, EventType, rank_of
 
 FIELDS = ("last_event", "stage", "event_at", "campaign", "mailpiece_id", "tracking_number")
 """Canonical fields a CRM field mapping may name (mapping keys)."""

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from adapters.base import Outcome, classify, json_object
-from postrelay.mailing import MailingRequest
+from postrelay.adapters.base import Outcome, classify, json_object
+from postrelay.core.mailing import MailingRequest
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import phonenumbers
 
-from adapters.base import DeliveryContext, Outcome, redact
-from postrelay.events import CanonicalEvent
-from postrelay.filters import lookup
+from postrelay.adapters.base import DeliveryContext, Outcome, redact
+from postrelay.core.events import CanonicalEvent
+from postrelay.core.filters import lookup
 
 FOLLOWUP_KEYS = ("followup", "trigger_event_id", "estimated", "late", "scheduled_for", "fired_at")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -18,8 +18,8 @@ from urllib.parse import quote
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from postrelay import backoff
-from postrelay.events import CanonicalEvent
+from postrelay.core import backoff
+from postrelay.core.events import CanonicalEvent
 
 RETRYABLE_STATUS = frozenset({408, 425, 429}) | frozenset(range(500, 600))
 EXCERPT = 500

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from adapters.transport import StdlibTransport
-from postrelay.version import USER_AGENT
+from postrelay.adapters.transport import StdlibTransport
+from postrelay.core.version import USER_AGENT
 
 
 class _NoCookies(httpx.Cookies):

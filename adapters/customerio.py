@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import field_validator
 
-from adapters._payload import action_data, dedupe_key, default_name, event_time, scrub, ulid_for
-from adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify, path_segment
-from postrelay.events import CanonicalEvent
+from postrelay.adapters._payload import action_data, dedupe_key, default_name, event_time, scrub, ulid_for
+from postrelay.adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify, path_segment
+from postrelay.core.events import CanonicalEvent
 
 
 class CustomerIOAdapter(Adapter):

@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import Field
 
-from adapters._payload import action_data, dedupe_key, default_name, e164, event_time, scrub
-from adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify, excerpt
-from postrelay.events import CanonicalEvent
+from postrelay.adapters._payload import action_data, dedupe_key, default_name, e164, event_time, scrub
+from postrelay.adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify, excerpt
+from postrelay.core.events import CanonicalEvent
 
 JSONAPI = "application/vnd.api+json"
 DEFAULT_REVISION = "2026-07-15"  # the revision of Klaviyo's stable.json (tests/conformance/specs)

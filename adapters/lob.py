@@ -14,11 +14,11 @@ import base64
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from adapters._mailing import IDEMPOTENCY_HEADER, lookup_failed, refused, size_pair
-from adapters._payload import scrub
-from adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, excerpt, json_object
-from postrelay.events import CanonicalEvent
-from postrelay.mailing import Address, MailingRequest, provider_metadata
+from postrelay.adapters._mailing import IDEMPOTENCY_HEADER, lookup_failed, refused, size_pair
+from postrelay.adapters._payload import scrub
+from postrelay.adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, excerpt, json_object
+from postrelay.core.events import CanonicalEvent
+from postrelay.core.mailing import Address, MailingRequest, provider_metadata
 
 MAIL_TYPES = {"first_class": "usps_first_class", "standard_class": "usps_standard", "standard": "usps_standard"}
 

@@ -15,9 +15,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, field_validator
 
-from adapters import _crm
-from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, check_token, check_url, classify
-from postrelay.events import CanonicalEvent
+from postrelay.adapters import _crm
+from postrelay.adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, check_token, check_url, classify
+from postrelay.core.events import CanonicalEvent
 
 
 class PipedriveAdapter(Adapter):

@@ -17,11 +17,21 @@ from typing import Any, Literal
 
 from pydantic import model_validator
 
-from adapters._mailing import IDEMPOTENCY_HEADER, is_html, lookup_failed, refused, size_pair
-from adapters._payload import dedupe_key, followup_fields, idempotency_key, scrub, split_name
-from adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify, excerpt, json_object
-from postrelay.events import CanonicalEvent
-from postrelay.mailing import Address, MailingRequest, provider_metadata
+from postrelay.adapters._mailing import IDEMPOTENCY_HEADER, is_html, lookup_failed, refused, size_pair
+from postrelay.adapters._payload import dedupe_key, followup_fields, idempotency_key, scrub, split_name
+from postrelay.adapters.base import (
+    Adapter,
+    AdapterSettings,
+    BaseURL,
+    DeliveryContext,
+    Outcome,
+    Token,
+    classify,
+    excerpt,
+    json_object,
+)
+from postrelay.core.events import CanonicalEvent
+from postrelay.core.mailing import Address, MailingRequest, provider_metadata
 
 STEP = "created"
 POSTCARD_SIZES = frozenset({"6x4", "9x6", "11x6"})

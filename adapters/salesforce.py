@@ -19,8 +19,8 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, field_validator, model_validator
 
-from adapters import _crm
-from adapters.base import (
+from postrelay.adapters import _crm
+from postrelay.adapters.base import (
     Adapter,
     AdapterSettings,
     DeliveryContext,
@@ -32,7 +32,7 @@ from adapters.base import (
     path_segment,
     retry_after_seconds,
 )
-from postrelay.events import CanonicalEvent, EventType
+from postrelay.core.events import CanonicalEvent, EventType
 
 DEFAULT_FIELDS = {
     "last_event": "Mail_Last_Event__c",

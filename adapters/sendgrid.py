@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 from pydantic import field_validator
 
-from adapters._payload import action_data, scrub
-from adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify
-from postrelay.events import CanonicalEvent
+from postrelay.adapters._payload import action_data, scrub
+from postrelay.adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, classify
+from postrelay.core.events import CanonicalEvent
 
 STEP = "sent"
 

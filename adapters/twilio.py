@@ -14,8 +14,8 @@ from collections.abc import Iterable
 import httpx
 from pydantic import field_validator, model_validator
 
-from adapters._payload import action_data, e164, render, scrub
-from adapters.base import (
+from postrelay.adapters._payload import action_data, e164, render, scrub
+from postrelay.adapters.base import (
     Adapter,
     AdapterSettings,
     BaseURL,
@@ -26,7 +26,7 @@ from adapters.base import (
     json_object,
     retry_after_seconds,
 )
-from postrelay.events import CanonicalEvent
+from postrelay.core.events import CanonicalEvent
 
 STEP = "sent"
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")

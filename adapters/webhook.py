@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from pydantic import Field, field_validator
 from standardwebhooks.webhooks import Webhook
 
-from adapters import _crm
-from adapters._payload import dedupe_key, followup_fields
-from adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, check_url, excerpt, retry_after_seconds
-from postrelay.events import CanonicalEvent
+from postrelay.adapters import _crm
+from postrelay.adapters._payload import dedupe_key, followup_fields
+from postrelay.adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, check_url, excerpt, retry_after_seconds
+from postrelay.core.events import CanonicalEvent
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 KEY_BYTES = (24, 64)

@@ -1,6 +1,6 @@
 """`python -m bench.console`: the console's page and API server times, and the Redis memory its indexes add.
 
-Loads the demo data set (`postrelay.demo`) at scale (default 100,000 mailpieces in 100 campaigns) into a fresh
+Loads the demo data set (`postrelay.core.demo`) at scale (default 100,000 mailpieces in 100 campaigns) into a fresh
 Redis, starts `postrelay serve` with INFO request logs, requests every page and API endpoint with varied
 parameters (one request at a time), and reads each request's server time from its log line (`duration_ms`,
 measured by the receiver's edge from the first byte in to the last byte out). Memory: Redis `used_memory` with
@@ -26,10 +26,10 @@ from typing import Any
 import httpx
 
 from bench.procs import ROOT, BenchRedis
-from postrelay import demo, keys
-from postrelay.config import load_runtime_config, parse_config
-from postrelay.stores.indexes import STATE_FIELDS
-from postrelay.stores.reindex import reindex
+from postrelay.core import demo, keys
+from postrelay.core.config import load_runtime_config, parse_config
+from postrelay.core.stores.indexes import STATE_FIELDS
+from postrelay.core.stores.reindex import reindex
 from tests.support.processes import ReceiverProcess, wait_for, write_config
 
 TOKEN = "bench-console-operate-token-0123"

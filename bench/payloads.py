@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from postrelay.events import event_id
+from postrelay.core.events import event_id
 
 SECRET = "bench-postgrid-secret-0123456789"
 WEBHOOK_PATH = "/webhooks/postgrid"

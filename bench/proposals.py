@@ -53,10 +53,10 @@ def _orjson_json_module() -> Any:
 def make_variant_app() -> Any:
     """ASGI factory: the stock app (config from $POSTRELAY_CONFIG) with the changes named in
     $BENCH_VARIANT (comma-separated, see VARIANTS)."""
-    import receiver.app as receiver_app
-    from postrelay.config import load_runtime_config
-    from receiver.edge import Edge
-    from receiver.providers import base
+    import postrelay.receiver.app as receiver_app
+    from postrelay.core.config import load_runtime_config
+    from postrelay.receiver.edge import Edge
+    from postrelay.receiver.providers import base
 
     variant = set(filter(None, os.environ.get("BENCH_VARIANT", "").split(",")))
     unknown = variant - set(VARIANTS)
@@ -159,8 +159,8 @@ def _counted_worker(args: argparse.Namespace) -> None:
         original(self, command, check_health)
 
     redis.connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
-    from postrelay.config import load_runtime_config
-    from workers.worker import run_worker
+    from postrelay.core.config import load_runtime_config
+    from postrelay.workers.worker import run_worker
 
     try:
         run_worker(load_runtime_config(args.config))

@@ -1,4 +1,4 @@
-"""ASGI entry point for uvicorn with several worker processes: `uvicorn --factory receiver.asgi:make_app`.
+"""ASGI entry point for uvicorn with several worker processes: `uvicorn --factory postrelay.receiver.asgi:make_app`.
 
 The config path comes from `POSTRELAY_CONFIG`; `POSTRELAY_REDIS_URL` and `POSTRELAY_QUEUE_URL` override
 `[server] redis_url` and `queue_url`.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 
-from postrelay.config import load_runtime_config
-from postrelay.logs import setup_from_config
-from receiver.app import create_app
+from postrelay.core.config import load_runtime_config
+from postrelay.core.logs import setup_from_config
+from postrelay.receiver.app import create_app
 
 
 def make_app() -> Starlette:

@@ -8,8 +8,8 @@ from typing import Literal
 
 from starlette.datastructures import Headers
 
-from postrelay.config import ServerConfig
-from receiver.errors import HTTPError, unauthorized
+from postrelay.core.config import ServerConfig
+from postrelay.receiver.errors import HTTPError, unauthorized
 
 Role = Literal["read", "operate"]
 _RANK: dict[str, int] = {"read": 1, "operate": 2}

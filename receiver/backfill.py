@@ -33,13 +33,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from postrelay import backoff
-from postrelay.config import LobSource, PostGridSource
-from postrelay.version import USER_AGENT
-from receiver.errors import HTTPError
-from receiver.ingest import IngestQueue
-from receiver.providers import lob, postgrid
-from receiver.providers.base import parse_time
+from postrelay.core import backoff
+from postrelay.core.config import LobSource, PostGridSource
+from postrelay.core.version import USER_AGENT
+from postrelay.receiver.errors import HTTPError
+from postrelay.receiver.ingest import IngestQueue
+from postrelay.receiver.providers import lob, postgrid
+from postrelay.receiver.providers.base import parse_time
 
 MAX_ATTEMPTS = 6
 MAX_RETRY_AFTER = 300.0

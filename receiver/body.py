@@ -7,7 +7,7 @@ import asyncio
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
-from receiver.errors import HTTPError
+from postrelay.receiver.errors import HTTPError
 
 
 def too_large(limit: int) -> HTTPError:

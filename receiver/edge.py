@@ -31,10 +31,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from postrelay.config import ServerConfig
-from receiver.errors import HTTPError, error_response, headers_too_large, routing_error, unhandled_error
-from receiver.metrics import ReceiverMetrics
-from receiver.requestlog import INFO_KEY, log_request, route_label
+from postrelay.core.config import ServerConfig
+from postrelay.receiver.errors import HTTPError, error_response, headers_too_large, routing_error, unhandled_error
+from postrelay.receiver.metrics import ReceiverMetrics
+from postrelay.receiver.requestlog import INFO_KEY, log_request, route_label
 
 CLIENT_ABORT = 499  # nginx's "client closed request": logged and counted, never sent
 

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match
 
-from postrelay.config import KNOWN_SOURCES
+from postrelay.core.config import KNOWN_SOURCES
 
 KNOWN_SOURCES_SET = frozenset(KNOWN_SOURCES)
 

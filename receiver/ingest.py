@@ -1,6 +1,6 @@
 """The request path's one Redis round trip: dedupe and enqueue atomically, coalesced across requests.
 
-A Lua script (`postrelay/lua/ingest_enqueue.lua`), per canonical event, checks the dedupe marker and, only if
+A Lua script (`postrelay/core/lua/ingest_enqueue.lua`), per canonical event, checks the dedupe marker and, only if
 it is absent, appends the event to the ingest stream and then sets the marker (`SET EX window`). Both happen
 or neither does, so a crash, a lost connection or a failing XADD can never leave an event marked seen but not
 queued: the provider's retry is then accepted, not dropped. (Redis does not roll back a script that errors
@@ -22,9 +22,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from postrelay import keys
-from postrelay.events import CanonicalEvent
-from postrelay.scripts import lua
+from postrelay.core import keys
+from postrelay.core.events import CanonicalEvent
+from postrelay.core.scripts import lua
 
 MAX_BATCH_EVENTS = 500
 
@@ -42,7 +42,7 @@ class IngestQueue:
     """Durable, idempotent hand-off from the receiver to the workers.
 
     `get` lets the request path read a key (a tracking link's record) in the same coalesced round trip, and
-    `enqueue_visit` queues a tracking-link visit only if its link is active (`postrelay/lua/ingest_visit.lua`,
+    `enqueue_visit` queues a tracking-link visit only if its link is active (`postrelay/core/lua/ingest_visit.lua`,
     the same per-event step as webhooks' events): the reads, visits and events waiting when a round trip goes out
     travel in one pipeline.
     """
@@ -65,7 +65,7 @@ class IngestQueue:
         """Queue events not seen within the dedupe window; returns (accepted, duplicates).
 
         An event is a `CanonicalEvent`, or anything with its `id` and `model_dump_json()` (a tracking-link visit
-        is serialized without a model: `postrelay.stores.links.VisitJSON`).
+        is serialized without a model: `postrelay.core.stores.links.VisitJSON`).
         `markers` (one per event) replace the dedupe marker (the event id, for the dedupe window) by another id
         and TTL: tracking-link visits collapse one client's repeats within `[links] collapse_window` this way.
         Raises the Redis error when the store is unreachable: then nothing of this request was marked seen.

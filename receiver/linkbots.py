@@ -17,7 +17,7 @@ _PREFETCH_HEADERS = (b"sec-purpose", b"purpose", b"x-purpose", b"x-moz")
 def load_scanners(text: str | None = None) -> list[str]:
     """The User-Agent substrings of the data file (or of `text`)."""
     if text is None:
-        text = resources.files("receiver").joinpath("link_scanners.txt").read_text(encoding="utf-8")
+        text = resources.files("postrelay.receiver").joinpath("link_scanners.txt").read_text(encoding="utf-8")
     out = []
     for line in text.splitlines():
         entry = line.split("#", 1)[0].strip()

@@ -24,13 +24,13 @@ from typing import Any
 
 import redis.exceptions
 
-from postrelay import keys
-from postrelay.events import EventType
-from postrelay.linktargets import host_allowed
-from postrelay.stores.links import TOKEN_RE, Link, from_json, visit_json
-from receiver.linkbots import inspect, is_scanner
-from receiver.requestlog import INFO_KEY
-from receiver.visitors import VisitorKeys, digest
+from postrelay.core import keys
+from postrelay.core.events import EventType
+from postrelay.core.linktargets import host_allowed
+from postrelay.core.stores.links import TOKEN_RE, Link, from_json, visit_json
+from postrelay.receiver.linkbots import inspect, is_scanner
+from postrelay.receiver.requestlog import INFO_KEY
+from postrelay.receiver.visitors import VisitorKeys, digest
 
 log = logging.getLogger("postrelay.links")
 REDIS_FAILURES = (redis.exceptions.RedisError, OSError)

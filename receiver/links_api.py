@@ -23,11 +23,11 @@ import segno
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from postrelay.events import EventType
-from postrelay.stores import links as store
-from receiver.body import receive_body
-from receiver.errors import HTTPError, bad_request
-from receiver.providers.base import parse_json
+from postrelay.core.events import EventType
+from postrelay.core.stores import links as store
+from postrelay.receiver.body import receive_body
+from postrelay.receiver.errors import HTTPError, bad_request
+from postrelay.receiver.providers.base import parse_json
 
 BATCH_BODY_LIMIT = 16 * 1024 * 1024
 QR_ERRORS = ("L", "M", "Q", "H")

@@ -10,7 +10,7 @@ counters are summed at scrape time (prometheus-client multiprocess mode).
 
 Read from Redis at scrape time, in one pipelined round trip (`redis_families`): queue depth, DLQ size,
 circuit states, follow-ups pending, worker heartbeat age, and the counters and histograms workers write to
-`postrelay.stats` (deliveries by outcome, events processed by type, end-to-end delay, follow-up lag).
+`postrelay.core.stats` (deliveries by outcome, events processed by type, end-to-end delay, follow-up lag).
 Every receiver exports the same Redis-derived values; aggregate them with `max without (instance, pod)`.
 """
 
@@ -33,10 +33,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 from redis.asyncio import Redis
 
-from postrelay import keys, stats
-from postrelay.config import KNOWN_SOURCES, Config
-from postrelay.stores import circuit as breaker
-from postrelay.stores.deliveries import OVERDUE_AFTER
+from postrelay.core import keys, stats
+from postrelay.core.config import KNOWN_SOURCES, Config
+from postrelay.core.stores import circuit as breaker
+from postrelay.core.stores.deliveries import OVERDUE_AFTER
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -12,10 +12,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from postrelay.events import RANK, EventType
-from receiver import openapi_links
-from receiver.api.openapi_mailings import paths as mailing_paths
-from receiver.api.openapi_mailings import schemas as mailing_schemas
+from postrelay.core.events import RANK, EventType
+from postrelay.receiver import openapi_links
+from postrelay.receiver.api.openapi_mailings import paths as mailing_paths
+from postrelay.receiver.api.openapi_mailings import schemas as mailing_schemas
 
 _TYPES = [t.value for t in EventType]  # every canonical type, new ones included (e.g. informed_delivery_*)
 _STAGES = [t.value for t in EventType if t in RANK]
@@ -61,7 +61,7 @@ _JSON_BODY = {"application/json": {"schema": {"oneOf": [{"type": "object"}, {"ty
 
 def document() -> dict[str, Any]:
     """The OpenAPI document (a fresh dict each call), with the console API's paths (`receiver.api`)."""
-    from receiver.api import openapi_paths
+    from postrelay.receiver.api import openapi_paths
 
     doc = _document()
     doc["paths"].update(openapi_paths.paths())

@@ -16,8 +16,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Scope
 
-from postrelay.config import KNOWN_SOURCES
-from postrelay.logs import log_fields, redact_path
+from postrelay.core.config import KNOWN_SOURCES
+from postrelay.core.logs import log_fields, redact_path
 
 log = logging.getLogger("postrelay.http")
 INFO_KEY = "postrelay.request_info"
@@ -42,7 +42,7 @@ def route_label(scope: Scope) -> str:
 
 
 def log_request(method: str | None, path: str, label: str, status: int, started: float, info: dict[str, Any]) -> None:
-    """The request's log line: WARNING for 5xx, DEBUG for probes, INFO otherwise (see `postrelay.logs.log_fields`)."""
+    """The request's log line: WARNING for 5xx, DEBUG for probes, INFO otherwise (see `postrelay.core.logs.log_fields`)."""
     if status >= 500:
         level = logging.WARNING
     elif label in QUIET:

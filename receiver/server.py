@@ -27,7 +27,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from postrelay.config import DEFAULT_MAX_HEADER_BYTES, Config
+from postrelay.core.config import DEFAULT_MAX_HEADER_BYTES, Config
 
 HEAD_TOO_LARGE = ("headers_too_large", "the request line and headers exceed {limit} bytes")
 INVALID_HTTP = ("invalid_http", "the request is not valid HTTP/1.1")

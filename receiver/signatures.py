@@ -7,7 +7,7 @@ import hmac
 import math
 from collections.abc import Iterable
 
-from receiver.errors import unauthorized
+from postrelay.receiver.errors import unauthorized
 
 _KEYED: dict[str, hmac.HMAC] = {}
 _MAX_KEYED = 64  # secrets come from the config: a handful; the bound only guards against misuse

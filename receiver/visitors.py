@@ -13,7 +13,7 @@ import hashlib
 import secrets
 from typing import Any
 
-from postrelay import keys
+from postrelay.core import keys
 
 RETRY_AFTER = 5.0
 

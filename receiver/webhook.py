@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from receiver.requestlog import INFO_KEY
+from postrelay.receiver.requestlog import INFO_KEY
 
 if TYPE_CHECKING:
-    from receiver.app import Receiver
+    from postrelay.receiver.service import Receiver
 
 _JSON = (b"content-type", b"application/json")
 

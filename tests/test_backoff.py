@@ -1,4 +1,4 @@
-"""The one Retry-After parser and the one backoff (postrelay/backoff.py)."""
+"""The one Retry-After parser and the one backoff (postrelay/core/backoff.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import random
 
 import httpx
 
-from adapters.base import retry_after_seconds
-from postrelay.backoff import Backoff, jittered, retry_after
-from receiver import backfill
+from postrelay.adapters.base import retry_after_seconds
+from postrelay.core.backoff import Backoff, jittered, retry_after
+from postrelay.receiver import backfill
 
 NOW = 1_780_000_000.0
 

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from postrelay.durations import Delay, parse_delay
-from workers.calendar import add_business_days, calendar_for, due_at, is_business_day
+from postrelay.core.durations import Delay, parse_delay
+from postrelay.workers.calendar import add_business_days, calendar_for, due_at, is_business_day
 
 
 def at(y: int, m: int, d: int, hh: int = 14, mm: int = 30) -> datetime:

@@ -21,8 +21,8 @@ import pytest
 import redis
 import yaml
 
-from adapters import adapter_class
-from postrelay.config import parse_config
+from postrelay.adapters import adapter_class
+from postrelay.core.config import parse_config
 from tests.support.http_server import LocalHTTPServer, Reply
 from tests.support.redis_server import free_port, redis_binary
 

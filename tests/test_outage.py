@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import redis
 
-from postrelay import keys
-from postrelay.outage import is_outage, write_through
-from postrelay.scripts import lua
+from postrelay.core import keys
+from postrelay.core.outage import is_outage, write_through
+from postrelay.core.scripts import lua
 from tests.support.redis_server import RedisServer
 
 

@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import holidays
 
-from postrelay.durations import Delay
+from postrelay.core.durations import Delay
 
 CALENDARS: frozenset[str] = frozenset({"US", "CA"})
 _CANADA = frozenset({"CA", "CAN", "CANADA"})

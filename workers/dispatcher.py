@@ -1,7 +1,7 @@
 """The ingest-stream consumer: timeline first, then routing and follow-ups, then acknowledge.
 
 Entries are read with a consumer group. For a batch, tracking links are resolved first (a piece event binds
-its links, a visit gets its link's details and moves onto its piece: `postrelay.stores.link_binding`), then the
+its links, a visit gets its link's details and moves onto its piece: `postrelay.core.stores.link_binding`), then the
 mailpiece timelines are updated (idempotent),
 every handler stages its durable effects (delivery records, follow-up schedules) into one
 MULTI/EXEC transaction together with XACK+XDEL, so an entry is acknowledged exactly when its effects are
@@ -21,16 +21,16 @@ import redis
 from pydantic import ValidationError
 from redis.client import Pipeline
 
-from postrelay import keys, stats
-from postrelay.events import CanonicalEvent
-from postrelay.logs import log_fields
-from postrelay.replies import StreamEntries, stream_entries
-from postrelay.stores import deliveries
-from postrelay.stores.link_binding import LinkBinder, is_attached
-from postrelay.timeline import TimelineWriter
-from workers.executor import DeliveryExecutor
-from workers.routing import destinations_for
-from workers.runtime import Runtime
+from postrelay.core import keys, stats
+from postrelay.core.events import CanonicalEvent
+from postrelay.core.logs import log_fields
+from postrelay.core.replies import StreamEntries, stream_entries
+from postrelay.core.stores import deliveries
+from postrelay.core.stores.link_binding import LinkBinder, is_attached
+from postrelay.core.timeline import TimelineWriter
+from postrelay.workers.executor import DeliveryExecutor
+from postrelay.workers.routing import destinations_for
+from postrelay.workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.dispatcher")
 POISON = keys.POISON

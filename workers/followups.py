@@ -22,19 +22,19 @@ from datetime import UTC, datetime
 
 from redis.client import Pipeline
 
-from postrelay import keys, stats
-from postrelay.config import Config, FollowupConfig
-from postrelay.durations import Delay, parse_delay
-from postrelay.events import CanonicalEvent, EventType
-from postrelay.replies import scored
-from postrelay.scripts import lua
-from postrelay.stores import deliveries
-from postrelay.stores import followups as followups_store
-from postrelay.stores.piece_codec import CODE
-from postrelay.timeline import seen_types
-from workers import calendar, mailings
-from workers.routing import matches
-from workers.runtime import Runtime
+from postrelay.core import keys, stats
+from postrelay.core.config import Config, FollowupConfig
+from postrelay.core.durations import Delay, parse_delay
+from postrelay.core.events import CanonicalEvent, EventType
+from postrelay.core.replies import scored
+from postrelay.core.scripts import lua
+from postrelay.core.stores import deliveries
+from postrelay.core.stores import followups as followups_store
+from postrelay.core.stores.piece_codec import CODE
+from postrelay.core.timeline import seen_types
+from postrelay.workers import calendar, mailings
+from postrelay.workers.routing import matches
+from postrelay.workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.followups")
 DUE = keys.FOLLOWUPS_DUE

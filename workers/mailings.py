@@ -1,6 +1,6 @@
 """The mailings creator: turns queued mailings into provider pieces, exactly once.
 
-A worker loop claims due mailings (`postrelay.stores.mailings.claim`: the claim is a lease, so a killed
+A worker loop claims due mailings (`postrelay.core.stores.mailings.claim`: the claim is a lease, so a killed
 worker's mailing is claimed again when it expires) and for each one:
 1. a dry run stores the rendered provider request and ends in `dry_run` (nothing is sent, no cap is used);
 2. reserves a slot in today's caps (`[mailings] max_per_day`, the trigger's `max_per_day`), atomically in
@@ -24,13 +24,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from adapters._mailing import Mailer
-from adapters.base import Outcome
-from postrelay.events import CanonicalEvent
-from postrelay.mailing import MAILER_TYPES, MAX_METADATA_KEYS, Address, MailingRequest, mailing_id, stored_request
-from postrelay.stores import mailings as store
-from workers.policy import next_attempt
-from workers.runtime import Runtime
+from postrelay.adapters._mailing import Mailer
+from postrelay.adapters.base import Outcome
+from postrelay.core.events import CanonicalEvent
+from postrelay.core.mailing import MAILER_TYPES, MAX_METADATA_KEYS, Address, MailingRequest, mailing_id, stored_request
+from postrelay.core.stores import mailings as store
+from postrelay.workers.policy import next_attempt
+from postrelay.workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.mailings")
 

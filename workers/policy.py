@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from postrelay.backoff import jittered
-from postrelay.config import DeliveryConfig as RetrySettings
+from postrelay.core.backoff import jittered
+from postrelay.core.config import DeliveryConfig as RetrySettings
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import re
 
 from redis import Redis
 
-from postrelay import keys
-from postrelay.scripts import lua
+from postrelay.core import keys
+from postrelay.core.scripts import lua
 
 _SPEC = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _UNIT = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}

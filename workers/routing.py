@@ -1,6 +1,6 @@
 """Matching canonical events to `[[routes]]`: event types plus optional `where` filters.
 
-A filter names one of `postrelay.events.FILTER_FIELDS` (checked at config load); piece attributes the event lacks
+A filter names one of `postrelay.core.events.FILTER_FIELDS` (checked at config load); piece attributes the event lacks
 (country, kind, campaign, mailing class, recipient) are read from the piece (`CanonicalEvent.field`).
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from postrelay.config import RouteConfig
-from postrelay.events import CanonicalEvent
-from postrelay.filters import matches_value as _matches_value
+from postrelay.core.config import RouteConfig
+from postrelay.core.events import CanonicalEvent
+from postrelay.core.filters import matches_value as _matches_value
 
 
 def matches(event: CanonicalEvent, events: list[str], where: dict[str, Any]) -> bool:

@@ -18,18 +18,18 @@ import httpx
 from redis import Redis
 from redis.cluster import RedisCluster
 
-from adapters import adapter_class, check_destination
-from adapters.base import Adapter
-from adapters.client import relay_client
-from postrelay.config import Config, ConfigError
-from postrelay.config_errors import located, secret_values
-from postrelay.stores.circuit import CircuitBreaker
-from workers.ratelimit import RateLimiter, parse_rate
+from postrelay.adapters import adapter_class, check_destination
+from postrelay.adapters.base import Adapter
+from postrelay.adapters.client import relay_client
+from postrelay.core.config import Config, ConfigError
+from postrelay.core.config_errors import located, secret_values
+from postrelay.core.stores.circuit import CircuitBreaker
+from postrelay.workers.ratelimit import RateLimiter, parse_rate
 
 
 def connect_redis(url: str, timeout: float | None = None) -> Redis:
     """A sync client of the queue Redis; no read timeout by default (the dispatcher blocks on XREADGROUP)."""
-    from postrelay.redis_url import sync_queue_client
+    from postrelay.core.redis_url import sync_queue_client
 
     return sync_queue_client(url, timeout)
 
@@ -94,7 +94,7 @@ def connect_pieces(config: Config, queue: Redis) -> Redis | RedisCluster:
 
     It never blocks on a command, so it has a read timeout (`[server] redis_timeout`, at least 5 s).
     """
-    from postrelay.redis_url import sync_client
+    from postrelay.core.redis_url import sync_client
 
     server = config.server
     if not server.split_stores or not server.redis_url:

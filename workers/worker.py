@@ -24,19 +24,19 @@ from collections.abc import Callable
 
 import redis
 
-from postrelay import keys
-from postrelay.backoff import Backoff
-from postrelay.config import Config
-from postrelay.outage import is_outage
-from postrelay.stores import deliveries
-from workers import runtime
-from workers.delivery import attempt
-from workers.delivery.due import DueLoop, keep_alive
-from workers.dispatcher import Dispatcher, RelayHandler
-from workers.executor import DeliveryExecutor
-from workers.followups import FollowupHandler, Scheduler
-from workers.mailings import Creator
-from workers.runtime import Runtime
+from postrelay.core import keys
+from postrelay.core.backoff import Backoff
+from postrelay.core.config import Config
+from postrelay.core.outage import is_outage
+from postrelay.core.stores import deliveries
+from postrelay.workers import runtime
+from postrelay.workers.delivery import attempt
+from postrelay.workers.delivery.due import DueLoop, keep_alive
+from postrelay.workers.dispatcher import Dispatcher, RelayHandler
+from postrelay.workers.executor import DeliveryExecutor
+from postrelay.workers.followups import FollowupHandler, Scheduler
+from postrelay.workers.mailings import Creator
+from postrelay.workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.worker")
 HEARTBEAT_EVERY = 2.0
@@ -66,7 +66,7 @@ def forget_heartbeat(rt: Runtime, name: str) -> None:
 
 def log_start(rt: Runtime, name: str) -> None:
     """One INFO line: which Redis, destinations and rules this worker runs with."""
-    from postrelay.redis_url import mask_url
+    from postrelay.core.redis_url import mask_url
 
     config = rt.config
     dests = ", ".join(f"{n} ({d.type})" for n, d in config.destinations.items()) or "none"

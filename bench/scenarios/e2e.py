@@ -24,7 +24,7 @@ from bench.payloads import RequestSet, body_for, write_requests
 from bench.report import Row, at_most
 from bench.stats import summarize
 
-DUE = "pr:dlv:inflight"  # deliveries not finished yet (postrelay.keys.DELIVERIES_DUE)
+DUE = "pr:dlv:inflight"  # deliveries not finished yet (postrelay.core.keys.DELIVERIES_DUE)
 STREAM = "pr:{in}:stream"
 P50_TARGET_MS, P99_TARGET_MS = 50.0, 250.0
 TARGET_RATE = 500  # the issue's targets are stated at 500 events/s
@@ -34,7 +34,7 @@ def canonical_json_bytes() -> int:
     """Size of one canonical event as the receiver stores and relays it (the memory baseline)."""
     from datetime import UTC
 
-    from receiver.providers import postgrid
+    from postrelay.receiver.providers import postgrid
 
     event = postgrid.normalize(json.loads(body_for("e", 0)), datetime.now(UTC)).events[0]
     return len(event.model_dump_json())

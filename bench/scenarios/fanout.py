@@ -26,8 +26,8 @@ SEEN_TTL = 3600
 
 def prefill(ctx: Context, count: int, prefix: str = "f") -> None:
     """XADD `count` canonical events (one mailpiece each) to the ingest stream, with their dedupe markers."""
-    from postrelay import keys
-    from receiver.providers import postgrid
+    from postrelay.core import keys
+    from postrelay.receiver.providers import postgrid
 
     now = datetime.now(UTC)
     pipe = ctx.redis.r.pipeline(transaction=False)

@@ -43,9 +43,9 @@ RQ_START = 1.5  # seconds an RQ worker needs to start (its jobs come due after t
 
 def scheduler_interface() -> str | None:
     """None when the interfaces used here exist, else why not."""
-    if importlib.util.find_spec("workers.followups") is None:
+    if importlib.util.find_spec("postrelay.workers.followups") is None:
         return NOT_YET
-    from workers import followups
+    from postrelay.workers import followups
 
     for name in ("FollowupHandler", "Scheduler", "fired_key"):
         if not hasattr(followups, name):
@@ -55,7 +55,7 @@ def scheduler_interface() -> str | None:
 
 def _triggers(count: int, prefix: str, first_due: float, spacing: float) -> Iterator[Any]:
     """`delivered` events for `count` distinct mailpieces, the i-th occurring at first_due + i * spacing."""
-    from receiver.providers import postgrid
+    from postrelay.receiver.providers import postgrid
 
     template = postgrid.normalize(json.loads(body_for(prefix, 0, stage=2)), datetime.now(UTC)).events[0]
     start = datetime.fromtimestamp(first_due, UTC)
@@ -66,8 +66,8 @@ def _triggers(count: int, prefix: str, first_due: float, spacing: float) -> Iter
 
 
 def _runtime(ctx: Context, sink_url: str) -> Any:
-    from postrelay.config import load_config
-    from workers.runtime import Runtime
+    from postrelay.core.config import load_config
+    from postrelay.workers.runtime import Runtime
 
     os.environ.update(ctx.env(sink_url))
     return Runtime(config=load_config(CONFIG), redis=ctx.redis.r)
@@ -75,7 +75,7 @@ def _runtime(ctx: Context, sink_url: str) -> Any:
 
 def _schedule(rt: Any, events: list[Any]) -> float:
     """Stage `events` through FollowupHandler in transactions of BATCH; returns seconds taken."""
-    from workers.followups import FollowupHandler
+    from postrelay.workers.followups import FollowupHandler
 
     handler = FollowupHandler(rt)
     started = time.perf_counter()
@@ -102,7 +102,7 @@ def _zadd_baseline(ctx: Context, ids: list[str]) -> tuple[float, int]:
 
 
 def _fired_delays(ctx: Context, fids: list[str], timeout: float) -> tuple[list[float], int]:
-    from workers.followups import fired_key
+    from postrelay.workers.followups import fired_key
 
     r = ctx.redis.r
     deadline = time.monotonic() + timeout
@@ -123,7 +123,7 @@ def _fired_delays(ctx: Context, fids: list[str], timeout: float) -> tuple[list[f
 
 def measure(ctx: Context) -> dict[str, Any]:
     """Bulk scheduling + memory, then firing delay with a worker, then RQ's scheduler baseline."""
-    from workers.followups import followup_id
+    from postrelay.workers.followups import followup_id
 
     p = ctx.profile
     n, m, window = p.followups, p.followups_fired, p.followups_window

@@ -1,6 +1,6 @@
 """Tracking links: `/t/{token}` redirects against a bare Starlette 302, p99 at 2,000 visits/s, visit → CRM.
 
-Links are minted straight into Redis (`postrelay.stores.links.mint_many`, the same call as the API) after each
+Links are minted straight into Redis (`postrelay.core.stores.links.mint_many`, the same call as the API) after each
 Redis reset: `LINK_COUNT` tokens (`SMOKE_LINK_COUNT` in smoke mode), all pointing at `VISIT_TARGET`. The
 request file visits them round-robin with a distinct User-Agent per line, so no visit collapses into an
 earlier one, and there are far more tokens than a run visits twice: nearly every visit reads its link record
@@ -24,8 +24,8 @@ from bench.context import Context, Server
 from bench.payloads import VISIT_TARGET, write_visits
 from bench.report import Row, at_least, at_most
 from bench.stats import summarize
-from postrelay.linkconfig import LinksConfig
-from postrelay.stores import links as store
+from postrelay.core.linkconfig import LinksConfig
+from postrelay.core.stores import links as store
 
 LINK_COUNT, SMOKE_LINK_COUNT = 60_000, 500
 RATIO_TARGET, P99_RATE, P99_TARGET_MS, CRM_RATE = 0.45, 2000, 10.0, 200

@@ -1,8 +1,8 @@
 """Redis memory per mailpiece: the compact layout against the first layout and the raw canonical JSON, same run.
 
 The same PostGrid `letter.updated` events (full order: recipient, metadata) are applied to a fresh Redis with
-the first layout's writer (`postrelay.timeline_legacy`, "today's layout": state hash, timeline zset, events
-hash, types set) and with the worker's (`postrelay.timeline`, one listpack hash per piece); the long-lived
+the first layout's writer (`postrelay.core.timeline_legacy`, "today's layout": state hash, timeline zset, events
+hash, types set) and with the worker's (`postrelay.core.timeline`, one listpack hash per piece); the long-lived
 bytes of each piece are `MEMORY USAGE` summed over its keys (dedupe and done markers expire and are left out).
 Six lifecycle events per piece: printed, mailed, in_transit, in_local_area, processed_for_delivery (IMb scans
 with a ZIP), delivered.
@@ -17,8 +17,8 @@ from typing import Any
 from bench.context import Context
 from bench.payloads import body_for
 from bench.report import Row, at_most
-from postrelay import keys
-from postrelay.events import CanonicalEvent, EventType, Location, event_id
+from postrelay.core import keys
+from postrelay.core.events import CanonicalEvent, EventType, Location, event_id
 
 ONE_EVENT_TARGET = 600.0
 SCANS = (EventType.IN_TRANSIT, EventType.IN_LOCAL_AREA, EventType.PROCESSED_FOR_DELIVERY)
@@ -26,7 +26,7 @@ SCANS = (EventType.IN_TRANSIT, EventType.IN_LOCAL_AREA, EventType.PROCESSED_FOR_
 
 def piece_events(index: int) -> list[CanonicalEvent]:
     """Six lifecycle events of bench mailpiece `index`, as the receiver normalizes them."""
-    from receiver.providers import postgrid
+    from postrelay.receiver.providers import postgrid
 
     now = datetime.now(UTC)
     printed, mailed, delivered = (postgrid.normalize(json.loads(body_for("m", index, s)), now).events[0]
@@ -54,8 +54,8 @@ def _measure(r: Any, writer: Any, pieces: list[list[CanonicalEvent]], n_events: 
 
 
 def run(ctx: Context) -> list[Row]:
-    from postrelay.timeline import TimelineWriter
-    from postrelay.timeline_legacy import LegacyTimelineWriter
+    from postrelay.core.timeline import TimelineWriter
+    from postrelay.core.timeline_legacy import LegacyTimelineWriter
 
     n = 20 if ctx.profile.name == "smoke" else 200
     import redis

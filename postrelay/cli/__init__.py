@@ -33,7 +33,7 @@ from postrelay.cli.common import (
     Target,
     Unreachable,
 )
-from postrelay.config import ConfigError
+from postrelay.core.config import ConfigError
 
 DEBUG_ENV = "POSTRELAY_DEBUG"
 

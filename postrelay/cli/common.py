@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from postrelay.config import CONFIG_ENV, REDIS_URL_ENV, Config, ConfigError, load_runtime_config
+from postrelay.core.config import CONFIG_ENV, REDIS_URL_ENV, Config, ConfigError, load_runtime_config
 
 if TYPE_CHECKING:
-    from workers.runtime import Runtime
+    from postrelay.workers.runtime import Runtime
 
 # Exit codes (README "Commands"): public contracts.
 OK, FAILED, CONFIG_ERROR, REDIS_UNREACHABLE, PORT_IN_USE, INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -37,7 +37,7 @@ class Target:
     @classmethod
     def describe(cls) -> str:
         """`redis://127.0.0.1:6379/0 (from [server] redis_url in c.toml)`, password masked."""
-        from postrelay.redis_url import mask_url
+        from postrelay.core.redis_url import mask_url
 
         if not cls.url:
             return "Redis"
@@ -69,7 +69,7 @@ def aim(config: Config, path: str | None) -> bool:
 
 def operator_config(path: str | None) -> Config:
     """The config for an operator command, with its Redis resolved (see the module docstring)."""
-    from postrelay import embedded
+    from postrelay.core import embedded
 
     if not path and not os.environ.get(CONFIG_ENV):
         record = embedded.read_record(DEFAULT_DATA_DIR)
@@ -91,7 +91,7 @@ def operator_config(path: str | None) -> Config:
 
 def runtime(path: str | None) -> Runtime:
     """A worker runtime (Redis clients, destinations) for an operator command."""
-    from workers.runtime import from_config
+    from postrelay.workers.runtime import from_config
 
     return from_config(operator_config(path))
 

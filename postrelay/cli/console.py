@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from postrelay.cli.common import CONFIG_ERROR, OK, Target, Unreachable, config_option, operator_config
-from postrelay.config import Config, load_runtime_config
+from postrelay.core.config import Config, load_runtime_config
 
 progress_option = click.option("--no-progress", "no_progress", is_flag=True, help="no progress bar on stderr")
 
@@ -48,7 +48,7 @@ class Bar:
 
 def _stores(config: Config) -> tuple[Any, Any]:
     """(mailpiece store, queue Redis) sync clients."""
-    from postrelay.redis_url import sync_client
+    from postrelay.core.redis_url import sync_client
 
     server = config.server
     queue = sync_client(server.queue_redis_url or server.redis_url, server.redis_timeout)  # type: ignore[arg-type]
@@ -64,7 +64,7 @@ def _redis_for_demo(path: str | None) -> Iterator[Config]:
         return
     except Unreachable:
         pass
-    from postrelay.embedded import EmbeddedRedis
+    from postrelay.core.embedded import EmbeddedRedis
 
     config = load_runtime_config(path)
     redis = EmbeddedRedis(config.server.data_dir, config.server.appendfsync).start()
@@ -84,7 +84,7 @@ def _redis_for_demo(path: str | None) -> Iterator[Config]:
 @progress_option
 def reindex(config: str | None, rebuild: bool, no_progress: bool) -> int:
     """Apply every stored event to the console's indexes again (idempotent: nothing counts twice)."""
-    from postrelay.stores.reindex import reindex as run_reindex
+    from postrelay.core.stores.reindex import reindex as run_reindex
 
     cfg = operator_config(config)
     pieces, queue = _stores(cfg)
@@ -106,7 +106,7 @@ def reindex(config: str | None, rebuild: bool, no_progress: bool) -> int:
 @progress_option
 def demo(config: str | None, pieces: int, campaigns: int, seed: int, no_progress: bool) -> int:
     """A realistic data set: US and Canadian timelines, returns, visits, a failing destination (`erp`)."""
-    from postrelay import demo as data
+    from postrelay.core import demo as data
 
     if pieces < 1 or campaigns < 1:
         click.echo("demo: --pieces and --campaigns must be at least 1", err=True)
@@ -129,8 +129,8 @@ def followup_scheduler(config: Config, pieces: Any, queue: Any) -> Callable[[lis
     at once)."""
     if not config.followups:
         return None
-    from workers.followups import FollowupHandler
-    from workers.runtime import Runtime
+    from postrelay.workers.followups import FollowupHandler
+    from postrelay.workers.runtime import Runtime
 
     handler = FollowupHandler(Runtime(config=config, redis=queue, pieces=pieces))
     since = datetime.now(UTC) - timedelta(days=1)

@@ -36,7 +36,7 @@ def _shared(ctx: click.Context, **given: Any) -> dict[str, Any]:
 @click.pass_context
 def followups_list(ctx: click.Context, config: str | None, mailpiece: str | None, as_json: bool) -> int:
     """Pending follow-ups and when each is due."""
-    from postrelay.stores import followups as store
+    from postrelay.core.stores import followups as store
 
     opts = _shared(ctx, config=config, mailpiece=mailpiece, json=as_json)
     rows = store.pending(runtime(opts["config"]).redis, opts["mailpiece"])
@@ -60,7 +60,7 @@ def followups_list(ctx: click.Context, config: str | None, mailpiece: str | None
 @click.pass_context
 def followups_cancel(ctx: click.Context, fid: str | None, config: str | None) -> int:
     """Cancel one pending follow-up (ID = <rule>|<source>|<mailpiece>, as `followups list` shows)."""
-    from postrelay.stores import followups as store
+    from postrelay.core.stores import followups as store
 
     if not fid:
         click.echo("followups cancel needs the follow-up id (see `postrelay followups list`)")

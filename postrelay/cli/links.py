@@ -16,9 +16,9 @@ from typing import IO, Any
 import click
 
 from postrelay.cli.common import FAILED, OK, config_option, operator_config
-from postrelay.config import ConfigError
-from postrelay.linkconfig import LinksConfig
-from postrelay.stores import links as store
+from postrelay.core.config import ConfigError
+from postrelay.core.linkconfig import LinksConfig
+from postrelay.core.stores import links as store
 
 OUTPUT_COLUMNS = ("token", "url", "qr_svg_url", "qr_png_url")
 CHUNK = 1000
@@ -109,7 +109,7 @@ def links() -> None:
 def links_mint(config: str | None, csv_path: str, out: str | None, target_url: str | None, campaign_id: str | None,
                no_progress: bool) -> int:
     """Mint a link per CSV row: every row is checked first, then minted with a progress bar."""
-    from postrelay.redis_url import sync_client
+    from postrelay.core.redis_url import sync_client
 
     cfg = operator_config(config)
     if not cfg.links.enabled:

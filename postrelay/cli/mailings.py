@@ -1,6 +1,6 @@
 """`postrelay mailings list [--status S] [--trigger T] [--limit N] [--json]` and `postrelay mailings show ID [--json]`.
 
-The same store functions as `GET /v1/mailings` (`postrelay.stores.mailings`).
+The same store functions as `GET /v1/mailings` (`postrelay.core.stores.mailings`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from postrelay.cli.common import FAILED, OK, config_option, json_option, operator_config
-from postrelay.mailing import STATUSES
+from postrelay.core.mailing import STATUSES
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -38,7 +38,7 @@ def detail(view: dict[str, Any]) -> str:
 
 
 def _client(config_path: str | None):
-    from postrelay.redis_url import sync_client
+    from postrelay.core.redis_url import sync_client
 
     config = operator_config(config_path)
     return sync_client(config.server.queue_redis_url or "", 5.0)
@@ -57,7 +57,7 @@ def mailings() -> None:
 @json_option
 def mailings_list(config: str | None, status: str | None, trigger: str | None, limit: int, as_json: bool) -> int:
     """The newest mailings first."""
-    from postrelay.stores import mailings as store
+    from postrelay.core.stores import mailings as store
 
     rows = store.listing(_client(config), status, trigger, limit)
     click.echo(json.dumps(rows, indent=2) if as_json else table(rows))
@@ -70,7 +70,7 @@ def mailings_list(config: str | None, status: str | None, trigger: str | None, l
 @json_option
 def mailings_show(mailing_id: str, config: str | None, as_json: bool) -> int:
     """One mailing: status, provider piece id, reason, attempts, the request."""
-    from postrelay.stores import mailings as store
+    from postrelay.core.stores import mailings as store
 
     view = store.get(_client(config), mailing_id)
     if view is None:

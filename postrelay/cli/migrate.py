@@ -1,5 +1,5 @@
 """`postrelay migrate [--no-progress] [--json]`: move every mailpiece to the compact layout
-(`postrelay.stores.migrate`), with a progress bar; finds its config and Redis as the operator commands do."""
+(`postrelay.core.stores.migrate`), with a progress bar; finds its config and Redis as the operator commands do."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ class Bar:
 @json_option
 def migrate(config: str | None, no_progress: bool, as_json: bool) -> int:
     """Move mailpieces stored before the compact layout to it; run it again to resume. Exit 0 when none is left."""
-    from postrelay.redis_url import sync_client
-    from postrelay.stores.migrate import migrate as run_migrate
+    from postrelay.core.redis_url import sync_client
+    from postrelay.core.stores.migrate import migrate as run_migrate
 
     cfg = operator_config(config)
     pieces = sync_client(cfg.server.redis_url, max(5.0, cfg.server.redis_timeout))  # type: ignore[arg-type]

@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from postrelay.cli.common import CONFIG_ERROR, FAILED, OK, config_option, json_option, operator_config, runtime
-from postrelay.config import ConfigError
-from postrelay.durations import parse_when
+from postrelay.core.config import ConfigError
+from postrelay.core.durations import parse_when
 
 
 def _when(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> float | None:
@@ -58,7 +58,7 @@ def dlq() -> None:
 def dlq_list(config: str | None, destination: str | None, since: float | None, limit: int | None,
              as_json: bool) -> int:
     """List dead-lettered deliveries, newest first."""
-    from postrelay.stores import dlq as store
+    from postrelay.core.stores import dlq as store
 
     rt = runtime(config)
     entries = store.entries(rt.redis, destination, since, limit=limit)
@@ -80,7 +80,7 @@ def dlq_list(config: str | None, destination: str | None, since: float | None, l
 @since_option
 def dlq_replay(config: str | None, destination: str | None, since: float | None) -> int:
     """Re-deliver dead-lettered deliveries (never one that already succeeded)."""
-    from postrelay.stores import dlq as store
+    from postrelay.core.stores import dlq as store
 
     rt = runtime(config)
     counts = store.replay(rt.redis, rt.clock(), destination, since)
@@ -97,7 +97,7 @@ def destinations(ctx: click.Context, config: str | None, as_json: bool) -> int |
     ctx.obj = {"config": config}
     if ctx.invoked_subcommand is not None:
         return None
-    from postrelay.stores import destinations as store
+    from postrelay.core.stores import destinations as store
 
     rt = runtime(config)
     rows = store.report(rt.redis, rt.config, rt.clock())
@@ -112,7 +112,7 @@ def destinations(ctx: click.Context, config: str | None, as_json: bool) -> int |
 
 
 def _pause_or_resume(ctx: click.Context, action: str, name: str, config: str | None) -> int:
-    from postrelay.stores import destinations as store
+    from postrelay.core.stores import destinations as store
 
     rt = runtime(config or (ctx.obj or {}).get("config"))
     if name not in rt.config.destinations:
@@ -164,9 +164,9 @@ def backfill(source: str, config: str | None, since: str, until: str | None, pag
 
 async def _backfill(source: str, config_path: str | None, since_text: str, until_text: str | None,
                     page_size: int, max_pages: int | None, no_progress: bool, as_json: bool) -> int:
-    from postrelay.redis_url import async_queue_client
-    from receiver.backfill import BackfillError, Progress, backfill
-    from receiver.ingest import IngestQueue
+    from postrelay.core.redis_url import async_queue_client
+    from postrelay.receiver.backfill import BackfillError, Progress, backfill
+    from postrelay.receiver.ingest import IngestQueue
 
     config = operator_config(config_path)
     settings: Any = getattr(config.sources, source)

@@ -18,7 +18,7 @@ import click
 
 from postrelay.cli.common import FAILED, INTERRUPTED, OK, PORT_IN_USE, config_option, require_redis_url
 from postrelay.cli.validate import validated
-from postrelay.config import CONFIG_ENV, Config
+from postrelay.core.config import CONFIG_ENV, Config
 
 
 class CannotListen(Exception):
@@ -51,7 +51,7 @@ def _address(config: Config, host: str | None, port: int | None) -> tuple[str, i
 
 def _setup_logs(config: Config, log_format: str | None) -> None:
     """JSON (or text) logs with the config's secrets redacted; child processes inherit the format."""
-    from postrelay.logs import LOG_FORMAT_ENV, setup_from_config
+    from postrelay.core.logs import LOG_FORMAT_ENV, setup_from_config
 
     os.environ[LOG_FORMAT_ENV] = setup_from_config(config, log_format)
 
@@ -60,8 +60,8 @@ def _server(config: Config) -> Any:
     """A uvicorn server for the receiver app; its own records go through the root handler (log_config=None)."""
     import uvicorn
 
-    from receiver.app import create_app
-    from receiver.server import uvicorn_options
+    from postrelay.receiver.app import create_app
+    from postrelay.receiver.server import uvicorn_options
 
     return uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", access_log=False,
                                          log_config=None, lifespan="on", **uvicorn_options(config)))
@@ -88,12 +88,12 @@ def _serve_processes(config: Config, host: str, port: int, workers: int) -> None
 
     import uvicorn
 
-    from receiver.server import uvicorn_options
+    from postrelay.receiver.server import uvicorn_options
 
     listen(host, port).close()  # uvicorn's supervisor binds it again: fail early, with our message
     made = _multiproc_metrics_dir()
     try:
-        uvicorn.run("receiver.asgi:make_app", factory=True, host=host, port=port, workers=workers,
+        uvicorn.run("postrelay.receiver.asgi:make_app", factory=True, host=host, port=port, workers=workers,
                     log_level="warning", access_log=False, proxy_headers=True, log_config=None,
                     **uvicorn_options(config))
     finally:
@@ -134,7 +134,7 @@ def serve(config: str | None, host: str | None, port: int | None, log_format: st
 @click.option("--burst", is_flag=True, help="exit when the delivery queue is empty")
 def worker(config: str | None, log_format: str | None, burst: bool) -> int:
     """Queue consumer, deliveries and schedulers, against the configured Redis."""
-    from workers.worker import run_worker
+    from postrelay.workers.worker import run_worker
 
     cfg = validated(config)
     require_redis_url(cfg, config, "worker")

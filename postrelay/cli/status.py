@@ -3,7 +3,7 @@
 Ingest stream length and entries read but not yet acknowledged, deliveries (due now, due later, overdue),
 workers alive (heartbeat younger than `[server] worker_stale_after`), each destination's circuit and backlog,
 the dead-letter store, pending follow-ups and the next one due, and events processed in the last hour by
-type (from the dispatcher's per-minute counters, `postrelay.stats`). When the mailpieces live on another
+type (from the dispatcher's per-minute counters, `postrelay.core.stats`). When the mailpieces live on another
 Redis (`[server] queue_url` set beside `redis_url`), it is shown too: for a Redis Cluster, each primary with
 its key count.
 """
@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.cluster import RedisCluster
 
-from postrelay import keys, stats
-from postrelay.redis_url import mask_url
-from postrelay.stores import deliveries, destinations
+from postrelay.core import keys, stats
+from postrelay.core.redis_url import mask_url
+from postrelay.core.stores import deliveries, destinations
 
 if TYPE_CHECKING:
-    from workers.runtime import Runtime
+    from postrelay.workers.runtime import Runtime
 
 
 def _iso(epoch: float) -> str:
@@ -41,7 +41,7 @@ def _ago(seconds: float) -> str:
 
 def pieces_store(rt: Runtime) -> dict[str, Any] | None:
     """The mailpiece store when it is not the queue Redis: its URL and, for a cluster, each primary's keys."""
-    from postrelay.redis_url import is_cluster
+    from postrelay.core.redis_url import is_cluster
 
     pieces = rt.piece_store
     if pieces is rt.redis:

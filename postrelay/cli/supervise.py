@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-from postrelay import embedded
 from postrelay.cli.common import FAILED
-from postrelay.config import CONFIG_ENV, REDIS_URL_ENV, Config
+from postrelay.core import embedded
+from postrelay.core.config import CONFIG_ENV, REDIS_URL_ENV, Config
 
 WORKER_STOP_TIMEOUT = 20.0
 

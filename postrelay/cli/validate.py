@@ -8,14 +8,14 @@ from typing import Any
 import click
 
 from postrelay.cli.common import OK, config_option
-from postrelay.config import Config, ConfigError, apply_env, check_document, read_document
-from postrelay.config_errors import located, secret_values
+from postrelay.core.config import Config, ConfigError, apply_env, check_document, read_document
+from postrelay.core.config_errors import located, secret_values
 
 
 def destination_problems(doc: dict[str, Any]) -> list[str]:
     """Each raw `[destinations.NAME]` table checked by its adapter, and its `rate_limit` parsed."""
-    from adapters import check_destination
-    from workers.ratelimit import parse_rate
+    from postrelay.adapters import check_destination
+    from postrelay.workers.ratelimit import parse_rate
 
     tables = doc.get("destinations")
     out: list[str] = []

@@ -10,10 +10,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
-from postrelay import keys
-from postrelay.stores import catalog
-from receiver.api import common
-from receiver.errors import HTTPError
+from postrelay.core import keys
+from postrelay.core.stores import catalog
+from postrelay.receiver.api import common
+from postrelay.receiver.errors import HTTPError
 
 CSV_COLUMNS = ["source", "id", "kind", "country", "stage", "stage_at", "first_event_at", "name", "email"]
 _CSV_PAGE = 500

@@ -10,12 +10,12 @@ import redis.exceptions
 from starlette.requests import Request
 from starlette.responses import Response
 
-from postrelay.config import KNOWN_SOURCES
-from postrelay.durations import parse_when
-from postrelay.events import ALL_TYPES
-from postrelay.stores.catalog import BadQuery, Filters, Stores
-from receiver.auth import Principal, Role, bearer
-from receiver.errors import HTTPError
+from postrelay.core.config import KNOWN_SOURCES
+from postrelay.core.durations import parse_when
+from postrelay.core.events import ALL_TYPES
+from postrelay.core.stores.catalog import BadQuery, Filters, Stores
+from postrelay.receiver.auth import Principal, Role, bearer
+from postrelay.receiver.errors import HTTPError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500

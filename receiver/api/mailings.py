@@ -1,7 +1,7 @@
 """`POST /v1/mailings`, `GET /v1/mailings`, `GET /v1/mailings/{id}`: mail a postcard or letter, see how it went.
 
 The request is validated and completed with the provider destination's defaults here, then stored by one
-Redis script (`postrelay.stores.mailings.acreate`) keyed by its Idempotency-Key: the answer `202` means it is
+Redis script (`postrelay.core.stores.mailings.acreate`) keyed by its Idempotency-Key: the answer `202` means it is
 stored and a worker will create the piece. The same key always names the same mailing (and the same
 provider Idempotency-Key), so no retry, crash or restart can mail a second piece.
 """
@@ -17,17 +17,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from adapters import adapter_class
-from postrelay.mailing import MAILER_TYPES, STATUSES, MailingRequest, mailing_id
-from postrelay.stores import mailings as store
-from postrelay.timeline import read_piece
-from receiver.auth import bearer
-from receiver.body import receive_body
-from receiver.errors import HTTPError, bad_request
-from receiver.providers.base import parse_json
+from postrelay.adapters import adapter_class
+from postrelay.core.mailing import MAILER_TYPES, STATUSES, MailingRequest, mailing_id
+from postrelay.core.stores import mailings as store
+from postrelay.core.timeline import read_piece
+from postrelay.receiver.auth import bearer
+from postrelay.receiver.body import receive_body
+from postrelay.receiver.errors import HTTPError, bad_request
+from postrelay.receiver.providers.base import parse_json
 
 if TYPE_CHECKING:
-    from receiver.app import Receiver
+    from postrelay.receiver.service import Receiver
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,

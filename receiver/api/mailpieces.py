@@ -7,12 +7,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from postrelay.config import KNOWN_SOURCES
-from postrelay.stores import catalog
-from postrelay.stores.links import LINK_SOURCE
-from postrelay.timeline import read_piece
-from receiver.api import common, operations
-from receiver.errors import HTTPError
+from postrelay.core.config import KNOWN_SOURCES
+from postrelay.core.stores import catalog
+from postrelay.core.stores.links import LINK_SOURCE
+from postrelay.core.timeline import read_piece
+from postrelay.receiver.api import common, operations
+from postrelay.receiver.errors import HTTPError
 
 
 async def search(request: Request, params: Any) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from postrelay.mailing import STATUSES, MailingRequest
+from postrelay.core.mailing import STATUSES, MailingRequest
 
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}}
 

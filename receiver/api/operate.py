@@ -9,8 +9,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from receiver.api import common, operations
-from receiver.errors import HTTPError
+from postrelay.receiver.api import common, operations
+from postrelay.receiver.errors import HTTPError
 
 STATUSES = ("retrying", "pending", "dead")
 MAX_BODY = 1024 * 1024

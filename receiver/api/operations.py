@@ -1,9 +1,9 @@
 """The receiver's bridge to the operator stores: dead letters, deliveries, destinations, follow-ups.
 
-Replay, pause, resume and cancel are the stores' own functions (`postrelay.stores`), the very ones the CLI's
+Replay, pause, resume and cancel are the stores' own functions (`postrelay.core.stores`), the very ones the CLI's
 `dlq`, `destinations` and `followups` commands call: one implementation. They are synchronous (redis-py), so
 they run in Starlette's thread pool on a sync client of the queue Redis made once per receiver. Lists page
-with the same cursors as the mailpiece search (`postrelay.stores.catalog.page`).
+with the same cursors as the mailpiece search (`postrelay.core.stores.catalog.page`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from postrelay import keys
-from postrelay.redis_url import sync_client
-from postrelay.stores import deliveries, destinations, dlq, followups
-from postrelay.stores.catalog import encode_cursor, page
-from receiver.errors import HTTPError
+from postrelay.core import keys
+from postrelay.core.redis_url import sync_client
+from postrelay.core.stores import deliveries, destinations, dlq, followups
+from postrelay.core.stores.catalog import encode_cursor, page
+from postrelay.receiver.errors import HTTPError
 
 SCAN_LIMIT = 5000  # entries looked at per filtered page (a page may come back short, with a cursor)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from receiver.api import campaigns, mailpieces, operate
+from postrelay.receiver.api import campaigns, mailpieces, operate
 
 
 def api_routes() -> list[Route]:

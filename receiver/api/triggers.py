@@ -18,20 +18,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from adapters._payload import render
-from postrelay.config import GenericSource
-from postrelay.config_mailings import TriggerConfig
-from postrelay.filters import matches_where
-from postrelay.mailing import MailingRequest
-from postrelay.stores import mailings as store
-from receiver.api.mailings import Mailings, validation_detail
-from receiver.body import receive_body
-from receiver.errors import HTTPError, bad_request, unauthorized
-from receiver.providers import generic
-from receiver.providers.base import parse_json
+from postrelay.adapters._payload import render
+from postrelay.core.config import GenericSource
+from postrelay.core.config_mailings import TriggerConfig
+from postrelay.core.filters import matches_where
+from postrelay.core.mailing import MailingRequest
+from postrelay.core.stores import mailings as store
+from postrelay.receiver.api.mailings import Mailings, validation_detail
+from postrelay.receiver.body import receive_body
+from postrelay.receiver.errors import HTTPError, bad_request, unauthorized
+from postrelay.receiver.providers import generic
+from postrelay.receiver.providers.base import parse_json
 
 if TYPE_CHECKING:
-    from receiver.app import Receiver
+    from postrelay.receiver.service import Receiver
 
 
 def build(trigger: TriggerConfig, payload: dict[str, Any]) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from postrelay.events import CanonicalEvent
-from receiver.errors import bad_request
-from receiver.providers.countries import country_code
+from postrelay.core.events import CanonicalEvent
+from postrelay.receiver.errors import bad_request
+from postrelay.receiver.providers.countries import country_code
 
 __all__ = ["Normalized", "country_code", "normalize_each", "opt_str", "parse_json", "parse_time"]
 

@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from standardwebhooks.webhooks import Webhook
 from starlette.datastructures import Headers
 
-from postrelay.config import GenericSource
-from postrelay.events import CanonicalEvent, EventType, Location, Mailpiece, Recipient
-from receiver.errors import bad_request, unauthorized
-from receiver.providers.base import Normalized, parse_json, to_utc, validation_detail
-from receiver.signatures import check_tolerance, timestamp_seconds
+from postrelay.core.config import GenericSource
+from postrelay.core.events import CanonicalEvent, EventType, Location, Mailpiece, Recipient
+from postrelay.receiver.errors import bad_request, unauthorized
+from postrelay.receiver.providers.base import Normalized, parse_json, to_utc, validation_detail
+from postrelay.receiver.signatures import check_tolerance, timestamp_seconds
 
 NAME = "generic"
 MAX_WEBHOOK_ID = 200  # `webhook-id` becomes the events' source_event_id (stored): bounded like a body's

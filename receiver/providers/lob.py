@@ -18,10 +18,10 @@ from typing import Any
 
 from starlette.datastructures import Headers
 
-from postrelay.config import SignedSource
-from postrelay.events import CanonicalEvent, EventType, Location, Mailpiece, Recipient
-from receiver.errors import bad_request, unauthorized
-from receiver.providers.base import (
+from postrelay.core.config import SignedSource
+from postrelay.core.events import CanonicalEvent, EventType, Location, Mailpiece, Recipient
+from postrelay.receiver.errors import bad_request, unauthorized
+from postrelay.receiver.providers.base import (
     Normalized,
     country_code,
     dict_or_empty,
@@ -30,7 +30,7 @@ from receiver.providers.base import (
     parse_json,
     parse_time,
 )
-from receiver.signatures import any_hex_signature_matches, check_tolerance, timestamp_seconds
+from postrelay.receiver.signatures import any_hex_signature_matches, check_tolerance, timestamp_seconds
 
 NAME = "lob"
 RESOURCES = {"letter": "letter", "postcard": "postcard", "self_mailer": "self_mailer", "check": "check"}

@@ -19,10 +19,10 @@ import json
 from datetime import datetime
 from typing import Any
 
-from postrelay.config import PostalyticsSource
-from postrelay.events import CanonicalEvent, EventType, Mailpiece, Recipient
-from receiver.errors import bad_request, unauthorized
-from receiver.providers.base import (
+from postrelay.core.config import PostalyticsSource
+from postrelay.core.events import CanonicalEvent, EventType, Mailpiece, Recipient
+from postrelay.receiver.errors import bad_request, unauthorized
+from postrelay.receiver.providers.base import (
     Normalized,
     country_code,
     normalize_each,

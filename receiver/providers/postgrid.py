@@ -17,10 +17,10 @@ from typing import Any
 import jwt
 from starlette.datastructures import Headers
 
-from postrelay.config import PostGridSource
-from postrelay.events import CanonicalEvent, EventType, Location, Mailpiece, Recipient
-from receiver.errors import bad_request, unauthorized
-from receiver.providers.base import (
+from postrelay.core.config import PostGridSource
+from postrelay.core.events import CanonicalEvent, EventType, Location, Mailpiece, Recipient
+from postrelay.receiver.errors import bad_request, unauthorized
+from postrelay.receiver.providers.base import (
     Normalized,
     country_code,
     dict_or_empty,
@@ -32,7 +32,7 @@ from receiver.providers.base import (
     parse_time,
     require_object,
 )
-from receiver.signatures import any_hex_signature_matches, check_tolerance, timestamp_seconds
+from postrelay.receiver.signatures import any_hex_signature_matches, check_tolerance, timestamp_seconds
 
 NAME = "postgrid"
 SIGNATURE_HEADER = "postgrid-signature"

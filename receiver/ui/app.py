@@ -17,20 +17,17 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 import jinja2
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from postrelay.stores.catalog import BadQuery
-from receiver.api.common import REDIS_DOWN
-from receiver.auth import Role
-from receiver.errors import HTTPError
-from receiver.ui import session as sessions
-from receiver.ui.nav import NAV
+from postrelay.core.stores.catalog import BadQuery
+from postrelay.receiver.api.common import REDIS_DOWN
+from postrelay.receiver.auth import Role
+from postrelay.receiver.errors import HTTPError
+from postrelay.receiver.ui import session as sessions
+from postrelay.receiver.ui.nav import NAV
 
 HERE = Path(__file__).parent
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
@@ -156,7 +153,7 @@ def page(role: Role = "read", post: bool = False) -> Callable[[Page], Callable[[
     return wrap
 
 
-def _handlers(console: Console) -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
+def error_handlers(console: Console) -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPError)
         return console.error(request, exc.status, exc.code.replace("_", " ").capitalize(), exc.detail, exc.headers)
@@ -178,33 +175,3 @@ def _handlers(console: Console) -> dict[Any, Callable[[Request, Exception], Awai
 
     return {HTTPError: http_error, BadQuery: bad_query, HTTPException: not_found,
             **dict.fromkeys(REDIS_DOWN, redis_down)}
-
-
-def console_routes(receiver: Any) -> list[BaseRoute]:
-    """The console: a Mount at `[ui] prefix`, and the bare prefix redirecting to it (the caller leaves both out
-    when `[ui] enabled = false`)."""
-    from receiver.ui import operate, pages, signin
-
-    console = Console(receiver)
-    routes = [
-        Route("/", pages.overview, methods=["GET"]),
-        Route("/signin", signin.form, methods=["GET"]),
-        Route("/signin", signin.submit, methods=["POST"]),
-        Route("/signout", signin.signout, methods=["POST"]),
-        Route("/mailpieces", pages.mailpieces, methods=["GET"]),
-        Route("/mailpieces/{source}/{mailpiece_id:path}", pages.mailpiece, methods=["GET"]),
-        Route("/campaigns", pages.campaigns, methods=["GET"]),
-        Route("/campaigns/{campaign_id}/mailpieces.csv", pages.campaign_csv, methods=["GET"]),
-        Route("/campaigns/{campaign_id}", pages.campaign, methods=["GET"]),
-        *operate.routes(),
-        Mount("/static", app=StaticFiles(directory=HERE / "static")),
-    ]
-    app = Starlette(routes=routes, exception_handlers=_handlers(console))
-    app.state.console = console
-    app.state.receiver = receiver
-    prefix = console.prefix
-
-    async def to_console(request: Request) -> Response:
-        return RedirectResponse(prefix + "/", status_code=307)
-
-    return [Route(prefix, to_console, methods=["GET"]), Mount(prefix, app=SecurityHeaders(app))]

@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from receiver.api import common, operations
-from receiver.errors import HTTPError
-from receiver.ui.app import Console, page
-from receiver.ui.session import Session
+from postrelay.receiver.api import common, operations
+from postrelay.receiver.errors import HTTPError
+from postrelay.receiver.ui.app import Console, page
+from postrelay.receiver.ui.session import Session
 
 Form = dict[str, list[str]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from postrelay import keys, stats
+from postrelay.core import keys, stats
 
 HOURS = 3
 BUCKET = 5  # minutes per point of the events chart
@@ -61,6 +61,6 @@ async def gather(receiver: Any) -> dict[str, Any]:
 
 async def receiver_destinations(receiver: Any) -> list[dict[str, Any]]:
     """The destination report (circuit, paused, backlog, dead, last error), as the operations API gives it."""
-    from receiver.api import operations
+    from postrelay.receiver.api import operations
 
     return await operations.destination_report(receiver)

@@ -8,15 +8,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from postrelay.events import RANK, TERMINAL, EventType
-from postrelay.stores import catalog
-from receiver.api import campaigns as campaigns_api
-from receiver.api import common
-from receiver.api import mailpieces as mailpieces_api
-from receiver.ui import charts
-from receiver.ui import overview as overview_data
-from receiver.ui.app import Console, page
-from receiver.ui.session import Session
+from postrelay.core.events import RANK, TERMINAL, EventType
+from postrelay.core.stores import catalog
+from postrelay.receiver.api import campaigns as campaigns_api
+from postrelay.receiver.api import common
+from postrelay.receiver.api import mailpieces as mailpieces_api
+from postrelay.receiver.ui import charts
+from postrelay.receiver.ui import overview as overview_data
+from postrelay.receiver.ui.app import Console, page
+from postrelay.receiver.ui.session import Session
 
 PROGRESS = [EventType.CREATED, EventType.PRINTED, EventType.MAILED, EventType.IN_TRANSIT, EventType.IN_LOCAL_AREA,
             EventType.PROCESSED_FOR_DELIVERY, EventType.DELIVERED]

@@ -18,9 +18,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from postrelay import keys
-from postrelay.config import Config
-from receiver.auth import Principal, known_tokens
+from postrelay.core import keys
+from postrelay.core.config import Config
+from postrelay.receiver.auth import Principal, known_tokens
 
 COOKIE = "postrelay_session"
 PRE_COOKIE = "postrelay_signin"

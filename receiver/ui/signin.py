@@ -7,9 +7,9 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from receiver.auth import identify
-from receiver.ui import session as sessions
-from receiver.ui.app import Console, page, read_form
+from postrelay.receiver.auth import identify
+from postrelay.receiver.ui import session as sessions
+from postrelay.receiver.ui.app import Console, page, read_form
 
 PRE_TTL = 3600
 

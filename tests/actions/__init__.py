@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from adapters.base import Adapter, DeliveryContext
-from postrelay.events import CanonicalEvent, Mailpiece, Recipient
+from postrelay.adapters.base import Adapter, DeliveryContext
+from postrelay.core.events import CanonicalEvent, Mailpiece, Recipient
 
 FIRED_AT = "2025-03-10T14:00:00+00:00"
 

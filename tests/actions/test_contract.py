@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from adapters.base import Adapter
-from adapters.customerio import CustomerIOAdapter
-from adapters.klaviyo import KlaviyoAdapter
-from adapters.postgrid import PostGridAdapter
-from adapters.sendgrid import SendGridAdapter
-from adapters.twilio import TwilioAdapter
+from postrelay.adapters.base import Adapter
+from postrelay.adapters.customerio import CustomerIOAdapter
+from postrelay.adapters.klaviyo import KlaviyoAdapter
+from postrelay.adapters.postgrid import PostGridAdapter
+from postrelay.adapters.sendgrid import SendGridAdapter
+from postrelay.adapters.twilio import TwilioAdapter
 from tests.actions import build, dead_url, make_ctx, make_event
 from tests.support.http_server import Recorded, Reply
 

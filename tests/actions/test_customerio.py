@@ -9,9 +9,9 @@ from datetime import datetime
 import pytest
 from pydantic import ValidationError
 
-from adapters import adapter_class
-from adapters._payload import ulid_for
-from adapters.customerio import CustomerIOAdapter
+from postrelay.adapters import adapter_class
+from postrelay.adapters._payload import ulid_for
+from postrelay.adapters.customerio import CustomerIOAdapter
 from tests.actions import FIRED_AT, build, dead_url, make_ctx, make_event
 from tests.support.http_server import Recorded, Reply
 

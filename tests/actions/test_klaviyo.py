@@ -9,8 +9,8 @@ import phonenumbers
 import pytest
 from pydantic import ValidationError
 
-from adapters import adapter_class
-from adapters.klaviyo import DEFAULT_REVISION, KlaviyoAdapter
+from postrelay.adapters import adapter_class
+from postrelay.adapters.klaviyo import DEFAULT_REVISION, KlaviyoAdapter
 from tests.actions import FIRED_AT, build, dead_url, make_ctx, make_event
 from tests.support.http_server import Recorded, Reply
 

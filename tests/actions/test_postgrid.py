@@ -11,9 +11,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from adapters import adapter_class
-from adapters._payload import idempotency_key
-from adapters.postgrid import PostGridAdapter
+from postrelay.adapters import adapter_class
+from postrelay.adapters._payload import idempotency_key
+from postrelay.adapters.postgrid import PostGridAdapter
 from tests.actions import build, dead_url, make_ctx, make_event
 from tests.support.http_server import Recorded, Reply
 

@@ -7,8 +7,8 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from adapters import adapter_class
-from adapters.sendgrid import SendGridAdapter
+from postrelay.adapters import adapter_class
+from postrelay.adapters.sendgrid import SendGridAdapter
 from tests.actions import build, dead_url, make_ctx, make_event
 from tests.support.http_server import Recorded, Reply
 

@@ -7,8 +7,8 @@ import base64
 import pytest
 from pydantic import ValidationError
 
-from adapters import adapter_class
-from adapters.twilio import TwilioAdapter
+from postrelay.adapters import adapter_class
+from postrelay.adapters.twilio import TwilioAdapter
 from tests.actions import build, dead_url, make_ctx, make_event
 from tests.support.http_server import Recorded, Reply
 

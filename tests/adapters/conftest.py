@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.base import DeliveryContext
-from postrelay.events import CanonicalEvent, EventType, Mailpiece, Recipient
+from postrelay.adapters.base import DeliveryContext
+from postrelay.core.events import CanonicalEvent, EventType, Mailpiece, Recipient
 from tests.support.http_server import LocalHTTPServer, Reply
 from tests.support.redis_server import free_port
 

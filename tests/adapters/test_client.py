@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from importlib import metadata
 
-from adapters.base import DeliveryContext
-from adapters.client import relay_client
-from adapters.hubspot import HubSpotAdapter
-from adapters.webhook import WebhookAdapter
-from postrelay.version import USER_AGENT
+from postrelay.adapters.base import DeliveryContext
+from postrelay.adapters.client import relay_client
+from postrelay.adapters.hubspot import HubSpotAdapter
+from postrelay.adapters.webhook import WebhookAdapter
+from postrelay.core.version import USER_AGENT
 from tests.support.http_server import LocalHTTPServer, Reply
 
 

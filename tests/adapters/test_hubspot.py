@@ -8,9 +8,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from adapters import adapter_class
-from adapters.base import DeliveryContext
-from adapters.hubspot import DEFAULT_PROPERTIES, HubSpotAdapter
+from postrelay.adapters import adapter_class
+from postrelay.adapters.base import DeliveryContext
+from postrelay.adapters.hubspot import DEFAULT_PROPERTIES, HubSpotAdapter
 from tests.support.http_server import LocalHTTPServer, Recorded, Reply
 
 TOKEN = "pat-na1-11111111-2222-3333-4444-555555555555"

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from adapters import adapter_class
-from adapters.pipedrive import PipedriveAdapter
+from postrelay.adapters import adapter_class
+from postrelay.adapters.pipedrive import PipedriveAdapter
 from tests.support.http_server import LocalHTTPServer, Recorded, Reply
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"

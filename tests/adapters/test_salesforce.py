@@ -9,9 +9,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from adapters import adapter_class
-from adapters.base import DeliveryContext
-from adapters.salesforce import DEFAULT_FIELDS, SalesforceAdapter, soql_string
+from postrelay.adapters import adapter_class
+from postrelay.adapters.base import DeliveryContext
+from postrelay.adapters.salesforce import DEFAULT_FIELDS, SalesforceAdapter, soql_string
 from tests.support.http_server import LocalHTTPServer, Recorded, Reply
 
 TOKEN = "00D5g000004ABCD!AQ0AQFakeAccessTokenValue1234567890"

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trustme
 
-from adapters.transport import StdlibTransport
+from postrelay.adapters.transport import StdlibTransport
 
 Serve = Callable[[socket.socket], None]
 
@@ -223,7 +223,7 @@ def test_unsupported_scheme_is_refused(client):
 
 
 def test_the_relay_client_keeps_no_cookies_between_deliveries(server_factory):
-    from adapters.client import relay_client
+    from postrelay.adapters.client import relay_client
 
     seen: list[bytes] = []
 

@@ -12,11 +12,11 @@ import pytest
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from adapters import adapter_class
-from adapters.base import DeliveryContext
-from adapters.client import relay_client
-from adapters.webhook import WebhookAdapter
-from postrelay.config import parse_config
+from postrelay.adapters import adapter_class
+from postrelay.adapters.base import DeliveryContext
+from postrelay.adapters.client import relay_client
+from postrelay.adapters.webhook import WebhookAdapter
+from postrelay.core.config import parse_config
 from tests.support.http_server import LocalHTTPServer, Recorded, Reply
 
 SECRET = "whsec_" + base64.b64encode(b"postrelay-test-signing-key-32byt").decode()

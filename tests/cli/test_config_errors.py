@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters import ADAPTERS
-from postrelay.config import Config, ServerConfig
-from postrelay.events import ALL_TYPES, FILTER_FIELDS
+from postrelay.adapters import ADAPTERS
+from postrelay.core.config import Config, ServerConfig
+from postrelay.core.events import ALL_TYPES, FILTER_FIELDS
 from tests.cli.conftest import postrelay
 
 SECRET_TOKEN = "pat-na1-top secret-4f9a1c2e7b0d"  # a HubSpot token with a space: invalid, and never printed

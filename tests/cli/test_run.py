@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from postrelay import keys
+from postrelay.core import keys
 from tests.cli.conftest import DEV_CONFIG, Running, alive, check_output, clean_env, descendants, postrelay
 from tests.support.processes import wait_for
 from tests.support.redis_server import free_port

@@ -11,16 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.base import Adapter, DeliveryContext
-from adapters.customerio import CustomerIOAdapter
-from adapters.hubspot import HubSpotAdapter
-from adapters.klaviyo import KlaviyoAdapter
-from adapters.pipedrive import PipedriveAdapter
-from adapters.postgrid import PostGridAdapter
-from adapters.salesforce import SalesforceAdapter
-from adapters.sendgrid import SendGridAdapter
-from adapters.twilio import TwilioAdapter
-from postrelay.events import CanonicalEvent
+from postrelay.adapters.base import Adapter, DeliveryContext
+from postrelay.adapters.customerio import CustomerIOAdapter
+from postrelay.adapters.hubspot import HubSpotAdapter
+from postrelay.adapters.klaviyo import KlaviyoAdapter
+from postrelay.adapters.pipedrive import PipedriveAdapter
+from postrelay.adapters.postgrid import PostGridAdapter
+from postrelay.adapters.salesforce import SalesforceAdapter
+from postrelay.adapters.sendgrid import SendGridAdapter
+from postrelay.adapters.twilio import TwilioAdapter
+from postrelay.core.events import CanonicalEvent
 from tests.actions import make_ctx
 from tests.actions import make_event as action_event
 from tests.adapters.conftest import build_event as crm_event

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from adapters.client import relay_client
+from postrelay.adapters.client import relay_client
 from tests.conformance import validator as v
 from tests.conformance.cases import CASES, SID, Case
 from tests.conformance.specs.prune import MANIFEST

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from adapters.base import DeliveryContext
-from adapters.client import relay_client
-from adapters.webhook import WebhookAdapter
+from postrelay.adapters.base import DeliveryContext
+from postrelay.adapters.client import relay_client
+from postrelay.adapters.webhook import WebhookAdapter
 from tests.actions import make_ctx
 from tests.adapters.conftest import build_event
 from tests.support.http_server import LocalHTTPServer

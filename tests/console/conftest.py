@@ -13,8 +13,8 @@ import httpx
 import pytest
 import redis
 
-from postrelay import keys
-from postrelay.events import CanonicalEvent, Location, Mailpiece, Recipient
+from postrelay.core import keys
+from postrelay.core.events import CanonicalEvent, Location, Mailpiece, Recipient
 from tests.receiver.harness import API_TOKEN, Service, base_config, make_service, merge, start_service
 from tests.support.http_server import LocalHTTPServer, Recorded, Reply
 from tests.support.processes import WorkerProcess, wait_for, write_config

@@ -8,10 +8,10 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from postrelay import keys
-from postrelay.events import RANK, TERMINAL, CanonicalEvent, EventType, Mailpiece, Recipient
-from postrelay.stores.indexes import IndexWriter
-from postrelay.timeline import TimelineWriter, load_piece
+from postrelay.core import keys
+from postrelay.core.events import RANK, TERMINAL, CanonicalEvent, EventType, Mailpiece, Recipient
+from postrelay.core.stores.indexes import IndexWriter
+from postrelay.core.timeline import TimelineWriter, load_piece
 
 T0 = datetime(2026, 11, 2, 15, 0, tzinfo=UTC)
 LIFE = [t for t in sorted(RANK, key=RANK.__getitem__) if t not in TERMINAL]

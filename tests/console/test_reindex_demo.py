@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import redis
 
-from postrelay import demo, keys
-from postrelay.config import load_runtime_config
-from postrelay.stores.indexes import STATE_FIELDS
-from postrelay.stores.reindex import reindex
-from postrelay.timeline import TimelineWriter, seen_types
+from postrelay.core import demo, keys
+from postrelay.core.config import load_runtime_config
+from postrelay.core.stores.indexes import STATE_FIELDS
+from postrelay.core.stores.reindex import reindex
+from postrelay.core.timeline import TimelineWriter, seen_types
 from tests.console.conftest import piece_event
 from tests.support.processes import ROOT
 

@@ -16,10 +16,10 @@ import pytest
 import redis
 from selenium.webdriver.common.by import By
 
-from postrelay import demo, keys
 from postrelay.cli.console import followup_scheduler
-from postrelay.config import load_runtime_config, parse_config
-from postrelay.timeline import load_piece, seen_types
+from postrelay.core import demo, keys
+from postrelay.core.config import load_runtime_config, parse_config
+from postrelay.core.timeline import load_piece, seen_types
 from tests.console.conftest import OPERATE_TOKEN
 from tests.receiver.harness import Clock, start_service
 from tests.support.browser import browser, chromium, csp_violations, until

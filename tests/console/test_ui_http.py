@@ -169,8 +169,8 @@ def test_redis_down_is_a_503_for_the_api_and_a_page_for_the_console(make_service
 
 
 def test_replay_the_selected_or_every_dead_letter_of_a_destination(ui: Service) -> None:
-    from postrelay import keys
-    from postrelay.stores import dlq
+    from postrelay.core import keys
+    from postrelay.core.stores import dlq
     from tests.console.conftest import piece_event
 
     dead = []

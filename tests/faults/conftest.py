@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import redis
 
-from postrelay import keys
-from postrelay.timeline import load_piece
+from postrelay.core import keys
+from postrelay.core.timeline import load_piece
 from tests.support.load import Outgoing, Secrets, SendResult
 from tests.support.processes import ReceiverProcess, WorkerProcess, wait_for, write_config
 from tests.support.redis_server import RedisServer
@@ -128,7 +128,7 @@ class Rig:
 
     def diagnose(self, limit: int = 5) -> list[str]:
         """Redis state of the first lost deliveries (for failure messages)."""
-        from postrelay.stores import deliveries
+        from postrelay.core.stores import deliveries
 
         r = self.redis
         out = []

@@ -21,18 +21,18 @@ from typing import Any
 import httpx
 import redis
 
-from adapters.base import DeliveryContext, Outcome
-from adapters.webhook import WebhookAdapter
-from postrelay import keys
-from postrelay.config import parse_config
-from postrelay.scripts import lua
-from postrelay.stores import deliveries
+from postrelay.adapters.base import DeliveryContext, Outcome
+from postrelay.adapters.webhook import WebhookAdapter
+from postrelay.core import keys
+from postrelay.core.config import parse_config
+from postrelay.core.scripts import lua
+from postrelay.core.stores import deliveries
+from postrelay.workers.delivery import attempt
+from postrelay.workers.runtime import Runtime
 from tests.support.processes import WorkerProcess, wait_for, write_config
 from tests.support.redis_server import RedisServer
 from tests.support.sink import Behaviour, RecordingSink
 from tests.workers.conftest import FakeClock, close_worker, dispatch, drain, event, push, relay_handler
-from workers.delivery import attempt
-from workers.runtime import Runtime
 
 
 def _config(url: str, **delivery: Any) -> dict[str, Any]:

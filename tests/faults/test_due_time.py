@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 import redis
 
-from postrelay import keys
-from postrelay.scripts import lua
+from postrelay.core import keys
+from postrelay.core.scripts import lua
 from tests.faults.conftest import Report, emit, soak
 from tests.support.processes import WorkerProcess, wait_for, write_config
 from tests.support.redis_server import RedisServer

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from postrelay import keys
-from postrelay.embedded import EmbeddedRedis
+from postrelay.core import keys
+from postrelay.core.embedded import EmbeddedRedis
 from tests.receiver.harness import assert_accepted, assert_error, start_service
 from tests.support import payloads as P
 from tests.support.redis_server import RedisServer

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from postrelay import keys
-from postrelay.timeline import load_piece
+from postrelay.core import keys
+from postrelay.core.timeline import load_piece
 from tests.faults.conftest import Report, Rig, expected_deliveries
 from tests.support.load import Sender, SendResult, make_events
 

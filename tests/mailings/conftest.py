@@ -11,12 +11,12 @@ import httpx
 import pytest
 import redis
 
-from postrelay.stores import mailings as store
+from postrelay.core.stores import mailings as store
+from postrelay.workers.mailings import Creator
+from postrelay.workers.runtime import Runtime
 from tests.receiver.harness import API_TOKEN, Clock, Service, base_config, merge, start_service
 from tests.support.providers import LobStandIn, PostGridStandIn
 from tests.workers.conftest import clock, make_runtime
-from workers.mailings import Creator
-from workers.runtime import Runtime
 
 __all__ = ["clock", "make_runtime"]  # the worker suite's fixtures, for the follow-up tests
 PG_KEY = "test_sk_mailings_0123456789abcdef"

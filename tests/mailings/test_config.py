@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from postrelay.config import ConfigError, parse_config
+from postrelay.core.config import ConfigError, parse_config
 
 PG = {"type": "postgrid", "api_key": "test_sk_0123456789"}
 HOOK = {"type": "webhook", "url": "https://hooks.example.com/1"}
@@ -50,7 +50,7 @@ def test_trigger_names_are_unique_and_secrets_may_replace_the_idempotency_key() 
 
 
 def test_lob_destination_settings_are_validated() -> None:
-    from adapters.lob import LobAdapter
+    from postrelay.adapters.lob import LobAdapter
 
     ok = LobAdapter.Settings.model_validate({"api_key": "test_abc", "use_type": "operational"})
     assert ok.base_url == "https://api.lob.com"

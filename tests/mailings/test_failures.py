@@ -10,12 +10,12 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from postrelay.stores import mailings as store
+from postrelay.core.stores import mailings as store
+from postrelay.workers.mailings import Creator
+from postrelay.workers.runtime import Runtime
 from tests.mailings.conftest import Env, mailing
 from tests.support.http_server import Reply
 from tests.support.providers import address_error
-from workers.mailings import Creator
-from workers.runtime import Runtime
 
 
 @pytest.mark.parametrize("provider", ["pg", "lob"])

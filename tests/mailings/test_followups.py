@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from postrelay.events import CanonicalEvent, Mailpiece, Recipient
-from postrelay.stores import mailings as store
+from postrelay.core.events import CanonicalEvent, Mailpiece, Recipient
+from postrelay.core.stores import mailings as store
+from postrelay.workers.followups import FollowupHandler, Scheduler
+from postrelay.workers.mailings import Creator
 from tests.mailings.conftest import LOB_KEY, SENDER
 from tests.support.providers import LobStandIn
 from tests.workers.conftest import dispatch, push
-from workers.followups import FollowupHandler, Scheduler
-from workers.mailings import Creator
 
 
 def _event(address: str | None = "145 Mulberry St") -> CanonicalEvent:

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from postrelay.stores import mailings as store
+from postrelay.core.stores import mailings as store
 from tests.mailings.conftest import TRIGGER_TOKEN, mailing_config
 from tests.mailings.test_triggers import HUBSPOT_TRIGGER, hubspot_workflow
 from tests.receiver.harness import API_TOKEN

@@ -13,13 +13,14 @@ from urllib.parse import urlencode
 import pytest
 import redis
 
-from postrelay import cli, keys
-from postrelay.config import LobSource, PostGridSource
-from postrelay.durations import parse_when
-from postrelay.redis_url import async_client
-from postrelay.version import USER_AGENT
-from receiver.backfill import BackfillError, Progress, backfill, retry_after
-from receiver.ingest import IngestQueue
+from postrelay import cli
+from postrelay.core import keys
+from postrelay.core.config import LobSource, PostGridSource
+from postrelay.core.durations import parse_when
+from postrelay.core.redis_url import async_client
+from postrelay.core.version import USER_AGENT
+from postrelay.receiver.backfill import BackfillError, Progress, backfill, retry_after
+from postrelay.receiver.ingest import IngestQueue
 from tests.support import payloads
 from tests.support.http_server import LocalHTTPServer, Recorded, Reply
 
@@ -289,7 +290,7 @@ def test_unreadable_items_are_counted_not_fatal_and_short_pages_end_paging(redis
 def test_progress_line_and_helpers():
     import io
 
-    from receiver.backfill import Counts
+    from postrelay.receiver.backfill import Counts
 
     buf = io.StringIO()
     p = Progress("backfill postgrid", stream=buf, interval=0)

@@ -12,17 +12,18 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from postrelay import cli, keys
-from postrelay.config import parse_config
-from postrelay.redis_url import async_client, sync_client
-from postrelay.timeline import TimelineWriter, read_piece
+from postrelay import cli
+from postrelay.core import keys
+from postrelay.core.config import parse_config
+from postrelay.core.redis_url import async_client, sync_client
+from postrelay.core.timeline import TimelineWriter, read_piece
+from postrelay.workers.followups import DUE, FollowupHandler
+from postrelay.workers.runtime import Runtime, from_config
 from tests.receiver.harness import API_TOKEN, assert_accepted, assert_error, base_config, merge, start_service
 from tests.support import payloads as P
 from tests.support.http_server import LocalHTTPServer
 from tests.support.redis_cluster import RedisCluster
 from tests.workers.conftest import dispatch, drain, event, relay_handler
-from workers.followups import DUE, FollowupHandler
-from workers.runtime import Runtime, from_config
 
 
 def piece_nodes(cluster: RedisCluster, client: redis.cluster.RedisCluster, source: str, piece_ids: list[str]) -> set[str]:
@@ -185,9 +186,9 @@ def test_unreachable_cluster_keeps_ingest_and_fails_reads_and_readiness(redis_ur
 
 
 def test_migrate_on_a_cluster_moves_every_node_s_pieces(cluster_url, redis_cluster):
-    from postrelay.stores.migrate import migrate
-    from postrelay.timeline import load_piece
-    from postrelay.timeline_legacy import LegacyTimelineWriter
+    from postrelay.core.stores.migrate import migrate
+    from postrelay.core.timeline import load_piece
+    from postrelay.core.timeline_legacy import LegacyTimelineWriter
 
     client = sync_client(cluster_url, 5.0)
     pieces = [f"ltr_mig_{i:03d}" for i in range(30)]

@@ -12,10 +12,10 @@ import redis.cluster
 
 from postrelay import cli
 from postrelay.cli.status import pieces_store
-from postrelay.config import ConfigError, load_runtime_config, parse_config
-from postrelay.logs import config_secrets
-from postrelay.redis_url import async_client, is_cluster, is_cluster_url, parse_cluster_url, sync_client
-from workers.runtime import from_config
+from postrelay.core.config import ConfigError, load_runtime_config, parse_config
+from postrelay.core.logs import config_secrets
+from postrelay.core.redis_url import async_client, is_cluster, is_cluster_url, parse_cluster_url, sync_client
+from postrelay.workers.runtime import from_config
 
 
 def test_cluster_url_startup_nodes():
@@ -159,7 +159,7 @@ def test_the_receivers_asyncio_client_keeps_the_python_reply_parser():
 
     from redis._parsers import _AsyncRESP2Parser, _AsyncRESP3Parser
 
-    from postrelay.redis_url import async_client
+    from postrelay.core.redis_url import async_client
 
     resp3 = async_client("redis://127.0.0.1:1/0", 0.5)
     resp2 = async_client("redis://127.0.0.1:1/0?protocol=2", 0.5)

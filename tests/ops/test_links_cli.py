@@ -8,9 +8,9 @@ from pathlib import Path
 
 import redis
 
-from postrelay import keys
 from postrelay.cli import main
-from postrelay.stores import links as store
+from postrelay.core import keys
+from postrelay.core.stores import links as store
 
 
 def _config(tmp_path: Path, redis_url: str, links: bool = True) -> str:

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from postrelay.config import parse_config
-from postrelay.logs import (
+from postrelay.core.config import parse_config
+from postrelay.core.logs import (
     REDACTED,
     Redactor,
     config_secrets,

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from postrelay import keys
+from postrelay.core import keys
+from postrelay.workers.followups import FollowupHandler, Scheduler
 from tests.ops.conftest import Scrape
 from tests.receiver.harness import LOB_SECRETS
 from tests.support import payloads, signing
@@ -20,7 +21,6 @@ from tests.support.http_server import LocalHTTPServer, Reply
 from tests.support.redis_server import free_port
 from tests.support.signing import lob_headers
 from tests.workers.conftest import dispatch, drain, relay_handler
-from workers.followups import FollowupHandler, Scheduler
 
 NOW_TS = payloads.NOW_TS
 # The metrics contract (docs/operations.md, deploy/prometheus/alerts.yml, tests/test_deploy.py): name -> type.
@@ -235,6 +235,7 @@ def test_redis_key_names_read_by_metrics_match_the_workers(redis_client):
     queue = Queue(keys.RQ_QUEUE_NAME, connection=redis_client)
     assert queue.key == keys.RQ_QUEUE
     assert queue.scheduled_job_registry.key == keys.RQ_SCHEDULED
-    code = "import sys, receiver.app, receiver.asgi; print(any(m.startswith('workers') for m in sys.modules))"
+    code = ("import sys, postrelay.receiver.app, postrelay.receiver.asgi; "
+            "print(any(m.startswith(('postrelay.workers', 'workers')) for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from postrelay import keys
+from postrelay.core import keys
 
 
 def test_ready_without_any_worker_by_default(make_service):

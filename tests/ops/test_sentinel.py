@@ -11,14 +11,14 @@ import pytest
 import redis
 
 from postrelay import cli
-from postrelay.config import parse_config
-from postrelay.redis_url import sync_client
+from postrelay.core.config import parse_config
+from postrelay.core.redis_url import sync_client
+from postrelay.workers.runtime import Runtime
 from tests.receiver.harness import base_config, merge, start_service
 from tests.support import payloads
 from tests.support.http_server import LocalHTTPServer
 from tests.support.redis_server import RedisServer, free_port, redis_binary
 from tests.workers.conftest import dispatch, drain
-from workers.runtime import Runtime
 
 
 @pytest.fixture

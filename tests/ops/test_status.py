@@ -9,13 +9,14 @@ from pathlib import Path
 
 import redis
 
-from postrelay import cli, keys
-from postrelay.config import parse_config
+from postrelay import cli
+from postrelay.core import keys
+from postrelay.core.config import parse_config
+from postrelay.workers import worker
+from postrelay.workers.followups import FollowupHandler
+from postrelay.workers.runtime import Runtime
 from tests.support.http_server import LocalHTTPServer, Reply
 from tests.workers.conftest import dispatch, drain, event, push, relay_handler
-from workers import worker
-from workers.followups import FollowupHandler
-from workers.runtime import Runtime
 
 
 def write_config(tmp_path: Path, redis_url: str, ok_url: str, gone_url: str) -> Path:
@@ -53,7 +54,7 @@ do = "crm"
 def test_status_shows_queues_workers_destinations_dlq_followups_and_recent_events(redis_url, tmp_path, capsys):
     with LocalHTTPServer() as ok, LocalHTTPServer(lambda r: Reply(410, {"error": "gone"})) as gone:
         cfg = write_config(tmp_path, redis_url, ok.url, gone.url)
-        from postrelay.config import load_config
+        from postrelay.core.config import load_config
 
         rt = Runtime(config=load_config(cfg), redis=redis.Redis.from_url(redis_url))  # real clock
         try:
@@ -111,7 +112,7 @@ def test_status_on_an_empty_system(redis_url, tmp_path, capsys):
 
 
 def test_status_hides_the_redis_password():
-    from postrelay.redis_url import mask_url
+    from postrelay.core.redis_url import mask_url
 
     assert mask_url("redis://:hunter2-secret@db:6379/0") == "redis://:***@db:6379/0"
     assert parse_config({}).server.worker_stale_after == 60

@@ -20,12 +20,12 @@ import pytest
 import redis
 import uvicorn
 
-from postrelay import keys
-from postrelay.config import Config, parse_config
-from postrelay.events import CanonicalEvent
-from postrelay.timeline import TimelineWriter
-from receiver.app import create_app
-from receiver.server import uvicorn_options
+from postrelay.core import keys
+from postrelay.core.config import Config, parse_config
+from postrelay.core.events import CanonicalEvent
+from postrelay.core.timeline import TimelineWriter
+from postrelay.receiver.app import create_app
+from postrelay.receiver.server import uvicorn_options
 from tests.support import signing
 from tests.support.payloads import NOW_TS
 

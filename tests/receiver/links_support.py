@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from postrelay import keys
+from postrelay.core import keys
 from tests.receiver.harness import API_TOKEN, Service
 
 BASE_URL = "https://go.example.test"
@@ -69,9 +69,9 @@ def as_json(resp: httpx.Response) -> Any:
 
 def apply_visits(svc: Service) -> None:
     """What the worker does with the queued events (links resolved, timelines), without deliveries."""
-    from workers.dispatcher import Dispatcher
-    from workers.executor import DeliveryExecutor
-    from workers.runtime import Runtime
+    from postrelay.workers.dispatcher import Dispatcher
+    from postrelay.workers.executor import DeliveryExecutor
+    from postrelay.workers.runtime import Runtime
 
     rt = Runtime(config=svc.config, redis=svc.redis)
     executor = DeliveryExecutor(lambda key, seq: None)

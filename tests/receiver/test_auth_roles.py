@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from starlette.datastructures import Headers
 
-from postrelay.config import ServerConfig
-from receiver.auth import bearer
-from receiver.errors import HTTPError
+from postrelay.core.config import ServerConfig
+from postrelay.receiver.auth import bearer
+from postrelay.receiver.errors import HTTPError
 
 SERVER = ServerConfig(api_token="legacy-token-0123456789",
                       tokens=[{"name": "marketing", "token": "read-token-0123456789", "role": "read"},

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from postrelay.config import ConfigError, load_config, parse_config
+from postrelay.core.config import ConfigError, load_config, parse_config
 
 LOB = {"secrets": ["lob_secret_current_1b2c3d4e5f"]}
 TOML = """

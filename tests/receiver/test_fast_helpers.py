@@ -19,10 +19,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postrelay.logs import LineHandler, Redactor, dumps_line, log_fields, setup_logging
-from receiver.body import Deadlines, receive_body
-from receiver.errors import HTTPError
-from receiver.providers.base import _may_hold_big_integer, _parse_json_std, parse_json
+from postrelay.core.logs import LineHandler, Redactor, dumps_line, log_fields, setup_logging
+from postrelay.receiver.body import Deadlines, receive_body
+from postrelay.receiver.errors import HTTPError
+from postrelay.receiver.providers.base import _may_hold_big_integer, _parse_json_std, parse_json
 
 # --- parse_json ----------------------------------------------------------------------------------------------
 
@@ -254,6 +254,6 @@ def test_text_format_takes_the_record_path(only_our_handler: Any) -> None:
 def test_dumps_line_is_json_dumps(value: dict[str, Any]) -> None:
     expected = json.dumps(value, ensure_ascii=False, default=str)
     if "o" in value:  # default=str of an object: same kind of text, the address differs per call
-        assert dumps_line(value).startswith('{"o": "<postrelay.logs.Redactor object at 0x')
+        assert dumps_line(value).startswith('{"o": "<postrelay.core.logs.Redactor object at 0x')
     else:
         assert dumps_line(value) == expected

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from postrelay import keys
-from receiver.errors import HTTPError
-from receiver.providers import generic, lob, postalytics, postgrid
-from receiver.providers.base import parse_json
+from postrelay.core import keys
+from postrelay.receiver.errors import HTTPError
+from postrelay.receiver.providers import generic, lob, postalytics, postgrid
+from postrelay.receiver.providers.base import parse_json
 from tests.receiver.harness import (
     GENERIC_SECRETS,
     LOB_SECRETS,

@@ -12,9 +12,9 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from postrelay import keys
-from postrelay.events import CanonicalEvent, Mailpiece
-from receiver.ingest import IngestQueue
+from postrelay.core import keys
+from postrelay.core.events import CanonicalEvent, Mailpiece
+from postrelay.receiver.ingest import IngestQueue
 
 
 def _event(n: int) -> CanonicalEvent:

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from postrelay import keys
+from postrelay.core import keys
 from tests.receiver.harness import Service, assert_canonical_shape, assert_error
 from tests.receiver.links_support import (
     AUTH,

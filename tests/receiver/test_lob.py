@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from postrelay.events import event_id
+from postrelay.core.events import event_id
 from tests.receiver.harness import LOB_SECRETS, Service, assert_accepted, assert_canonical_shape, assert_error
 from tests.support import payloads as P
 from tests.support import signing

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from postrelay.events import ENGAGEMENT, RANK, EventType
-from receiver.providers import lob
-from receiver.providers.countries import country_code
+from postrelay.core.events import ENGAGEMENT, RANK, EventType
+from postrelay.receiver.providers import lob
+from postrelay.receiver.providers.countries import country_code
 from tests.receiver.harness import Service, assert_accepted, assert_canonical_shape
 from tests.support import payloads as P
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from postrelay.events import event_id
+from postrelay.core.events import event_id
 from tests.receiver.harness import (
     PG_SECRETS,
     Service,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from postrelay import keys
+from postrelay.core import keys
 from tests.receiver.harness import PG_SECRETS, Service, assert_accepted, assert_error
 from tests.support import payloads as P
 from tests.support import signing

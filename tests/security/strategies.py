@@ -7,7 +7,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from postrelay.events import CanonicalEvent
+from postrelay.core.events import CanonicalEvent
 
 SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(10**60), max_value=10**60)
            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30)

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from adapters.base import DeliveryContext, path_segment
-from adapters.customerio import CustomerIOAdapter
-from adapters.hubspot import HubSpotAdapter
-from adapters.salesforce import SalesforceAdapter
-from adapters.webhook import WebhookAdapter
-from postrelay.events import CanonicalEvent, Mailpiece, Recipient
+from postrelay.adapters.base import DeliveryContext, path_segment
+from postrelay.adapters.customerio import CustomerIOAdapter
+from postrelay.adapters.hubspot import HubSpotAdapter
+from postrelay.adapters.salesforce import SalesforceAdapter
+from postrelay.adapters.webhook import WebhookAdapter
+from postrelay.core.events import CanonicalEvent, Mailpiece, Recipient
 from tests.receiver.harness import GENERIC_SECRETS, LOB_SECRETS, Service, assert_error
 from tests.security.strategies import nested_text
 from tests.support import payloads as P

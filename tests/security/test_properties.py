@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 from starlette.datastructures import Headers
 from starlette.requests import Request
 
-from postrelay import keys
-from postrelay.config import ConfigError, load_config, parse_config
-from postrelay.events import CanonicalEvent
-from postrelay.timeline import _apply_args
-from receiver.body import read_body
-from receiver.errors import HTTPError
-from receiver.providers import generic, lob, postalytics, postgrid
+from postrelay.core import keys
+from postrelay.core.config import ConfigError, load_config, parse_config
+from postrelay.core.events import CanonicalEvent
+from postrelay.core.timeline import _apply_args
+from postrelay.receiver.body import read_body
+from postrelay.receiver.errors import HTTPError
+from postrelay.receiver.providers import generic, lob, postalytics, postgrid
 from tests.receiver.harness import API_TOKEN, GENERIC_SECRETS, LOB_SECRETS, PA_TOKEN, PG_SECRETS, Service
 from tests.security.strategies import (
     BODIES,

@@ -6,7 +6,7 @@ import hmac
 
 import pytest
 
-import receiver.auth
+from postrelay.receiver import auth as receiver_auth
 from tests.receiver.harness import API_TOKEN, Service, assert_error
 from tests.support import payloads as P
 
@@ -73,7 +73,7 @@ def test_comparison_is_constant_time_for_every_candidate(stored: Service, monkey
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(receiver.auth.hmac, "compare_digest", spy)
+    monkeypatch.setattr(receiver_auth.hmac, "compare_digest", spy)
     candidates = ["x", API_TOKEN[:10], API_TOKEN[:-1] + "!", API_TOKEN + "padding" * 10, API_TOKEN]
     for token in candidates:
         stored.http.get("/v1/mailpieces/generic/mp_read", headers={"Authorization": f"Bearer {token}"})

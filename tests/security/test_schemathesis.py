@@ -23,7 +23,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from receiver.openapi import document
+from postrelay.receiver.openapi import document
 from tests.receiver.harness import API_TOKEN, Service
 
 SOAK = os.environ.get("POSTRELAY_SOAK", "") not in ("", "0")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import jwt
 import pytest
 
-from postrelay import keys
+from postrelay.core import keys
 from tests.receiver.harness import GENERIC_SECRETS, LOB_SECRETS, PA_TOKEN, PG_SECRETS, Service, assert_error
 from tests.support import payloads as P
 from tests.support import signing

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from postrelay import keys
-from postrelay.linkconfig import LinksConfig
-from postrelay.scripts import lua
-from postrelay.stores import links as store
-from postrelay.stores.link_binding import bind_args
+from postrelay.core import keys
+from postrelay.core.linkconfig import LinksConfig
+from postrelay.core.scripts import lua
+from postrelay.core.stores import links as store
+from postrelay.core.stores.link_binding import bind_args
 
 CONFIG = LinksConfig(base_url="https://go.example.test", allowed_hosts=["shop.example.com", "*.example.org"])
 NOW = 1_780_000_000.0

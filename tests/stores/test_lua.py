@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from postrelay import keys
-from postrelay.scripts import lua, names
-from postrelay.stores.piece_codec import CODE
+from postrelay.core import keys
+from postrelay.core.scripts import lua, names
+from postrelay.core.stores.piece_codec import CODE
 
 K = "hook|mev_1"
 

@@ -8,11 +8,12 @@ import json
 import redis
 from starlette.responses import JSONResponse
 
-from postrelay import cli, keys
-from postrelay.events import CanonicalEvent
-from postrelay.stores import migrate as mig
-from postrelay.timeline import TimelineWriter, load_piece, seen_types
-from postrelay.timeline_legacy import LegacyTimelineWriter
+from postrelay import cli
+from postrelay.core import keys
+from postrelay.core.events import CanonicalEvent
+from postrelay.core.stores import migrate as mig
+from postrelay.core.timeline import TimelineWriter, load_piece, seen_types
+from postrelay.core.timeline_legacy import LegacyTimelineWriter
 from tests.support.corpus import corpus
 from tests.workers.conftest import event
 

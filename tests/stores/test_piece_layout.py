@@ -9,12 +9,12 @@ import pytest
 import redis
 from starlette.responses import JSONResponse
 
-from postrelay import keys
-from postrelay.events import PIECE_ATTRS, CanonicalEvent, Location, Mailpiece, event_id
-from postrelay.stores import piece_codec as codec
-from postrelay.timeline import TimelineWriter, load_piece, seen_types
-from postrelay.timeline_legacy import LegacyTimelineWriter
-from receiver.providers import postgrid
+from postrelay.core import keys
+from postrelay.core.events import PIECE_ATTRS, CanonicalEvent, Location, Mailpiece, event_id
+from postrelay.core.stores import piece_codec as codec
+from postrelay.core.timeline import TimelineWriter, load_piece, seen_types
+from postrelay.core.timeline_legacy import LegacyTimelineWriter
+from postrelay.receiver.providers import postgrid
 from tests.support.corpus import corpus
 from tests.support.payloads import postgrid_status_update
 

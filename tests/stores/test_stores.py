@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from postrelay import keys
-from postrelay.config import parse_config
-from postrelay.stores import deliveries, destinations, dlq, followups
-from postrelay.stores.circuit import CircuitBreaker, state_name
+from postrelay.core import keys
+from postrelay.core.config import parse_config
+from postrelay.core.stores import deliveries, destinations, dlq, followups
+from postrelay.core.stores.circuit import CircuitBreaker, state_name
 from tests.workers.conftest import event
 
 NOW = 1_780_000_000.0

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from postrelay.events import CanonicalEvent
-from receiver.providers import generic, lob, postalytics, postgrid
+from postrelay.core.events import CanonicalEvent
+from postrelay.receiver.providers import generic, lob, postalytics, postgrid
 from tests.support import payloads as P
 
 VENDOR = Path(__file__).parent.parent / "receiver" / "vendor"

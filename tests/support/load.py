@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from postrelay.events import event_id
+from postrelay.core.events import event_id
 from tests.support import payloads, signing
 
 LIFECYCLE = ["created", "printed", "mailed", "in_transit", "in_local_area", "processed_for_delivery", "delivered"]

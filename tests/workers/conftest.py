@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import redis
 
-from postrelay import keys
-from postrelay.config import parse_config
-from postrelay.events import CanonicalEvent, Mailpiece, Recipient
-from postrelay.stores import deliveries
-from workers.dispatcher import Dispatcher, RelayHandler
-from workers.runtime import Runtime
-from workers.worker import Worker
+from postrelay.core import keys
+from postrelay.core.config import parse_config
+from postrelay.core.events import CanonicalEvent, Mailpiece, Recipient
+from postrelay.core.stores import deliveries
+from postrelay.workers.dispatcher import Dispatcher, RelayHandler
+from postrelay.workers.runtime import Runtime
+from postrelay.workers.worker import Worker
 
 
 class FakeClock:

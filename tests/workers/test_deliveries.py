@@ -7,8 +7,8 @@ import json
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from postrelay import keys
-from postrelay.stores import deliveries, destinations, dlq
+from postrelay.core import keys
+from postrelay.core.stores import deliveries, destinations, dlq
 from tests.support.http_server import LocalHTTPServer, Reply
 from tests.workers.conftest import dispatch, drain, event, promote, push, scheduled
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from postrelay import keys
-from postrelay.stores import deliveries
-from postrelay.timeline import TimelineWriter, load_piece
+from postrelay.core import keys
+from postrelay.core.stores import deliveries
+from postrelay.core.timeline import TimelineWriter, load_piece
+from postrelay.workers.dispatcher import POISON, Dispatcher
 from tests.support.http_server import LocalHTTPServer
 from tests.workers.conftest import dispatch, drain, event, push, relay_handler, worker_for
-from workers.dispatcher import POISON, Dispatcher
 
 
 def _stored(rt, piece="ltr_1"):
@@ -139,7 +139,7 @@ def test_a_worker_delivers_what_it_dispatched_itself_in_its_executor(make_runtim
 def test_a_backlog_waits_in_the_stream_while_the_executor_has_no_room(make_runtime):
     import threading
 
-    from workers.executor import DeliveryExecutor
+    from postrelay.workers.executor import DeliveryExecutor
 
     release = threading.Event()
 

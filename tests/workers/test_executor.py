@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from workers.executor import DeliveryExecutor
+from postrelay.workers.executor import DeliveryExecutor
 
 
 def test_a_hanging_destination_holds_only_its_cap_and_others_flow():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from postrelay.stores import followups as fu_store
+from postrelay.core.stores import followups as fu_store
+from postrelay.workers import followups
+from postrelay.workers.followups import FollowupHandler, Scheduler
 from tests.support.http_server import LocalHTTPServer, Reply
 from tests.workers.conftest import dispatch, drain, event, push
-from workers import followups
-from workers.followups import FollowupHandler, Scheduler
 
 
 def _ts(text: str) -> float:
@@ -169,7 +169,7 @@ def test_where_filter_and_cancel_command(make_runtime, clock):
 
 
 def test_failed_action_goes_through_retries(make_runtime, clock):
-    from postrelay.stores import dlq
+    from postrelay.core.stores import dlq
     from tests.support.http_server import Reply
 
     with LocalHTTPServer(lambda r: Reply(400, {"errors": [{"message": "bad template"}]})) as sg:

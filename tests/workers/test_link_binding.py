@@ -6,17 +6,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from postrelay import keys
-from postrelay.events import EventType
-from postrelay.linkconfig import LinksConfig
-from postrelay.stores import followups as fu_store
-from postrelay.stores import links as store
-from postrelay.timeline import load_piece, seen_types
+from postrelay.core import keys
+from postrelay.core.events import EventType
+from postrelay.core.linkconfig import LinksConfig
+from postrelay.core.stores import followups as fu_store
+from postrelay.core.stores import links as store
+from postrelay.core.timeline import load_piece, seen_types
+from postrelay.workers import followups
+from postrelay.workers.dispatcher import Dispatcher
+from postrelay.workers.followups import FollowupHandler
 from tests.support.http_server import LocalHTTPServer
 from tests.workers.conftest import dispatch, drain, event, push, relay_handler, worker_for
-from workers import followups
-from workers.dispatcher import Dispatcher
-from workers.followups import FollowupHandler
 
 LINKS = LinksConfig(base_url="https://go.example.test", allowed_hosts=["shop.example.com"])
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)

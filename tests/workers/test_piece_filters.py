@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 
 from postrelay import cli
-from postrelay.config import ConfigError, parse_config
-from postrelay.events import FILTER_FIELDS, EventType
-from postrelay.stores import followups as fu_store
-from postrelay.timeline import load_piece
+from postrelay.core.config import ConfigError, parse_config
+from postrelay.core.events import FILTER_FIELDS, EventType
+from postrelay.core.stores import followups as fu_store
+from postrelay.core.timeline import load_piece
+from postrelay.workers.followups import FollowupHandler
+from postrelay.workers.routing import destinations_for
 from tests.receiver.harness import make_service  # noqa: F401  (fixture)
 from tests.support import payloads as P
 from tests.support.http_server import LocalHTTPServer
 from tests.workers.conftest import dispatch, drain
-from workers.followups import FollowupHandler
-from workers.routing import destinations_for
 
 
 def sdk_visit(order_id: str, event_id: str) -> dict:
@@ -172,7 +172,7 @@ def test_lob_certified_issue_detail_is_filterable(make_service, make_runtime) ->
 
 
 def test_new_engagement_types_are_accepted_by_every_consumer(make_runtime) -> None:
-    from adapters._crm import LABELS
+    from postrelay.adapters._crm import LABELS
 
     assert set(LABELS) == set(EventType)  # every CRM adapter labels every type
     rt = make_runtime({"destinations": {"crm": {"type": "webhook", "url": "https://hooks.example.com/x"}},
@@ -187,8 +187,8 @@ def test_new_engagement_types_are_accepted_by_every_consumer(make_runtime) -> No
 def test_piece_attributes_last_value_wins_and_survive_reprocessing(make_runtime) -> None:
     from datetime import datetime
 
-    from postrelay.events import CanonicalEvent, Mailpiece, Recipient
-    from postrelay.timeline import TimelineWriter
+    from postrelay.core.events import CanonicalEvent, Mailpiece, Recipient
+    from postrelay.core.timeline import TimelineWriter
 
     rt = make_runtime({})
     writer = TimelineWriter(rt.redis, 3600)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import redis
 
-from postrelay import keys
-from postrelay.stores import deliveries
-from postrelay.timeline import load_piece
+from postrelay.core import keys
+from postrelay.core.stores import deliveries
+from postrelay.core.timeline import load_piece
 from tests.support.http_server import LocalHTTPServer, Reply
 from tests.workers.conftest import event
 

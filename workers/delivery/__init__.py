@@ -4,9 +4,9 @@
 - `outcome` — storing a success (done marker first), a retry, a dead letter, through Redis outages;
 - `lock` — the execution lock and its renewer;
 - `due` — the due-time loop that claims what is due (retries, waits, work of killed workers).
-The records themselves (keys, staging, scheduling, reads) are the core's `postrelay.stores.deliveries`.
+The records themselves (keys, staging, scheduling, reads) are the core's `postrelay.core.stores.deliveries`.
 """
 
-from workers.delivery.attempt import attempt
+from postrelay.workers.delivery.attempt import attempt
 
 __all__ = ["attempt"]

@@ -14,17 +14,17 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.base import Adapter, DeliveryContext, Outcome, redact
-from postrelay import keys
-from postrelay.events import CanonicalEvent
-from postrelay.logs import log_fields
-from postrelay.replies import text_map
-from postrelay.scripts import lua
-from postrelay.stores import deliveries, destinations
-from workers.delivery.lock import Lock
-from workers.delivery.outcome import Start, dead_letter, finish, save_step, store_retry, store_success
-from workers.policy import next_attempt
-from workers.runtime import Runtime
+from postrelay.adapters.base import Adapter, DeliveryContext, Outcome, redact
+from postrelay.core import keys
+from postrelay.core.events import CanonicalEvent
+from postrelay.core.logs import log_fields
+from postrelay.core.replies import text_map
+from postrelay.core.scripts import lua
+from postrelay.core.stores import deliveries, destinations
+from postrelay.workers.delivery.lock import Lock
+from postrelay.workers.delivery.outcome import Start, dead_letter, finish, save_step, store_retry, store_success
+from postrelay.workers.policy import next_attempt
+from postrelay.workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.delivery")
 

@@ -1,7 +1,7 @@
 """The due-time loop: claims deliveries whose time has come and hands them to this worker's executor.
 
 Every delivery that must make progress is in `pr:dlv:inflight`, scored by when a worker must look at it
-next (`postrelay.stores.deliveries`). Each worker's loop claims what is due (`due_claim.lua` pushes a claimed
+next (`postrelay.core.stores.deliveries`). Each worker's loop claims what is due (`due_claim.lua` pushes a claimed
 one's score a lease ahead, so no other worker takes it meanwhile) and runs it. This one mechanism covers
 first attempts whose worker died before starting them, retries, circuit-open and rate-limit waits, the
 re-queue of a destination at its concurrency cap, replays and resumes, and deliveries of killed workers (their
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from postrelay.replies import scored
-from postrelay.scripts import lua
-from postrelay.stores import deliveries
-from workers.runtime import Runtime
+from postrelay.core.replies import scored
+from postrelay.core.scripts import lua
+from postrelay.core.stores import deliveries
+from postrelay.workers.runtime import Runtime
 
 
 class DueLoop:

@@ -10,8 +10,8 @@ import uuid
 
 import redis
 
-from postrelay import keys
-from postrelay.scripts import lua
+from postrelay.core import keys
+from postrelay.core.scripts import lua
 
 log = logging.getLogger("postrelay.delivery")
 

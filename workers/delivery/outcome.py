@@ -2,7 +2,7 @@
 
 After a destination answered, giving up on a write would lose its answer: a success would be sent again,
 a failure's attempt record would vanish. So these writes retry while Redis is unreachable, full, loading or
-read-only (`postrelay.outage`), for up to `OUTCOME_PATIENCE` seconds (the lock is renewed meanwhile — a
+read-only (`postrelay.core.outage`), for up to `OUTCOME_PATIENCE` seconds (the lock is renewed meanwhile — a
 PEXPIRE, which a full Redis still accepts — so no other worker runs the delivery).
 """
 
@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from postrelay import keys, stats
-from postrelay.events import CanonicalEvent
-from postrelay.outage import write_through
-from postrelay.scripts import lua
-from postrelay.stores import deliveries, dlq
-from workers.delivery.lock import Lock
-from workers.runtime import Runtime
+from postrelay.core import keys, stats
+from postrelay.core.events import CanonicalEvent
+from postrelay.core.outage import write_through
+from postrelay.core.scripts import lua
+from postrelay.core.stores import deliveries, dlq
+from postrelay.workers.delivery.lock import Lock
+from postrelay.workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.delivery")
 OUTCOME_PATIENCE = 900.0  # seconds a worker keeps trying to store an outcome before it gives up (re-sent then)

@@ -1,0 +1,1 @@
+"""The shared core: events, config, keys, Redis connections, logging and stores."""
