@@ -27,7 +27,7 @@ import redis.exceptions
 from postrelay.core import keys
 from postrelay.core.events import EventType
 from postrelay.core.linktargets import host_allowed
-from postrelay.core.stores.links import TOKEN_RE, Link, from_json, visit_json
+from postrelay.core.stores.links import TOKEN_RE, Link, from_json, unbound_visit_json, visit_json
 from postrelay.receiver.linkbots import inspect, is_scanner
 from postrelay.receiver.requestlog import INFO_KEY
 from postrelay.receiver.visitors import VisitorKeys, digest
@@ -134,7 +134,7 @@ class LinkVisits:
         (`IngestQueue.enqueue_visit`); the event names only the token, the worker adds the rest from the link."""
         prom = self.receiver.prom
         visit_id = f"{token}.{kind}.{secrets.token_hex(8)}"
-        event = visit_json(Link(token=token, target=""), _TYPES[kind], datetime.fromtimestamp(now, UTC), visit_id)
+        event = unbound_visit_json(token, _TYPES[kind], datetime.fromtimestamp(now, UTC), visit_id)
         try:
             marker = await self._marker(token, kind, now, scope, agent, event.id)
             flag, raw = await self.receiver.queue.enqueue_visit(event, marker, keys.link(token), now)

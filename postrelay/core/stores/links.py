@@ -317,6 +317,30 @@ def visit_json(link: Link, etype: EventType, occurred_at: datetime, visit_id: st
     return VisitJSON(eid, orjson.dumps(body, default=str).decode())
 
 
+_T, _V, _W = "tokenQ0placeholder", "visitQ0placeholder", datetime(1999, 1, 2, 3, 4, 5, 678901, UTC)
+
+
+def _unbound_template(etype: EventType) -> str:
+    """`visit_json` of a link known only by its token, as a %-format string (the same bytes, filled in)."""
+    text = visit_json(Link(token=_T, target=""), etype, _W, _V).json.replace("%", "%%")
+    for value, name in ((event_id(LINK_SOURCE, _V, etype.value), "e"), (_V, "v"), (_T, "t"), (_iso_z(_W), "w")):
+        assert text.count(value) >= 1, value
+        text = text.replace(value, f"%({name})s")
+    return text
+
+
+_UNBOUND = {etype: _unbound_template(etype) for etype in (EventType.PURL_OPENED, EventType.PURL_COMPLETED)}
+
+
+def unbound_visit_json(token: str, etype: EventType, occurred_at: datetime, visit_id: str) -> VisitJSON:
+    """`visit_json(Link(token=token, target=""), etype, occurred_at, visit_id)` from a template filled in with
+    `%` (a few µs instead of building and serializing the dicts): what the redirect queues for a link it has
+    not read, the worker completing the event from the link. `token` and `visit_id` are JSON-safe as they
+    are (`TOKEN_RE` characters and dots)."""
+    eid = event_id(LINK_SOURCE, visit_id, etype.value)
+    return VisitJSON(eid, _UNBOUND[etype] % {"e": eid, "v": visit_id, "t": token, "w": _iso_z(occurred_at)})
+
+
 def visit_event(link: Link, etype: EventType, occurred_at: datetime, visit_id: str,
                 detail: dict[str, Any] | None = None) -> CanonicalEvent:
     """`visit_json` as a validated `CanonicalEvent`."""
