@@ -3,6 +3,7 @@ links, the console, health, readiness and metrics."""
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -42,6 +43,10 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # What startup made (modules, config, routes: ~300,000 objects) lives as long as the process: out of
+        # the collector's sight, a full collection walks only what came after (a pause of tens of ms less).
+        gc.collect()
+        gc.freeze()
         yield
         await receiver.redis.aclose()
         if receiver.pieces is not receiver.redis:
