@@ -27,7 +27,7 @@ import redis.exceptions
 from postrelay.core import keys
 from postrelay.core.events import EventType
 from postrelay.core.linktargets import host_allowed
-from postrelay.core.stores.links import TOKEN_RE, Link, from_json, unbound_visit_json, visit_json
+from postrelay.core.stores.links import TOKEN_RE, Link, redirect_fields, unbound_visit_json, visit_json
 from postrelay.receiver.linkbots import inspect, is_scanner
 from postrelay.receiver.requestlog import INFO_KEY
 from postrelay.receiver.visitors import VisitorKeys, digest
@@ -54,10 +54,6 @@ Cached = tuple[str, str | None, float | None, float | None, float]
 garbage collector stops tracking it: 100,000 cached links add nothing to a full collection's work (as
 `Link` objects, with their two dicts, they made each one tens of milliseconds longer: a pause every visit
 then waited for)."""
-
-
-def _cached(link: Link, now: float) -> Cached:
-    return link.target, link.goal_url, link.expires_at, link.revoked_at, now
 
 
 def _link(token: str, entry: Cached) -> Link:
@@ -158,8 +154,8 @@ class LinkVisits:
             prom.link(kind, "missed")
             info.update(link=token, link_outcome="missed")
             return self._target(_link(token, cached), kind)
-        link = self._remember(token, raw, now)
-        if link is None or flag == "x":
+        entry = self._remember(token, raw, now)
+        if entry is None or flag == "x":
             return self._unknown(kind, False, html, info)
         info["link"] = token
         if flag == "g":
@@ -167,15 +163,13 @@ class LinkVisits:
         outcome = "recorded" if flag == "1" else "collapsed"
         prom.link(kind, outcome)
         info["link_outcome"] = outcome
-        return self._target(link, kind)
+        return _answer(entry[0], entry[1], kind)
 
     def _active(self, link: Link, now: float) -> bool:
         return link.status(now) == "active" and host_allowed(_host(link.target), self.config.allowed_hosts)
 
     def _target(self, link: Link, kind: str) -> Answer:
-        if kind == "goal":
-            return redirect(link.goal_url) if link.goal_url else pixel()
-        return redirect(link.target)
+        return _answer(link.target, link.goal_url, kind)
 
     def _unknown(self, kind: str, down: bool, html: bool, info: dict[str, Any]) -> Answer:
         prom = self.receiver.prom
@@ -206,15 +200,17 @@ class LinkVisits:
             await self.visitors.visitor(now, address, agent or ""))
         return keys.link_collapse(token, kind, visitor), window
 
-    def _remember(self, token: str, raw: bytes | None, now: float) -> Link | None:
-        link = from_json(token, raw)
-        if link is None:
+    def _remember(self, token: str, raw: bytes | None, now: float) -> Cached | None:
+        fields = redirect_fields(raw)
+        if fields is None:
             self._cache.pop(token, None)
-        elif self.config.cache_ttl > 0:
+            return None
+        entry = (*fields, now)
+        if self.config.cache_ttl > 0:
             if len(self._cache) >= MAX_CACHE:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[token] = _cached(link, now)
-        return link
+            self._cache[token] = entry
+        return entry
 
     async def _record(self, link: Link, kind: str, now: float, scope: Any, agent: str | None) -> str:
         """Put the visit's event (link known) in the ingest stream: `recorded`, `collapsed` or `missed`."""
@@ -238,11 +234,18 @@ class LinkVisits:
         except REDIS_FAILURES as exc:
             log.warning("link lookup failed (redis: %s)", type(exc).__name__)
             return (_link(token, cached) if cached is not None else None), True
-        return self._remember(token, raw, now), False
+        entry = self._remember(token, raw, now)
+        return (_link(token, entry) if entry is not None else None), False
 
     async def _read(self, token: str) -> Any:
         """The link's record, read in the ingest queue's next round trip (shared with other visits' events)."""
         return await self.receiver.queue.get(keys.link(token))
+
+
+def _answer(target: str, goal_url: str | None, kind: str) -> Answer:
+    if kind == "goal":
+        return redirect(goal_url) if goal_url else pixel()
+    return redirect(target)
 
 
 def _host(url: str) -> str:

@@ -127,6 +127,18 @@ def from_json(token: str, raw: bytes | str | None) -> Link | None:
                 metadata=orjson.loads(metadata) if metadata else {})
 
 
+def redirect_fields(raw: bytes | str | None) -> tuple[str, str | None, float | None, float | None] | None:
+    """(target, goal URL, expires_at, revoked_at) of a stored record, what a redirect needs (no `Link`, no
+    nested JSON: the visit path's projection of `from_json`); None when there is no usable record."""
+    if not raw:
+        return None
+    d = orjson.loads(raw)
+    target = d.get("target")
+    if not isinstance(target, str) or not target:
+        return None
+    return target, d.get("goal"), d.get("expires"), d.get("revoked")
+
+
 def urls(config: LinksConfig, token: str) -> dict[str, str]:
     """`{"token", "url", "qr_svg_url", "qr_png_url"}`: what minting answers."""
     base = config.base_url or ""
