@@ -18,7 +18,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from postrelay.adapters import adapter_class
-from postrelay.core.mailing import MAILER_TYPES, STATUSES, MailingRequest, mailing_id
+from postrelay.core.mailing import LINK_VARIABLES, MAILER_TYPES, STATUSES, MailingRequest, mailing_id
+from postrelay.core.stores import links
 from postrelay.core.stores import mailings as store
 from postrelay.core.timeline import read_piece
 from postrelay.receiver.auth import bearer
@@ -81,9 +82,26 @@ class Mailings:
         if missing:
             raise bad_request("invalid_mailing", missing)
         if full.link is not None:
-            raise bad_request("links_unavailable", "tracking links (issue 15) are not available in this version: "
-                              "omit `link`")
+            self.check_link(request)
         return ptype, full
+
+    def check_link(self, request: MailingRequest) -> None:
+        """400 unless the request's `link` can be minted: `[links]` configured, an allowed target, and no
+        caller-given `purl`/`qr_url` merge variable (the link fills them)."""
+        config = self.receiver.config.links
+        if request.link is None:
+            return
+        if not config.enabled:
+            raise bad_request("links_not_configured", "link: tracking links need [links] base_url and "
+                              "allowed_hosts in the config; omit `link` or configure [links]")
+        taken = sorted(set(LINK_VARIABLES) & set(request.merge_variables))
+        if taken:
+            raise bad_request("merge_variable_conflict", f"merge_variables.{taken[0]}: set by the mailing's link "
+                              f"({', '.join(LINK_VARIABLES)}); remove it or remove `link`")
+        try:
+            links.prepare(config, request.link, self.receiver.clock(), "link.")
+        except links.LinkError as exc:
+            raise bad_request("invalid_mailing", str(exc)) from None
 
     async def submit(self, request: MailingRequest, scope: str, key: str, origin: str, *, trigger: str | None = None,
                      dry_run: bool = False, cooldown: tuple[str, float] | None = None,

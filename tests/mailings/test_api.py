@@ -129,7 +129,7 @@ def test_list_shows_every_mailing_newest_first_and_filters_by_status(env: Env) -
     ({**mailing(), "surprise": 1}, "invalid_mailing", "surprise"),
     ({**mailing(), "provider": "hubspot"}, "unknown_provider", "pg"),
     (mailing("pg", "letter", template=None), "invalid_mailing", "template"),
-    ({**mailing(), "link": {"target_url": "https://shop.example/c/1"}}, "links_unavailable", "issue 15"),
+    ({**mailing(), "link": {"target_url": "https://shop.example/c/1"}}, "links_not_configured", "[links]"),
 ])
 def test_bad_requests_get_a_clear_400_and_store_nothing(env: Env, body: dict, code: str, needle: str) -> None:
     resp = env.post_mailing(body)

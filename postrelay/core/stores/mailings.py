@@ -113,8 +113,7 @@ def decode(raw: dict[Any, Any]) -> dict[str, Any] | None:
     }
     if r.get("rendered"):
         view["rendered"] = json.loads(r["rendered"])
-    if r.get("link"):
-        view["link"] = json.loads(r["link"])
+    view["link"] = json.loads(r["link"]) if r.get("link") else None
     return view
 
 
