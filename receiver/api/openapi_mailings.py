@@ -50,14 +50,18 @@ def paths() -> dict[str, Any]:
                 "summary": "Mailings, newest first", "tags": ["mailings"], "security": [{"bearerAuth": []}],
                 "parameters": [
                     {"name": "status", "in": "query", "required": False, "schema": {"type": "string", "enum": list(STATUSES)}},
+                    {"name": "provider", "in": "query", "required": False, "schema": {"type": "string"}},
                     {"name": "trigger", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "`next_cursor` of the previous page"},
                     {"name": "limit", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}],
                 "responses": {
                     "200": {"description": "the mailings", "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["mailings"],
-                        "properties": {"mailings": {"type": "array", "items": {"$ref": "#/components/schemas/Mailing"}}}}}}},
-                    "400": _error("bad status or limit"), "401": _error("no or invalid bearer token"),
+                        "type": "object", "required": ["mailings", "next_cursor"],
+                        "properties": {"mailings": {"type": "array", "items": {"$ref": "#/components/schemas/Mailing"}},
+                                       "next_cursor": {"type": ["string", "null"]}}}}}},
+                    "400": _error("bad status, limit or cursor"), "401": _error("no or invalid bearer token"),
                     "503": _UNAVAILABLE,
                 },
             },
