@@ -6,20 +6,23 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from postrelay.cli import main
 from postrelay.core import keys
 from postrelay.core.events import CanonicalEvent, Mailpiece, Recipient
 from postrelay.core.stores import mailings as store
 from postrelay.workers.followups import FollowupHandler, Scheduler
 from postrelay.workers.mailings import Creator
-from tests.mailings.conftest import LOB_KEY, SENDER, Env, mailing
+from tests.mailings.conftest import LOB_KEY, SENDER, Env, mailing, mailing_config
 from tests.mailings.test_triggers import HUBSPOT_TRIGGER, hubspot_workflow
 from tests.receiver.harness import assert_error
 from tests.receiver.links_support import AUTH, BASE_URL, LINKS, apply_visits, link_record, visit
 from tests.support.http_server import Reply
+from tests.support.processes import write_config
 from tests.support.providers import LobStandIn
 from tests.workers.conftest import dispatch, push
 
@@ -101,6 +104,16 @@ def test_retries_and_replays_never_mint_a_second_link(lenv: Env) -> None:
     assert len(posts) == 2 and {p["mergeVariables"]["purl"] for p in posts} == {first["link"]["url"]}
     assert link_tokens(lenv) == [first["link"]["token"]]
     assert link_record(lenv.svc, first["link"]["token"])["mailing"] == mid
+
+
+def test_cli_show_names_the_link(lenv: Env, tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path / "c.toml", mailing_config(redis_url, lenv.postgrid.url, lenv.lob.url,
+                                                              {"links": LINKS}))
+    mid = lenv.post_mailing(mailing("pg", link=LINK), key="cli-1").json()["mailing_id"]
+    lenv.work()
+    link = lenv.get_mailing(mid).json()["link"]
+    assert main(["mailings", "show", mid, "--config", str(config)]) == 0
+    assert f"link            {link['url']}  (token {link['token']})" in capsys.readouterr().out
 
 
 def test_link_requests_that_cannot_be_honoured_are_400s(make_env: Callable[..., Env]) -> None:
