@@ -92,6 +92,27 @@ def render(template: str, data: dict[str, Any]) -> str:
     return _PLACEHOLDER.sub(one, template)
 
 
+def render_fields(fields: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Dotted field paths (`to.name`, `link.utm.source`) -> templates, rendered from `data` into a nested dict;
+    non-string values are kept, an empty render leaves its field out. ValueError names a path that
+    conflicts with another (`to` and `to.name`)."""
+    out: dict[str, Any] = {}
+    for target, template in fields.items():
+        value = render(template, data) if isinstance(template, str) else template
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                continue
+        node = out
+        *parents, leaf = target.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{target!r} conflicts with another mapped field")
+        node[leaf] = value
+    return out
+
+
 def split_name(name: str | None) -> tuple[str | None, str | None]:
     """'Jane Q Public' -> ('Jane', 'Q Public'); a single word is a first name."""
     parts = (name or "").split()
