@@ -22,7 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from postrelay.core.events import CanonicalEvent, EventType
-from postrelay.core.logs import LineHandler, Redactor, dumps_line, log_fields, setup_logging
+from postrelay.core.logs import LineHandler, dumps_line, log_fields, setup_logging
+from postrelay.core.redaction import Redactor
 from postrelay.core.stores.links import TOKEN_RE, Link, unbound_visit_json, visit_json
 from postrelay.receiver.body import Deadlines, receive_body
 from postrelay.receiver.errors import HTTPError
@@ -258,7 +259,7 @@ def test_text_format_takes_the_record_path(only_our_handler: Any) -> None:
 def test_dumps_line_is_json_dumps(value: dict[str, Any]) -> None:
     expected = json.dumps(value, ensure_ascii=False, default=str)
     if "o" in value:  # default=str of an object: same kind of text, the address differs per call
-        assert dumps_line(value).startswith('{"o": "<postrelay.core.logs.Redactor object at 0x')
+        assert dumps_line(value).startswith('{"o": "<postrelay.core.redaction.Redactor object at 0x')
     else:
         assert dumps_line(value) == expected
 
