@@ -14,8 +14,9 @@ from typing import Any, Protocol
 import httpx
 
 from postrelay.adapters._payload import scrub
-from postrelay.adapters.base import Adapter, Outcome, classify, excerpt, json_object, redact
+from postrelay.adapters.base import Adapter, Outcome, classify, excerpt, json_object
 from postrelay.core.mailing import RESERVED_KEY, MailingRequest
+from postrelay.core.redaction import MASK, redact
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -123,4 +124,4 @@ def shown_request(adapter: Adapter, url: str, auth: dict[str, Any], body: dict[s
         headers["Authorization"] = "Basic ***"
     headers[IDEMPOTENCY_HEADER] = mid
     shown = {"method": "POST", "url": url, "headers": headers, "body": body}
-    return dict(json.loads(redact(json.dumps(shown), list(adapter.secrets()))))
+    return dict(json.loads(redact(json.dumps(shown), adapter.secrets(), mask=MASK)))

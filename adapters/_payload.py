@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import phonenumbers
 
-from postrelay.adapters.base import DeliveryContext, Outcome, redact
+from postrelay.adapters.base import DeliveryContext, Outcome
 from postrelay.core.events import CanonicalEvent
 from postrelay.core.filters import lookup
+from postrelay.core.redaction import MASK, redact
 
 FOLLOWUP_KEYS = ("followup", "trigger_event_id", "estimated", "late", "scheduled_for", "fired_at")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -146,7 +148,7 @@ def idempotency_key(event: CanonicalEvent, ctx: DeliveryContext) -> str:
     return "postrelay-" + hashlib.sha256(dedupe_key(event, ctx).encode()).hexdigest()[:32]
 
 
-def scrub(outcome: Outcome, secrets: list[str]) -> Outcome:
-    """Redact secrets from an outcome's detail (in place) and return it."""
-    outcome.detail = redact(outcome.detail, secrets)
+def scrub(outcome: Outcome, secrets: Iterable[str]) -> Outcome:
+    """Redact secrets from an outcome's detail (in place, `***`: `postrelay.core.redaction`) and return it."""
+    outcome.detail = redact(outcome.detail, secrets, mask=MASK)
     return outcome

@@ -16,6 +16,7 @@ import httpx
 from pydantic import Field, field_validator
 
 from postrelay.adapters import _crm
+from postrelay.adapters._payload import scrub
 from postrelay.adapters.base import (
     Adapter,
     AdapterSettings,
@@ -64,7 +65,7 @@ class HubSpotAdapter(Adapter):
 
     def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
         """Update the contact, then log the activity once; ok carries the activity (or contact) id."""
-        return _crm.redacted(self._deliver(event, ctx), self.secrets())
+        return scrub(self._deliver(event, ctx), self.secrets())
 
     def _deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
         done = ctx.recall("activity")

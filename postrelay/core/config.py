@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from postrelay.core.config_checks import check_redis_urls, interpolate, reference_problems
-from postrelay.core.config_errors import ConfigError, KeyProblem, format_validation, located, secret_values
+from postrelay.core.config_errors import ConfigError, KeyProblem, format_validation, located
 from postrelay.core.config_mailings import MailingsConfig, TriggerConfig, link_table, trigger_problems
 from postrelay.core.config_sources import (
     GenericSource,
@@ -31,6 +31,7 @@ from postrelay.core.config_sources import (
 from postrelay.core.durations import DELAY_FORMS, parse_delay
 from postrelay.core.events import ALL_TYPES, filter_field_error
 from postrelay.core.linkconfig import LinksConfig
+from postrelay.core.redaction import secret_values
 from postrelay.core.ui_config import UiConfig
 
 __all__ = ["Config", "ConfigError", "GenericSource", "LobSource", "PostGridSource", "PostalyticsSource",

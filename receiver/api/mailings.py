@@ -20,7 +20,6 @@ from starlette.routing import Route
 
 from postrelay.adapters import adapter_class
 from postrelay.adapters._mailing import Mailer
-from postrelay.adapters.base import redact
 from postrelay.core.mailing import (
     LINK_VARIABLES,
     MAILER_TYPES,
@@ -30,6 +29,7 @@ from postrelay.core.mailing import (
     stored_request,
     with_link,
 )
+from postrelay.core.redaction import MASK, redact
 from postrelay.core.stores import links
 from postrelay.core.stores import mailings as store
 from postrelay.core.stores.catalog import BadQuery
@@ -122,7 +122,7 @@ class Mailings:
             secrets = list(self.mailer(view["provider"]).secrets())  # type: ignore[attr-defined]
         except HTTPError:
             return view
-        return dict(json.loads(redact(json.dumps(view), secrets)))
+        return dict(json.loads(redact(json.dumps(view), secrets, mask=MASK)))
 
     async def view(self, mid: str) -> dict[str, Any] | None:
         """A mailing's view with its piece's stage, secrets redacted; 503 when Redis does not answer."""
