@@ -82,6 +82,8 @@ class HubSpotAdapter(Adapter):
         """`X-HubSpot-RateLimit-Max` requests per `-Interval-Milliseconds`, `-Remaining` left; the secondly
         limit (`-Secondly`, `-Secondly-Remaining`) when it is the one nearly spent."""
         headers = response.headers
+        if response.status_code == 429 and _crm.dig(response, "policyName") == "TEN_SECONDLY_ROLLING":
+            return RateInfo(retry_after=TEN_SECONDLY_WINDOW)  # no Retry-After: wait out the rolling window
         window = _number(headers.get("x-hubspot-ratelimit-interval-milliseconds"))
         limit = _number(headers.get("x-hubspot-ratelimit-max"))
         remaining = _number(headers.get("x-hubspot-ratelimit-remaining"))

@@ -100,6 +100,7 @@ class Batcher:
                 return False
             batch, rest = line[:self.sizes[dest]], line[self.sizes[dest]:]
             self._pending[dest] = rest
+            self._keys[dest].difference_update(key for key, _ in batch)  # a piece's next update may come back
             self._since[dest] = self.clock()  # the rest have waited since at least now
             batch_key = f"{BATCH}{dest}:{next(self._ids)}"
             self._batches[batch_key] = (dest, batch)
@@ -112,6 +113,7 @@ class Batcher:
             with self._lock:
                 self._batches.pop(batch_key, None)
                 self._pending[dest] = batch + self._pending[dest]
+                self._keys[dest].update(key for key, _ in batch)
             return False
         return True
 
@@ -123,15 +125,18 @@ class Batcher:
     def done(self, batch_key: str) -> None:
         """A batch's attempt is over: its deliveries are no longer this batcher's to keep alive."""
         with self._lock:
-            dest, items = self._batches.pop(batch_key, ("", []))
-            keys = self._keys.get(dest, set())
-            for key, _ in items:
-                keys.discard(key)
+            self._batches.pop(batch_key, None)
 
     def held(self) -> list[str]:
         """Keys of every delivery waiting for or inside a batch (their lease deadlines must stay fresh)."""
         with self._lock:
-            return [key for keys in self._keys.values() for key in keys]
+            return ([key for keys in self._keys.values() for key in keys]
+                    + [key for _, items in self._batches.values() for key, _ in items])
+
+    def free(self) -> int:
+        """Deliveries the batching destinations' lines could take now (the due loop claims that many more)."""
+        with self._lock:
+            return sum(max(0, self.sizes[dest] * MAX_BATCHES - len(line)) for dest, line in self._pending.items())
 
     def room(self, wanted: int) -> int:
         """0 while a destination's line is full and its batches keep moving (the dispatcher then waits), else

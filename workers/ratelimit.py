@@ -5,8 +5,8 @@ Two sources, the slower wins (`ratelimit_gcra.lua`):
 - what the destination's rate-limit headers teach (`Adapter.rate_info`: HubSpot `X-HubSpot-RateLimit-*`,
   Pipedrive `x-ratelimit-*`): `limit` requests per `window` become a pace of `SAFETY` x that rate, and when the
   `remaining` budget falls to `RESERVE` of the limit (other integrations of the same account spend it too),
-  every slot is held until that many requests' worth has come back (or the window resets). A 429's
-  `Retry-After` holds the destination for that long. So a shared destination backs off before it answers 429.
+  every slot is held for a share of the window that grows as the budget shrinks (a whole window at 0; at most
+  until the window resets, when the vendor says when). A 429's `Retry-After` holds the destination that long. So a shared destination backs off before it answers 429.
 Each HTTP call takes one slot (`pace`, called by `Adapter.call`), a batch call as much as a single one.
 """
 
@@ -75,9 +75,9 @@ class RateLimiter:
             per_request = info.window / info.limit
             fields["interval"] = round(per_request / SAFETY * 1000, 3)
             if info.remaining is not None:
-                reserve = max(1, math.ceil(info.limit * RESERVE))
-                if info.remaining <= reserve:
-                    refill = (reserve - info.remaining + 1) * per_request
+                reserve = max(2, math.ceil(info.limit * RESERVE))
+                if info.remaining <= reserve:  # a rolling window refills when old requests age out: unknown when
+                    refill = info.window * (reserve + 1 - max(0, info.remaining)) / (reserve + 1)
                     hold = min(refill, info.reset) if info.reset is not None else refill
         if info.retry_after is not None:
             hold = max(hold, info.retry_after)

@@ -127,7 +127,7 @@ class Worker:
         self.executor.limit = self.batcher.room
         self.dispatcher = Dispatcher(rt, [RelayHandler(rt, self.submit), FollowupHandler(rt)], self.executor,
                                      consumer=self.name, claim_idle=claim_idle)
-        self.due = DueLoop(rt, self.submit, self.executor.free)
+        self.due = DueLoop(rt, self.submit, lambda: self.executor.free() + self.batcher.free())
         self.followups = Scheduler(rt)
         self.mailings = Creator(rt)
         self._last_reclaim = 0.0

@@ -56,7 +56,7 @@ def attempt_batch(rt: Runtime, dest: str, items: list[tuple[str, str]], start: S
     adapter = rt.adapters.get(dest)
     r = rt.redis
     now = rt.clock()
-    if adapter is None or len(items) == 1 or destinations.is_paused(r, dest):
+    if adapter is None or destinations.is_paused(r, dest):
         return {key: attempt(rt, key, seq, start) for key, seq in items}  # dead letters, parking: one by one
     gate = rt.breaker.gate(dest, now)
     if not gate.allowed:
