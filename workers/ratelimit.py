@@ -6,7 +6,8 @@ Two sources, the slower wins (`ratelimit_gcra.lua`):
   Pipedrive `x-ratelimit-*`): `limit` requests per `window` become a pace of `SAFETY` x that rate, and when the
   `remaining` budget falls to `RESERVE` of the limit (other integrations of the same account spend it too),
   every slot is held for a share of the window that grows as the budget shrinks (a whole window at 0; at most
-  until the window resets, when the vendor says when). A 429's `Retry-After` holds the destination that long. So a shared destination backs off before it answers 429.
+  until the window resets, when the vendor says when). A 429's `Retry-After` holds the destination that long.
+  So a shared destination backs off before it answers 429.
 Each HTTP call takes one slot (`pace`, called by `Adapter.call`), a batch call as much as a single one.
 """
 

@@ -4,6 +4,7 @@ size limits, order per piece, collapse, the rate limiter driven by HubSpot's hea
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import time
 from datetime import datetime, timedelta
@@ -145,7 +146,7 @@ def test_hubspot_rate_limit_headers_make_the_limiter_back_off_before_a_429(make_
     assert starts[1] - starts[0] >= 1.5  # held after an answer said only 4 requests were left
     learned = rt.redis.hgetall(keys.rate_learned("crm"))
     assert float(learned[b"interval"]) == pytest.approx(100 / 0.9, rel=0.01)  # 100 per 10 s, paced at 90 %
-    gaps = [b - a for a, b in zip(starts[3:], starts[4:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts[3:])]
     assert all(gap >= 0.1 for gap in gaps)
 
 
@@ -226,3 +227,34 @@ def test_killed_between_the_batch_answer_and_its_done_markers_logs_no_second_act
 def _event_id(note_input: dict[str, Any]) -> str:
     body = note_input["properties"]["hs_note_body"]
     return json.loads(json.dumps(body)).rsplit("postrelay event: ", 1)[1]
+
+
+def test_pipedrive_stays_per_event_and_follows_its_rate_limit_headers(make_runtime, clock):
+    calls: list[float] = []
+
+    def pipedrive(req):
+        calls.append(clock.now)
+        headers = {"x-ratelimit-limit": "40", "x-ratelimit-remaining": "1", "x-ratelimit-reset": "2"}
+        return Reply(201, {"success": True, "data": {"id": len(calls)}}, headers)
+
+    with LocalHTTPServer(pipedrive) as server:
+        cfg = {"destinations": {"pd": {"type": "pipedrive", "token": "pd-token-0000", "base_url": server.url}},
+               "routes": [{"events": ["*"], "to": ["pd"]}], "delivery": {"per_destination_concurrency": 1}}
+        rt = make_runtime(cfg)
+        evs = [event("mailed", piece=f"ltr_{i}", metadata={"pipedrive_person_id": i + 1}) for i in range(3)]
+        push(rt, *evs)
+        dispatch(rt)
+        for _ in range(5):
+            drain(rt)
+            clock.advance(1)
+        assert [r.path for r in server.requests] == ["/api/v2/activities"] * 3  # one call per event, no batch
+        assert all(b - a >= 1.3 for a, b in itertools.pairwise(calls))  # 1 of 40 left: held 2/3 of the window
+        assert float(rt.redis.hget(keys.rate_learned("pd"), "interval")) == pytest.approx(2000 / 40 / 0.9, rel=0.01)
+
+
+def test_batch_size_on_an_adapter_without_a_batch_api_is_a_config_error(make_runtime):
+    from postrelay.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="destinations.pd.batch_size: pipedrive has no batch API"):
+        make_runtime({"destinations": {"pd": {"type": "pipedrive", "token": "pd-token-0000", "batch_size": 50}},
+                      "routes": [{"events": ["*"], "to": ["pd"]}]})
