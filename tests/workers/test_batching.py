@@ -255,6 +255,6 @@ def test_pipedrive_stays_per_event_and_follows_its_rate_limit_headers(make_runti
 def test_batch_size_on_an_adapter_without_a_batch_api_is_a_config_error(make_runtime):
     from postrelay.core.config import ConfigError
 
-    with pytest.raises(ConfigError, match="destinations.pd.batch_size: pipedrive has no batch API"):
+    with pytest.raises(ConfigError, match=r"destinations\.pd\.batch_size: pipedrive has no batch API"):
         make_runtime({"destinations": {"pd": {"type": "pipedrive", "token": "pd-token-0000", "batch_size": 50}},
                       "routes": [{"events": ["*"], "to": ["pd"]}]})
