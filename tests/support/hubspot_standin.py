@@ -112,7 +112,8 @@ class HubSpotStandIn:
             return Reply(400, {"status": "error", "category": "VALIDATION_ERROR",
                                "message": "Duplicate IDs found in batch input"})
         self.batch_sizes.append(len(inputs))
-        results, errors = [], []
+        results: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
         for item in inputs:
             out = one(item)
             (results if "id" in out else errors).append(out)
