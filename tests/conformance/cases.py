@@ -58,8 +58,12 @@ def pipedrive(req: Recorded) -> Reply:
 
 
 def salesforce(req: Recorded) -> Reply:
+    if "/composite/sobjects" in req.path:  # one result per record, in order
+        return Reply(200, [{"id": CONTACT if req.method == "PATCH" else f"00T5g00000000{n:02d}AAA", "success": True,
+                            "errors": [], **({"created": False} if req.method == "PATCH" else {})}
+                           for n, _ in enumerate(req.json()["records"])])
     if req.path.endswith("/query"):
-        return Reply(200, {"totalSize": 1, "done": True, "records": [{"Id": CONTACT}]})
+        return Reply(200, {"totalSize": 1, "done": True, "records": [{"Id": CONTACT, "Email": "ada@example.com"}]})
     if req.path.endswith("/sobjects/Task"):
         return Reply(201, {"id": "00T5g000000001AAA", "success": True, "errors": []})
     if req.method == "GET":
@@ -161,6 +165,14 @@ CASES: list[Case] = [
          {**SF, "external_id_field": "Mail_Contact_Id__c", "external_id_metadata_key": "mid", "api_version": "v45.0"},
          lambda req: Reply(204, b"") if req.method == "PATCH" else salesforce(req),
          _crm("returned_to_sender", metadata={"mid": "MC-1"}), lambda: DeliveryContext("sf"), url_key="instance_url"),
+    # Salesforce batches (sObject Collections): external-id upsert + Tasks; by email: SOQL IN + update by Id
+    Case("salesforce-batch-upsert-and-tasks", v.SALESFORCE, SalesforceAdapter,
+         {**SF, "external_id_field": "Mail_Contact_Id__c", "external_id_metadata_key": "mid"}, salesforce,
+         ctx=lambda: DeliveryContext("sf"), url_key="instance_url",
+         batch=[_crm("returned_to_sender", metadata={"mid": f"MC-{n}"}, piece_id=f"ltr_{n}", source_event_id=f"e{n}")
+                for n in (1, 2)]),
+    Case("salesforce-batch-by-email-update", v.SALESFORCE, SalesforceAdapter, SF, salesforce,
+         ctx=lambda: DeliveryContext("sf"), url_key="instance_url", batch=[_crm(), _crm("delivered", piece_id="ltr_2")]),
     # SendGrid: recipient with name / without, a fixed address, sender name
     Case("sendgrid-recipient-with-name", v.SENDGRID, SendGridAdapter, {**SG, "from_name": "Brand"},
          fixed(202, headers={"X-Message-Id": "m1"})),
