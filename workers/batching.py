@@ -41,7 +41,8 @@ class Batcher:
         self._keys: dict[str, set[str]] = {dest: set() for dest in self.sizes}
         self._since: dict[str, float] = {}
         self._moved: dict[str, float] = {}
-        self._batches: dict[str, tuple[str, Items]] = {}
+        self._batches: dict[str, tuple[str, Items]] = {}  # formed, in the executor's line or running
+        self._started: set[str] = set()  # batches whose attempt runs
         self._ids = itertools.count(1)
 
     def batches(self, dest: str) -> bool:
@@ -118,20 +119,25 @@ class Batcher:
         return True
 
     def take(self, batch_key: str) -> tuple[str, Items]:
-        """The destination and deliveries of a batch the executor now runs (they leave `held` when `done`)."""
+        """The destination and deliveries of a batch the executor now runs. They leave `held`: the attempt
+        gives each a fresh lease deadline and then its own due time (a retry's must not be overwritten)."""
         with self._lock:
-            return self._batches[batch_key]
+            dest, items = self._batches[batch_key]
+            self._started.add(batch_key)
+            return dest, items
 
     def done(self, batch_key: str) -> None:
         """A batch's attempt is over: its deliveries are no longer this batcher's to keep alive."""
         with self._lock:
             self._batches.pop(batch_key, None)
+            self._started.discard(batch_key)
 
     def held(self) -> list[str]:
         """Keys of every delivery waiting for or inside a batch (their lease deadlines must stay fresh)."""
         with self._lock:
             return ([key for keys in self._keys.values() for key in keys]
-                    + [key for _, items in self._batches.values() for key, _ in items])
+                    + [key for batch, (_, items) in self._batches.items() if batch not in self._started
+                       for key, _ in items])
 
     def free(self) -> int:
         """Deliveries the batching destinations' lines could take now (the due loop claims that many more)."""
