@@ -41,13 +41,21 @@ class HubSpotStandIn:
         self.inject: list[Reply] = []  # answers to give, in order, before anything else
         self.other_usage = 0  # requests of "other integrations" counted in the window on each call
         self.batch_sizes: list[int] = []
+        self.ids: set[str] = set()  # every contact id
 
     def add_contacts(self, emails: list[str]) -> dict[str, str]:
         """Create contacts (ids 1000, 1001, ...); returns email -> id."""
         with self.lock:
             for email in emails:
-                self.contacts.setdefault(email, str(1000 + len(self.contacts)))
+                self._contact(email)
             return dict(self.contacts)
+
+    def _contact(self, email: str) -> str:
+        """The id of the contact with `email`, created if missing."""
+        if email not in self.contacts:
+            self.contacts[email] = str(1000 + len(self.contacts))
+            self.ids.add(self.contacts[email])
+        return self.contacts[email]
 
     @property
     def total_calls(self) -> int:
@@ -90,7 +98,7 @@ class HubSpotStandIn:
         if path.startswith("/crm/v3/objects/contacts/") and req.method == "PATCH":
             key = path.rsplit("/", 1)[1].replace("%40", "@")
             contact = self.contacts.get(key) if req.query.get("idProperty") == ["email"] else (
-                key if key in self.contacts.values() else None)
+                key if key in self.ids else None)
             if contact is None:
                 return Reply(404, {"status": "error", "category": "OBJECT_NOT_FOUND", "message": "not found"})
             self.properties[contact] = {**self.properties.get(contact, {}), **req.json()["properties"]}
@@ -125,7 +133,7 @@ class HubSpotStandIn:
 
     def _update_one(self, item: dict[str, Any]) -> dict[str, Any]:
         contact = str(item["id"])
-        if contact not in self.contacts.values():
+        if contact not in self.ids:
             return {"status": "error", "category": "OBJECT_NOT_FOUND", "message": "Could not get some CONTACT objects",
                     "context": {"ids": [contact]}, "errors": [], "links": {}}
         self.properties[contact] = {**self.properties.get(contact, {}), **item["properties"]}
@@ -137,7 +145,7 @@ class HubSpotStandIn:
             return {"status": "error", "category": "VALIDATION_ERROR", "message": f"Email {email} is invalid",
                     "context": {"objectWriteTraceId": [item.get("objectWriteTraceId")]}, "errors": [], "links": {}}
         new = email not in self.contacts
-        contact = self.contacts.setdefault(email, str(1000 + len(self.contacts)))
+        contact = self._contact(email)
         self.properties[contact] = {**self.properties.get(contact, {}), **item["properties"]}
         return {**_result(contact, item), "new": new}
 
@@ -145,7 +153,7 @@ class HubSpotStandIn:
         body = item.get("properties", {}).get("hs_note_body", "")
         assoc = (item.get("associations") or [{}])[0]
         match = EVENT_ID.search(body)
-        if not match or assoc.get("to", {}).get("id") not in self.contacts.values() or not item["properties"].get(
+        if not match or assoc.get("to", {}).get("id") not in self.ids or not item["properties"].get(
                 "hs_timestamp") or assoc.get("types") != [{"associationCategory": "HUBSPOT_DEFINED",
                                                           "associationTypeId": 202}]:
             return {"status": "error", "category": "VALIDATION_ERROR", "message": "bad note",

@@ -41,6 +41,7 @@ class SalesforceStandIn:
         self.locked: set[str] = set()  # record ids answering UNABLE_TO_LOCK_ROW
         self.batch_sizes: list[int] = []
         self._ids = 0
+        self.known: set[str] = set()  # every record id
 
     @property
     def total_calls(self) -> int:
@@ -55,7 +56,9 @@ class SalesforceStandIn:
 
     def _new_id(self) -> str:
         self._ids += 1
-        return f"003{self._ids:012d}AAA"
+        record_id = f"003{self._ids:012d}AAA"
+        self.known.add(record_id)
+        return record_id
 
     def __call__(self, req: Recorded) -> Reply:
         with self.lock:
@@ -103,7 +106,7 @@ class SalesforceStandIn:
     def _update(self, record_id: Any, record: dict[str, Any]) -> dict[str, Any]:
         if record_id in self.locked:
             return _error("UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record")
-        if record_id not in self.by_email.values() and record_id not in self.by_external.values():
+        if record_id not in self.known:
             return _error("ENTITY_IS_DELETED", "entity is deleted")
         self._store(str(record_id), record)
         return {"id": record_id, "success": True, "errors": []}
@@ -122,8 +125,7 @@ class SalesforceStandIn:
 
     def _task(self, record: dict[str, Any]) -> dict[str, Any]:
         match = EVENT_ID.search(record.get("Description", ""))
-        known = set(self.by_email.values()) | set(self.by_external.values())
-        if not match or record.get("WhoId") not in known or not record.get("Subject"):
+        if not match or record.get("WhoId") not in self.known or not record.get("Subject"):
             return _error("INVALID_FIELD", "bad Task")
         self.tasks[match.group(1)] += 1
         return {"id": f"00T{sum(self.tasks.values()):012d}AAA", "success": True, "errors": []}
