@@ -49,5 +49,5 @@ SMOKE = Profile(
     rates=(200, 400), rate_warmup=0.1, rate_duration=0.5, rate_rounds=1, drain=3.0,
     e2e_rate=40, e2e_low_rate=20, e2e_warmup=0.2, e2e_duration=0.8, e2e_drain=15.0, second_wave=20,
     fanout_events=60, fanout_timeout=20.0, followups=1000, followups_fired=40,
-    followups_window=1.0, batching_events=300, batching_per_event=10, batching_timeout=30.0,
+    followups_window=1.0, batching_events=200, batching_per_event=6, batching_timeout=30.0,
 )
