@@ -76,6 +76,12 @@ def piece_types(source: str, piece_id: str) -> str:
     return f"{PREFIX}:piece:{{{source}:{piece_id}}}:types"
 
 
+def piece_keys(source: str, piece_id: str) -> list[str]:
+    """A mailpiece's keys in both layouts, as its scripts take them: piece hash, timeline, events, types."""
+    return [piece(source, piece_id), piece_timeline(source, piece_id), piece_events(source, piece_id),
+            piece_types(source, piece_id)]
+
+
 # --- deliveries (`postrelay.core.stores.deliveries`); a delivery key is `<destination>|<event id>[|<tag>]` ---
 
 def delivery_record(key: str) -> str:

@@ -29,111 +29,36 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
-from redis.exceptions import NoScriptError
 
 from postrelay.core import keys
 from postrelay.core.events import RANK, TERMINAL, CanonicalEvent, EventType
 from postrelay.core.redis_url import is_cluster
 from postrelay.core.replies import members
+from postrelay.core.scripts import Lua, lua
 from postrelay.core.stores import piece_codec as codec
-from postrelay.core.stores.indexes import INDEX_LUA, IndexWriter, index_args
+from postrelay.core.stores.indexes import LUA_CONSTANTS, IndexWriter, index_args
 from postrelay.core.timeline_legacy import legacy_view
 
 LEGACY = -1  # the script's answer for a piece still in the first layout
 
-_RANKS = ", ".join(f"{codec.CODE[t.value]}={r}" for t, r in RANK.items())
-_TERMINAL = ", ".join(f"{codec.CODE[t.value]}=true" for t in TERMINAL)
-
-_C = str(codec.CHUNK)
-# Lua helpers over the piece hash P: values split into ≤ 63-byte chunks (`f`, `f.1`, …) and deduplicated blobs.
-CHUNKS_LUA = """
-local function get(P, f)
-  local v = redis.call('HGET', P, f)
-  if not v then return nil end
-  local parts, j = {v}, 1
-  while true do
-    local c = redis.call('HGET', P, f .. '.' .. j)
-    if not c then break end
-    parts[#parts + 1] = c
-    j = j + 1
-  end
-  return table.concat(parts)
-end
-local function put(P, f, v)
-  redis.call('HSET', P, f, string.sub(v, 1, """ + _C + """))
-  local j = 1
-  while j * """ + _C + """ < #v do
-    redis.call('HSET', P, f .. '.' .. j, string.sub(v, j * """ + _C + """ + 1, (j + 1) * """ + _C + """))
-    j = j + 1
-  end
-end
-local function blob(P, v)
-  local i = 0
-  while true do
-    local have = get(P, '_' .. i)
-    if not have then put(P, '_' .. i, v) return tostring(i) end
-    if have == v then return tostring(i) end
-    i = i + 1
-  end
-end
-"""
-
-# KEYS: piece hash, then the first layout's timeline, events and types keys (a piece still in it answers -1)
-# ARGV: 1 record field (12 hex), 2 type code, 3 rank, 4 stage time code (occurred), 5 whole (1/0), 6 piece part
-#       (or the whole event JSON), 7 metadata.postrelay JSON ('' none), 8 record head, 9 record tail, 10 retention s,
-#       11 index here (1/0), then (index here) the console index's 11 arguments (`postrelay.core.stores.indexes.index_args`;
-#       they name keys on this same Redis; its state fields live in the piece hash)
-# Returns {applied 0/1, stage code, the piece parts most recently used first}.
-_APPLY = INDEX_LUA + CHUNKS_LUA + """
-if redis.call('EXISTS', KEYS[3]) == 1 then return {-1} end
-local P = KEYS[1]
-local RANK = {""" + _RANKS + """}
-local TERMINAL = {""" + _TERMINAL + """}
-local function answer(applied)
-  local out = {applied, string.sub(redis.call('HGET', P, 's') or '-', 1, 1)}
-  for ref in string.gmatch(redis.call('HGET', P, 'u') or '', '[^,]+') do out[#out + 1] = get(P, '_' .. ref) end
-  return out
-end
-if redis.call('HEXISTS', P, ARGV[1]) == 1 then return answer(0) end
-local s = redis.call('HGET', P, 's')
-local stage = '-'
-if s then stage = string.sub(s, 1, 1) end
-local rank = tonumber(ARGV[3])
-if (not TERMINAL[stage]) and rank > (RANK[stage] or 0) then
-  stage = ARGV[2]
-  redis.call('HSET', P, 's', stage .. ARGV[4])
-end
-local types = redis.call('HGET', P, 't') or ''
-if not string.find(types, ARGV[2], 1, true) then redis.call('HSET', P, 't', types .. ARGV[2]) end
-local ref = blob(P, ARGV[6])
-if ARGV[5] == '1' then
-  put(P, ARGV[1], stage .. '!' .. ref)
-else
-  local pr = ''
-  if ARGV[7] ~= '' then pr = blob(P, ARGV[7]) end
-  put(P, ARGV[1], stage .. ARGV[8] .. ref .. ',' .. pr .. ARGV[9])
-end
-local used = ref
-for r in string.gmatch(redis.call('HGET', P, 'u') or '', '[^,]+') do
-  if r ~= ref then used = used .. ',' .. r end
-end
-redis.call('HSET', P, 'u', used)
-if ARGV[11] == '1' then ix_event(P, ARGV, 12) end
-local ttl = tonumber(ARGV[10])
-if ttl > 0 then redis.call('EXPIRE', P, ttl) end
-return answer(1)
-"""
+# The constants of `postrelay/core/lua/timeline_apply.lua` (with the index's, whose fragment it includes)
+APPLY_CONSTANTS: dict[str, Any] = {
+    **LUA_CONSTANTS,
+    "CHUNK": codec.CHUNK,
+    "CODE_RANK": {codec.CODE[t.value]: r for t, r in RANK.items()},
+    "CODE_TERMINAL": {codec.CODE[t.value]: True for t in sorted(TERMINAL)},
+}
 
 
-def _keys(source: str, piece_id: str) -> list[str]:
-    return [keys.piece(source, piece_id), keys.piece_timeline(source, piece_id), keys.piece_events(source, piece_id),
-            keys.piece_types(source, piece_id)]
+def apply_script() -> Lua:
+    """`timeline_apply.lua`, loaded once."""
+    return lua("timeline_apply", **APPLY_CONSTANTS)
 
 
 def _apply_args(event: CanonicalEvent, retention: float, index: bool = False) -> tuple[list[str], list[Any]]:
     enc = codec.encode(event)
     etype = EventType(event.type)
-    return (_keys(*event.piece_key),
+    return (keys.piece_keys(*event.piece_key),
             [enc.eid, codec.CODE[etype.value], RANK.get(etype, 0), codec.time_code(event.occurred_at),
              int(enc.whole), enc.part, enc.postrelay, enc.head, enc.tail, int(retention),
              *((1, *index_args(event)) if index else (0,))])
@@ -153,7 +78,7 @@ class TimelineWriter:
     def __init__(self, redis: Redis | RedisCluster, retention: float, index: Redis | None = None) -> None:
         self.redis = redis
         self.retention = retention
-        self._script = redis.register_script(_APPLY)
+        self._script = apply_script()
         self.cluster = is_cluster(redis)
         self.inline_index = not self.cluster and (index is None or index is redis)
         self.index = None if self.inline_index or index is None else IndexWriter(index, retention)
@@ -188,40 +113,7 @@ class TimelineWriter:
         return out
 
     def _run(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        if self.cluster:
-            return self._apply_cluster(calls)
-        pipe = self.redis.pipeline(transaction=False)
-        for k, a in calls:
-            self._script(keys=k, args=a, client=pipe)
-        return pipe.execute()
-
-    def _apply_cluster(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """One cluster pipeline of EVALSHA calls (each on one piece's slot); loads the script where missing.
-
-        A node without the script (new node, failover, restart) answers NOSCRIPT without running anything:
-        the script is loaded on every primary and just those calls run again, in their order.
-        """
-        results: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
-        for attempt in range(3):
-            pipe = self.redis.pipeline()
-            for i in todo:
-                k, a = calls[i]
-                pipe.execute_command("EVALSHA", self._script.sha, len(k), *k, *a)
-            answers = pipe.execute(raise_on_error=False)
-            missing = []
-            for i, answer in zip(todo, answers, strict=True):
-                if isinstance(answer, NoScriptError) and attempt < 2:
-                    missing.append(i)
-                elif isinstance(answer, Exception):
-                    raise answer
-                else:
-                    results[i] = answer
-            if not missing:
-                return results
-            self.redis.script_load(_APPLY)  # on every primary
-            todo = missing
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._script.many(self.redis, calls)
 
 
 async def read_piece(redis: AsyncRedis | AsyncRedisCluster, source: str, piece_id: str) -> dict[str, Any] | None:

@@ -71,8 +71,15 @@ def server(_shared_server: LocalHTTPServer) -> LocalHTTPServer:
 
 @pytest.fixture
 def client() -> Iterator[httpx.Client]:
-    """The shared client the worker would pass, with a short timeout."""
-    with httpx.Client(timeout=0.5) as c:
+    """The shared client the worker would pass; its timeout is generous, so a loaded machine never trips it."""
+    with httpx.Client(timeout=10.0) as c:
+        yield c
+
+
+@pytest.fixture
+def short_client() -> Iterator[httpx.Client]:
+    """A client that gives up after 0.2 s: for the tests of what a timeout does (their servers answer late)."""
+    with httpx.Client(timeout=0.2) as c:
         yield c
 
 

@@ -229,9 +229,9 @@ def test_network_error_retries(closed_url, client, ctx, make_event) -> None:
     assert "network error" in outcome.detail
 
 
-def test_timeout_retries(server, client, ctx, make_event) -> None:
+def test_timeout_retries(server, short_client, ctx, make_event) -> None:
     server.handler = lambda req: Reply(200, {"id": "501"}, delay=0.6)
-    outcome = make(server.url, client).deliver(make_event(), ctx)
+    outcome = make(server.url, short_client).deliver(make_event(), ctx)
     assert outcome.status == "retry"
     assert "timeout" in outcome.detail
 

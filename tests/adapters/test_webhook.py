@@ -125,9 +125,9 @@ def test_network_error_retries(closed_url: str, client, ctx, make_event) -> None
     assert "network error" in outcome.detail
 
 
-def test_timeout_retries(server: LocalHTTPServer, client, ctx, make_event) -> None:
+def test_timeout_retries(server: LocalHTTPServer, short_client, ctx, make_event) -> None:
     server.handler = lambda req: Reply(200, {}, delay=0.6)
-    outcome = make(server.url + "/hooks/catch", client).deliver(make_event(), ctx)
+    outcome = make(server.url + "/hooks/catch", short_client).deliver(make_event(), ctx)
     assert outcome.status == "retry"
     assert "timeout" in outcome.detail
 

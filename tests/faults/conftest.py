@@ -107,11 +107,15 @@ class Rig:
         return redis.Redis(port=self.redis_server.port, socket_timeout=5)
 
     def start(self, workers: int = 2) -> Rig:
-        """Start the receiver and `workers` workers."""
+        """Start the receiver and `workers` workers, and wait until every worker has registered its heartbeat
+        (a worker still starting when a test then kills Redis would exit: it checks Redis before it runs)."""
         self.receiver.start()
+        before = len(self.workers)
         for i in range(workers):
-            w = WorkerProcess(self.config_path, self.tmp / f"worker{i}.log")
+            w = WorkerProcess(self.config_path, self.tmp / f"worker{before + i}.log")
             self.workers.append(w.start())
+        r = self.redis
+        assert wait_for(lambda: r.hlen(keys.WORKER_HEARTBEATS) >= before + workers, 60, 0.05), self.logs()[-3000:]
         return self
 
     def stop(self) -> None:

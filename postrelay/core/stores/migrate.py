@@ -1,10 +1,11 @@
 """`postrelay migrate`: move mailpieces from the first layout (`postrelay.core.timeline_legacy`) to the compact one.
 
-Each piece moves in one atomic script that first checks its events hash still has the events read (an event
-applied meanwhile makes it answer "changed": the piece is read again), so it is safe while receiving; the worker
-moves a piece itself when an event for it arrives. A piece moved is no longer in the first layout, so an
-interrupted run resumes by running again: it finds only the pieces left (a run also records its progress in
-`pr:migrate`). Fields of the piece hash that are not the first layout's (e.g. the console's index state) stay.
+Each piece moves in one atomic script (`postrelay/core/lua/piece_migrate.lua`) that first checks its events
+hash still has the events read (an event applied meanwhile makes it answer "changed": the piece is read again),
+so it is safe while receiving; the worker moves a piece itself when an event for it arrives. A piece moved is
+no longer in the first layout, so an interrupted run resumes by running again: it finds only the pieces left
+(a run also records its progress in `pr:migrate`). Fields of the piece hash that are not the first layout's
+(e.g. the console's index state) stay.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from redis import Redis
 from redis.cluster import RedisCluster
 
 from postrelay.core import keys
+from postrelay.core.scripts import lua
 from postrelay.core.stores import piece_codec as codec
 
 STATUS = f"{keys.PREFIX}:migrate"  # hash: started, finished, migrated, events, changed (on the pieces store)
@@ -26,27 +28,7 @@ _EVENTS_SUFFIX = keys.piece_events("a", "b").removeprefix(keys.piece("a", "b")) 
 # Fields the first layout keeps in the piece hash besides the piece attributes
 _LEGACY_STATE = ("stage", "stage_rank", "stage_terminal", "stage_at", "first_seen", "kind", "country")
 
-# KEYS: piece hash, timeline, events, types. ARGV: 1 events expected (HLEN), 2 PTTL (ms, <= 0 none),
-# 3 number of legacy fields to drop, then those fields, then the new (field, value) pairs.
-# Returns 1 moved, 0 nothing to move, -1 changed since read.
-_MOVE = """
-if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
-if redis.call('HLEN', KEYS[3]) ~= tonumber(ARGV[1]) then return -1 end
-local n = tonumber(ARGV[3])
-for i = 4, 3 + n do redis.call('HDEL', KEYS[1], ARGV[i]) end
-for i = 4 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-return 1
-"""
-
 Progress = Callable[[int, int], None]
-
-
-def _keys(source: str, piece_id: str) -> list[str]:
-    return [keys.piece(source, piece_id), keys.piece_timeline(source, piece_id), keys.piece_events(source, piece_id),
-            keys.piece_types(source, piece_id)]
 
 
 def convert(state: dict[bytes, bytes], events: dict[bytes, bytes], types: set[bytes]) -> list[tuple[str, bytes]]:
@@ -93,8 +75,8 @@ def convert(state: dict[bytes, bytes], events: dict[bytes, bytes], types: set[by
 
 def migrate_piece(r: Redis | RedisCluster, source: str, piece_id: str) -> int:
     """Move one piece (1), nothing to move (0); re-reads a piece that changed while it was read."""
-    names = _keys(source, piece_id)
-    script = r.register_script(_MOVE)
+    names = keys.piece_keys(source, piece_id)
+    script = lua("piece_migrate")
     for _ in range(10):
         pipe = r.pipeline(transaction=False)
         pipe.hgetall(names[0])
@@ -108,7 +90,7 @@ def migrate_piece(r: Redis | RedisCluster, source: str, piece_id: str) -> int:
         drop = [k.decode() for k in state if k.decode() in _LEGACY_STATE or k.decode().startswith(
             ("mailpiece.", "recipient."))]
         flat = [x for pair in new for x in pair]
-        answer = int(script(keys=names, args=[len(events), pttl, len(drop), *drop, *flat]))
+        answer = int(script(r, keys=names, args=[len(events), pttl, len(drop), *drop, *flat]))
         if answer >= 0:
             return answer
     raise RuntimeError(f"mailpiece {source}:{piece_id} kept changing while it was migrated")
