@@ -1,7 +1,7 @@
 # postrelay — two commands on a fresh machine with only Python 3.11+:
 #   make run    installs what running needs into .venv and starts receiver + worker on an embedded Redis
 #               (CONFIG=examples/dev.toml, PORT=8000 unless given: `make run PORT=8001 CONFIG=my.toml`)
-#   make test   installs the test dependencies too and runs ruff, mypy and every test
+#   make test   installs the test dependencies too and runs ruff, lint-imports, mypy and every test
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -44,11 +44,14 @@ typecheck: install
 screenshots: install
 	POSTRELAY_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/console/test_screenshots.py
 
+# pytest in two processes (pytest-xdist; each gets its own Redis servers and ports). Bytecode caching on even where
+# the environment turns it off (PYTHONDONTWRITEBYTECODE): every test process and every worker/receiver process a
+# test starts would otherwise recompile postrelay, and pytest would rewrite every test module's asserts again.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -q -n 2
 
 bench: install
 	$(BIN)/python -m bench

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from postrelay.adapters.base import Outcome, excerpt, redact
+from postrelay.adapters.base import Outcome, excerpt
 from postrelay.core.events import CanonicalEvent, EventType, rank_of
 
 FIELDS = ("last_event", "stage", "event_at", "campaign", "mailpiece_id", "tracking_number")
@@ -126,12 +125,6 @@ def dig(response: httpx.Response, *keys: str) -> str | None:
 def missing_id(response: httpx.Response, what: str) -> Outcome:
     """A 2xx answer without the id we need: the vendor broke its contract, so do not retry blindly."""
     return Outcome.permanent(f"{what}: answer has no id ({excerpt(response)})", http_status=response.status_code)
-
-
-def redacted(outcome: Outcome, secrets: Iterable[str]) -> Outcome:
-    """`outcome` with every secret removed from its detail."""
-    outcome.detail = redact(outcome.detail, secrets)
-    return outcome
 
 
 def check_mapping(value: dict[str, str]) -> dict[str, str]:

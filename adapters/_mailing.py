@@ -8,12 +8,15 @@ All three return `Outcome`s and never raise, like `Adapter.deliver`.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 
 import httpx
 
-from postrelay.adapters.base import Outcome, classify, json_object
-from postrelay.core.mailing import MailingRequest
+from postrelay.adapters._payload import scrub
+from postrelay.adapters.base import Adapter, Outcome, classify, excerpt, json_object
+from postrelay.core.mailing import RESERVED_KEY, MailingRequest
+from postrelay.core.redaction import MASK, redact
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -28,6 +31,12 @@ class Mailer(Protocol):
 
     def mailing_body(self, request: MailingRequest, mid: str) -> dict[str, Any]:
         """The provider's create body for this mailing."""
+
+    def mailing_target(self, kind: str) -> tuple[str, dict[str, Any]]:
+        """(collection URL for `kind`, the `call` keywords that authenticate: `headers` and/or `auth`)."""
+
+    def shown_request(self, request: MailingRequest, mid: str) -> dict[str, Any]:
+        """The create request as sent, for people to read: method, URL, headers, body; secrets as `***`."""
 
     def create_mailing(self, request: MailingRequest, mid: str) -> Outcome:
         """Create the piece once (provider Idempotency-Key = `mid`); ok carries the provider's piece id."""
@@ -71,3 +80,48 @@ def lookup_failed(outcome: Outcome) -> Outcome | None:
     if outcome.http_status in (401, 403):
         return Outcome.permanent(f"lookup of an earlier piece failed: {outcome.detail}", http_status=outcome.http_status)
     return None
+
+
+def create_piece(adapter: Adapter, url: str, auth: dict[str, Any], body: dict[str, Any], mid: str) -> Outcome:
+    """POST a piece with `Idempotency-Key: <mailing id>`: 2xx -> ok with the provider's `id`; a refusal as
+    `refused`; never a secret in the detail."""
+    secrets = list(adapter.secrets())
+    headers = {**auth.get("headers", {}), IDEMPOTENCY_HEADER: mid}
+    response = adapter.call("POST", url, json=body, **{**auth, "headers": headers})
+    if isinstance(response, Outcome):
+        return scrub(response, secrets)
+    if not response.is_success:
+        return scrub(refused(response), secrets)
+    piece_id = str(json_object(response).get("id") or "")
+    if not piece_id:
+        return scrub(Outcome.permanent(f"created but no id in the answer: {excerpt(response)}",
+                                       http_status=response.status_code), secrets)
+    return Outcome.success(remote_id=piece_id, http_status=response.status_code)
+
+
+def find_piece(adapter: Adapter, url: str, auth: dict[str, Any], params: dict[str, Any],
+               mid: str) -> str | Outcome | None:
+    """The id of a listed piece whose `metadata.postrelay_mailing` is `mid`; None when none is listed; an
+    Outcome when the lookup failed in a way that must stop the attempt (`lookup_failed`)."""
+    response = adapter.call("GET", url, params=params, **auth)
+    if isinstance(response, Outcome) or not response.is_success:
+        failed = lookup_failed(response if isinstance(response, Outcome) else refused(response))
+        return scrub(failed, list(adapter.secrets())) if failed else None
+    for piece in json_object(response).get("data") or []:
+        metadata = piece.get("metadata") if isinstance(piece, dict) else None
+        if isinstance(metadata, dict) and metadata.get(RESERVED_KEY) == mid and piece.get("id"):
+            return str(piece["id"])
+    return None
+
+
+def shown_request(adapter: Adapter, url: str, auth: dict[str, Any], body: dict[str, Any],
+                  mid: str) -> dict[str, Any]:
+    """What `create_piece` sends, for the console: credentials shown as `***`, and every secret of the
+    destination redacted from the whole request (a key pasted into a merge variable included)."""
+    headers = {k: ("***" if k.lower() in ("x-api-key", "authorization") else v)
+               for k, v in auth.get("headers", {}).items()}
+    if "auth" in auth:
+        headers["Authorization"] = "Basic ***"
+    headers[IDEMPOTENCY_HEADER] = mid
+    shown = {"method": "POST", "url": url, "headers": headers, "body": body}
+    return dict(json.loads(redact(json.dumps(shown), adapter.secrets(), mask=MASK)))

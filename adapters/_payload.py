@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import phonenumbers
 
-from postrelay.adapters.base import DeliveryContext, Outcome, redact
+from postrelay.adapters.base import DeliveryContext, Outcome
 from postrelay.core.events import CanonicalEvent
 from postrelay.core.filters import lookup
+from postrelay.core.redaction import MASK, redact
 
 FOLLOWUP_KEYS = ("followup", "trigger_event_id", "estimated", "late", "scheduled_for", "fired_at")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -90,6 +92,27 @@ def render(template: str, data: dict[str, Any]) -> str:
     return _PLACEHOLDER.sub(one, template)
 
 
+def render_fields(fields: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Dotted field paths (`to.name`, `link.utm.source`) -> templates, rendered from `data` into a nested dict;
+    non-string values are kept, an empty render leaves its field out. ValueError names a path that
+    conflicts with another (`to` and `to.name`)."""
+    out: dict[str, Any] = {}
+    for target, template in fields.items():
+        value = render(template, data) if isinstance(template, str) else template
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                continue
+        node = out
+        *parents, leaf = target.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{target!r} conflicts with another mapped field")
+        node[leaf] = value
+    return out
+
+
 def split_name(name: str | None) -> tuple[str | None, str | None]:
     """'Jane Q Public' -> ('Jane', 'Q Public'); a single word is a first name."""
     parts = (name or "").split()
@@ -125,7 +148,7 @@ def idempotency_key(event: CanonicalEvent, ctx: DeliveryContext) -> str:
     return "postrelay-" + hashlib.sha256(dedupe_key(event, ctx).encode()).hexdigest()[:32]
 
 
-def scrub(outcome: Outcome, secrets: list[str]) -> Outcome:
-    """Redact secrets from an outcome's detail (in place) and return it."""
-    outcome.detail = redact(outcome.detail, secrets)
+def scrub(outcome: Outcome, secrets: Iterable[str]) -> Outcome:
+    """Redact secrets from an outcome's detail (in place, `***`: `postrelay.core.redaction`) and return it."""
+    outcome.detail = redact(outcome.detail, secrets, mask=MASK)
     return outcome

@@ -228,14 +228,6 @@ def path_segment(value: str, safe: str = "") -> str:
     return quoted.replace(".", "%2E") if quoted in {".", ".."} else quoted
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret value in `text` with `***`."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
-
-
 def check_url(value: str) -> str:
     """Settings validator: an http(s) base URL, without its trailing slash."""
     if not value.startswith(("https://", "http://")):

@@ -16,6 +16,7 @@ import httpx
 from pydantic import Field, field_validator
 
 from postrelay.adapters import _crm
+from postrelay.adapters._payload import scrub
 from postrelay.adapters.base import (
     Adapter,
     AdapterSettings,
@@ -69,14 +70,14 @@ class HubSpotAdapter(Adapter):
 
     def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
         """Update the contact, then log the activity once; ok carries the activity (or contact) id."""
-        return _crm.redacted(self._deliver(event, ctx), self.secrets())
+        return scrub(self._deliver(event, ctx), self.secrets())
 
     def deliver_batch(self, items: list[BatchItem]) -> list[Outcome]:
         """Contacts in one batch update/upsert, activities in one batch create (`adapters.hubspot_batch`)."""
         activity = None if self.settings.activity == "none" else ACTIVITIES[self.settings.activity]
         writer = BatchWriter(self._request, self._classify, self.settings.properties, self.settings.contact_id_field,
                              activity)
-        return [_crm.redacted(outcome, self.secrets()) for outcome in writer.run(items)]
+        return [scrub(outcome, self.secrets()) for outcome in writer.run(items)]
 
     def rate_info(self, response: httpx.Response) -> RateInfo | None:
         """`X-HubSpot-RateLimit-Max` requests per `-Interval-Milliseconds`, `-Remaining` left; the secondly

@@ -14,9 +14,8 @@ import base64
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from postrelay.adapters._mailing import IDEMPOTENCY_HEADER, lookup_failed, refused, size_pair
-from postrelay.adapters._payload import scrub
-from postrelay.adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token, excerpt, json_object
+from postrelay.adapters._mailing import create_piece, find_piece, shown_request, size_pair
+from postrelay.adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token
 from postrelay.core.events import CanonicalEvent
 from postrelay.core.mailing import Address, MailingRequest, provider_metadata
 
@@ -94,35 +93,24 @@ class LobAdapter(Adapter):
             body["send_date"] = request.send_date
         return body
 
-    def _endpoint(self, kind: str) -> str:
-        return f"{self.settings.base_url.rstrip('/')}/v1/{kind}s"
+    def mailing_target(self, kind: str) -> tuple[str, dict[str, Any]]:
+        """`/v1/postcards` or `/v1/letters`, HTTP Basic with the API key as the user name."""
+        return f"{self.settings.base_url.rstrip('/')}/v1/{kind}s", {"auth": (self.settings.api_key, "")}
 
     def create_mailing(self, request: MailingRequest, mid: str) -> Outcome:
         """POST the piece with `Idempotency-Key: <mailing id>`; 2xx -> ok with the `psc_…`/`ltr_…` id."""
-        response = self.call("POST", self._endpoint(request.kind), json=self.mailing_body(request, mid),
-                             headers={IDEMPOTENCY_HEADER: mid}, auth=(self.settings.api_key, ""))
-        if isinstance(response, Outcome):
-            return scrub(response, list(self.secrets()))
-        if not response.is_success:
-            return scrub(refused(response), list(self.secrets()))
-        piece_id = str(json_object(response).get("id") or "")
-        if not piece_id:
-            return scrub(Outcome.permanent(f"created but no id in the answer: {excerpt(response)}",
-                                           http_status=response.status_code), list(self.secrets()))
-        return Outcome.success(remote_id=piece_id, http_status=response.status_code)
+        url, auth = self.mailing_target(request.kind)
+        return create_piece(self, url, auth, self.mailing_body(request, mid), mid)
 
     def find_mailing(self, request: MailingRequest, mid: str) -> str | Outcome | None:
         """A piece whose `metadata.postrelay_mailing` is `mid`, else None."""
-        response = self.call("GET", self._endpoint(request.kind), auth=(self.settings.api_key, ""),
-                             params={"metadata[postrelay_mailing]": mid, "limit": 10})
-        if isinstance(response, Outcome) or not response.is_success:
-            failed = lookup_failed(response if isinstance(response, Outcome) else refused(response))
-            return scrub(failed, list(self.secrets())) if failed else None
-        for piece in json_object(response).get("data") or []:
-            metadata = piece.get("metadata") if isinstance(piece, dict) else None
-            if isinstance(metadata, dict) and metadata.get("postrelay_mailing") == mid and piece.get("id"):
-                return str(piece["id"])
-        return None
+        url, auth = self.mailing_target(request.kind)
+        return find_piece(self, url, auth, {"metadata[postrelay_mailing]": mid, "limit": 10}, mid)
+
+    def shown_request(self, request: MailingRequest, mid: str) -> dict[str, Any]:
+        """The create request for people to read (secrets as `***`)."""
+        url, auth = self.mailing_target(request.kind)
+        return shown_request(self, url, auth, self.mailing_body(request, mid), mid)
 
 
 def address(a: Address) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import httpx
 from pydantic import Field, field_validator
 
 from postrelay.adapters import _crm
+from postrelay.adapters._payload import scrub
 from postrelay.adapters.base import (
     Adapter,
     AdapterSettings,
@@ -54,7 +55,7 @@ class PipedriveAdapter(Adapter):
 
     def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
         """Find the person, then create the activity or note once; ok carries its id."""
-        return _crm.redacted(self._deliver(event, ctx), self.secrets())
+        return scrub(self._deliver(event, ctx), self.secrets())
 
     def _deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
         step = self.settings.mode

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import model_validator
 
-from postrelay.adapters._mailing import IDEMPOTENCY_HEADER, is_html, lookup_failed, refused, size_pair
+from postrelay.adapters._mailing import IDEMPOTENCY_HEADER, create_piece, find_piece, is_html, shown_request, size_pair
 from postrelay.adapters._payload import dedupe_key, followup_fields, idempotency_key, scrub, split_name
 from postrelay.adapters.base import (
     Adapter,
@@ -237,37 +237,25 @@ class PostGridAdapter(Adapter):
             body["sendDate"] = request.send_date
         return body
 
-    def mailing_endpoint(self, kind: str) -> str:
-        """The collection URL for a mailing's kind."""
-        return f"{self.settings.base_url.rstrip('/')}/print-mail/v1/{kind}s"
+    def mailing_target(self, kind: str) -> tuple[str, dict[str, Any]]:
+        """`/print-mail/v1/postcards` or `…/letters`, the API key as `X-API-Key`."""
+        return (f"{self.settings.base_url.rstrip('/')}/print-mail/v1/{kind}s",
+                {"headers": {"X-API-Key": self.settings.api_key}})
 
     def create_mailing(self, request: MailingRequest, mid: str) -> Outcome:
         """POST the order with `Idempotency-Key: <mailing id>`; 2xx -> ok with the order id."""
-        headers = {"X-API-Key": self.settings.api_key, IDEMPOTENCY_HEADER: mid}
-        response = self.call("POST", self.mailing_endpoint(request.kind), json=self.mailing_body(request, mid),
-                             headers=headers)
-        if isinstance(response, Outcome):
-            return scrub(response, list(self.secrets()))
-        if not response.is_success:
-            return scrub(refused(response), list(self.secrets()))
-        order_id = str(json_object(response).get("id") or "")
-        if not order_id:
-            return scrub(Outcome.permanent(f"created but no order id in the answer: {excerpt(response)}",
-                                           http_status=response.status_code), list(self.secrets()))
-        return Outcome.success(remote_id=order_id, http_status=response.status_code)
+        url, auth = self.mailing_target(request.kind)
+        return create_piece(self, url, auth, self.mailing_body(request, mid), mid)
 
     def find_mailing(self, request: MailingRequest, mid: str) -> str | Outcome | None:
         """An order whose `metadata.postrelay_mailing` is `mid` (search `"<mid>"`), else None."""
-        response = self.call("GET", self.mailing_endpoint(request.kind), params={"search": f'"{mid}"', "limit": 10},
-                             headers={"X-API-Key": self.settings.api_key})
-        if isinstance(response, Outcome) or not response.is_success:
-            failed = lookup_failed(response if isinstance(response, Outcome) else refused(response))
-            return scrub(failed, list(self.secrets())) if failed else None
-        for order in json_object(response).get("data") or []:
-            metadata = order.get("metadata") if isinstance(order, dict) else None
-            if isinstance(metadata, dict) and metadata.get("postrelay_mailing") == mid and order.get("id"):
-                return str(order["id"])
-        return None
+        url, auth = self.mailing_target(request.kind)
+        return find_piece(self, url, auth, {"search": f'"{mid}"', "limit": 10}, mid)
+
+    def shown_request(self, request: MailingRequest, mid: str) -> dict[str, Any]:
+        """The create request for people to read (secrets as `***`)."""
+        url, auth = self.mailing_target(request.kind)
+        return shown_request(self, url, auth, self.mailing_body(request, mid), mid)
 
 
 def contact(address: Address) -> dict[str, Any]:

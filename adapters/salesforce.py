@@ -21,6 +21,7 @@ import httpx
 from pydantic import Field, field_validator, model_validator
 
 from postrelay.adapters import _crm
+from postrelay.adapters._payload import scrub
 from postrelay.adapters.base import (
     Adapter,
     AdapterSettings,
@@ -82,12 +83,12 @@ class SalesforceAdapter(Adapter):
 
     def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
         """Update the record, then create the Task once for task events; ok carries the Task or record id."""
-        return _crm.redacted(self._deliver(event, ctx), self.secrets())
+        return scrub(self._deliver(event, ctx), self.secrets())
 
     def deliver_batch(self, items: list[BatchItem]) -> list[Outcome]:
         """Records and Tasks through sObject Collections (`adapters.salesforce_batch`)."""
         writer = CollectionWriter(self._request, self._classify, self.settings)
-        return [_crm.redacted(outcome, self.secrets()) for outcome in writer.run(items)]
+        return [scrub(outcome, self.secrets()) for outcome in writer.run(items)]
 
     def _deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
         # a follow-up rule that names this destination (`do = "salesforce"`) is a task for a rep, whatever its trigger

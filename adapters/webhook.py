@@ -26,8 +26,7 @@ from datetime import UTC, datetime
 from pydantic import Field, field_validator
 from standardwebhooks.webhooks import Webhook
 
-from postrelay.adapters import _crm
-from postrelay.adapters._payload import dedupe_key, followup_fields
+from postrelay.adapters._payload import dedupe_key, followup_fields, scrub
 from postrelay.adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, check_url, excerpt, retry_after_seconds
 from postrelay.core.events import CanonicalEvent
 
@@ -92,7 +91,7 @@ class WebhookAdapter(Adapter):
 
     def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
         """POST the event; 2xx ok, 410 permanent (endpoint disabled), anything else retry."""
-        return _crm.redacted(self._post(event, ctx), self.secrets())
+        return scrub(self._post(event, ctx), self.secrets())
 
     def message(self, event: CanonicalEvent, ctx: DeliveryContext) -> tuple[str, str]:
         """(`webhook-id`, body): the event's own id and JSON, or for a follow-up its own id and the event

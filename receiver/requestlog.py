@@ -1,9 +1,10 @@
 """The request log line and the route label of `postrelay_http_requests_total` (written by `receiver.edge`).
 
 Handlers add fields to the line through `request_info(request)` (the webhook handler adds `source`,
-`accepted`, `duplicates`, `ignored`, `event_ids`, `mailpiece_ids` or `error`). The path is logged with the
-Postalytics token replaced, and the metric's `path` label is the route template (bounded cardinality, no
-token): `/webhooks/postgrid`, `/webhooks/postalytics/{token}`, `/v1/mailpieces/{source}/{mailpiece_id}`, ...
+`accepted`, `duplicates`, `ignored`, `event_ids`, `mailpiece_ids` or `error`). The path is logged with its
+token replaced (Postalytics, tracking links: `postrelay.core.redaction.redact_path`), and the metric's `path`
+label is the route template (bounded cardinality, no token): `/webhooks/postgrid`, `/webhooks/postalytics/{token}`,
+`/v1/mailpieces/{source}/{mailpiece_id}`, ...
 Probes (`/healthz`, `/readyz`, `/metrics`) log at DEBUG unless they fail.
 """
 
@@ -17,7 +18,8 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from postrelay.core.config import KNOWN_SOURCES
-from postrelay.core.logs import log_fields, redact_path
+from postrelay.core.logs import log_fields
+from postrelay.core.redaction import redact_path
 
 log = logging.getLogger("postrelay.http")
 INFO_KEY = "postrelay.request_info"

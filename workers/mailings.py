@@ -2,12 +2,15 @@
 
 A worker loop claims due mailings (`postrelay.core.stores.mailings.claim`: the claim is a lease, so a killed
 worker's mailing is claimed again when it expires) and for each one:
+0. a mailing with a `link` gets its tracking link (`postrelay.core.mailing_links.ensure`: minted once per
+   mailing and recorded with it atomically), whose URLs become the merge variables `purl` and `qr_url`;
 1. a dry run stores the rendered provider request and ends in `dry_run` (nothing is sent, no cap is used);
 2. reserves a slot in today's caps (`[mailings] max_per_day`, the trigger's `max_per_day`), atomically in
    Redis, once per mailing: a full cap ends in `failed` with the cap's name;
 3. from the second attempt on, asks the provider for a piece carrying `postrelay_mailing = <id>` (an earlier
    attempt may have created it and died before recording it) and adopts it;
-4. creates the piece with `Idempotency-Key: <mailing id>` and records `created` with the provider's id.
+4. creates the piece with `Idempotency-Key: <mailing id>`, binds the link to it, and records `created` with
+   the provider's id.
 Network errors, timeouts, 408/425/429 and 5xx retry with the relay's backoff (never before `Retry-After`,
 until `[delivery] max_attempts`/`max_age`); any other 4xx — an address the provider rejects — ends in
 `failed` with the provider's reason, and gives its cap slot back.
@@ -25,10 +28,23 @@ from typing import Any
 from pydantic import ValidationError
 
 from postrelay.adapters._mailing import Mailer
+from postrelay.adapters._payload import render_fields
 from postrelay.adapters.base import Outcome
+from postrelay.core import mailing_links
+from postrelay.core.config_mailings import LINK_FIELDS
 from postrelay.core.events import CanonicalEvent
-from postrelay.core.mailing import MAILER_TYPES, MAX_METADATA_KEYS, Address, MailingRequest, mailing_id, stored_request
+from postrelay.core.mailing import (
+    MAILER_TYPES,
+    MAX_METADATA_KEYS,
+    Address,
+    LinkRequest,
+    MailingRequest,
+    mailing_id,
+    stored_request,
+    with_link,
+)
 from postrelay.core.stores import mailings as store
+from postrelay.core.stores.links import LinkError
 from postrelay.workers.policy import next_attempt
 from postrelay.workers.runtime import Runtime
 
@@ -80,6 +96,15 @@ class Creator:
             request = stored_request(json.loads(rec["request"]))
         except (ValueError, ValidationError) as exc:
             return self._fail(mid, rec, f"the stored request is not valid: {exc}")
+        link: dict[str, str] = {}
+        if request.link is not None:
+            try:
+                link = mailing_links.ensure(rt.redis, rt.config.links, mid, request, rt.clock())
+            except LinkError as exc:
+                return self._fail(mid, rec, f"the tracking link cannot be minted: {exc}")
+            except mailing_links.MailingGone:
+                return "expired"
+            request = with_link(request, link)
         if rec.get("dry_run") == "1":
             rendered = json.dumps(mailer.mailing_body(request, mid))
             store.update(rt.redis, mid, {"status": "dry_run", "rendered": rendered}, now=rt.clock())
@@ -94,18 +119,18 @@ class Creator:
         if int(rec.get("attempts") or 1) > 1:
             found = mailer.find_mailing(request, mid)
             if isinstance(found, str):
-                return self._created(mid, Outcome.success(remote_id=found), found_again=True)
+                return self._created(mid, rec, Outcome.success(remote_id=found), link, found_again=True)
             if isinstance(found, Outcome):
-                return self._outcome(mid, rec, found)
-        return self._outcome(mid, rec, mailer.create_mailing(request, mid))
+                return self._outcome(mid, rec, found, link)
+        return self._outcome(mid, rec, mailer.create_mailing(request, mid), link)
 
     def _trigger_cap(self, trigger: str | None) -> int:
         rule = next((t for t in self.rt.config.triggers if t.name == trigger), None)
         return rule.max_per_day if rule else 0
 
-    def _outcome(self, mid: str, rec: dict[str, str], outcome: Outcome) -> str:
+    def _outcome(self, mid: str, rec: dict[str, str], outcome: Outcome, link: dict[str, str]) -> str:
         if outcome.ok:
-            return self._created(mid, outcome)
+            return self._created(mid, rec, outcome, link)
         rt = self.rt
         if outcome.status == "permanent":
             store.release(rt.redis, mid, rec.get("trigger") or None)
@@ -123,7 +148,13 @@ class Creator:
                                                    "delay_s": round(decision.delay, 1), "detail": outcome.detail})
         return "queued"
 
-    def _created(self, mid: str, outcome: Outcome, found_again: bool = False) -> str:
+    def _created(self, mid: str, rec: dict[str, str], outcome: Outcome, link: dict[str, str],
+                 found_again: bool = False) -> str:
+        if link and outcome.remote_id:  # bound before `created` is recorded: a crash in between binds again
+            source = rec.get("provider_type") or str(getattr(self.rt.adapters.get(rec["provider"]), "type", ""))
+            if not mailing_links.bind(self.rt.redis, link, source, outcome.remote_id, self.rt.clock()):
+                log.warning("mailing link not bound", extra={"mailing_id": mid, "token": link.get("token"),
+                                                             "piece_id": outcome.remote_id})
         fields: dict[str, Any] = {"status": "created", "piece_id": outcome.remote_id, "http_status": outcome.http_status,
                                   "next_attempt_at": None, "found_again": "1" if found_again else "0"}
         store.update(self.rt.redis, mid, fields, now=self.rt.clock())
@@ -160,12 +191,28 @@ def followup_request(rt: Runtime, destination: str, event: CanonicalEvent,
                                  metadata=dict(list(crm.items())[:MAX_METADATA_KEYS - 3]),
                                  merge_variables={k: v for k, v in event.metadata.items() if k != "postrelay"},
                                  campaign_id=event.mailpiece.campaign_id)
+        link = followup_link(rt, event, extra)
+        if link:
+            request = request.model_copy(update={"link": LinkRequest.model_validate(link)})
     except ValidationError as exc:
-        return f"the event's recipient cannot be mailed: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+        err = exc.errors()[0]
+        loc = ".".join(map(str, err["loc"]))
+        if err["loc"] and err["loc"][0] in LINK_FIELDS:
+            return f"the follow-up's link is not valid: link.{loc}: {err['msg']}"
+        return f"the event's recipient cannot be mailed: {loc}: {err['msg']}"
     request = request.with_defaults(adapter.mailing_defaults())  # type: ignore[union-attr]
     request.metadata.update({"postrelay_previous_mailpiece": event.mailpiece.id,
                              "postrelay_followup": str(extra.get("followup") or "")})
     return request
+
+
+def followup_link(rt: Runtime, event: CanonicalEvent, extra: dict[str, Any]) -> dict[str, Any]:
+    """The rule's `link` table rendered from the event (its JSON fields, `event_id` and the follow-up facts)."""
+    rule = next((r for r in rt.config.followups if r.name == extra.get("followup")), None)
+    if rule is None or not rule.link:
+        return {}
+    data = {**event.model_dump(mode="json"), "event_id": event.id, **extra}
+    return render_fields(rule.link, data)
 
 
 def enqueue_followup(rt: Runtime, fid: str, destination: str, event: CanonicalEvent, extra: dict[str, Any]) -> str:

@@ -22,7 +22,8 @@ from postrelay.adapters import ADAPTERS, adapter_class, check_destination
 from postrelay.adapters.base import Adapter
 from postrelay.adapters.client import relay_client
 from postrelay.core.config import Config, ConfigError
-from postrelay.core.config_errors import located, secret_values
+from postrelay.core.config_errors import located
+from postrelay.core.redaction import secret_values
 from postrelay.core.stores.circuit import CircuitBreaker
 from postrelay.workers.ratelimit import RateLimiter, parse_rate
 

@@ -69,7 +69,7 @@ def forget_heartbeat(rt: Runtime, name: str) -> None:
 
 def log_start(rt: Runtime, name: str) -> None:
     """One INFO line: which Redis, destinations and rules this worker runs with."""
-    from postrelay.core.redis_url import mask_url
+    from postrelay.core.redaction import mask_url
 
     config = rt.config
     dests = ", ".join(f"{n} ({d.type})" for n, d in config.destinations.items()) or "none"

@@ -37,7 +37,7 @@ class Target:
     @classmethod
     def describe(cls) -> str:
         """`redis://127.0.0.1:6379/0 (from [server] redis_url in c.toml)`, password masked."""
-        from postrelay.core.redis_url import mask_url
+        from postrelay.core.redaction import mask_url
 
         if not cls.url:
             return "Redis"

@@ -31,6 +31,8 @@ def detail(view: dict[str, Any]) -> str:
     keys = ("mailing_id", "status", "provider", "provider_type", "kind", "piece_id", "stage", "reason", "http_status",
             "attempts", "next_attempt_at", "last_error", "dry_run", "origin", "trigger", "created_at", "updated_at")
     lines = [f"{k:<16}{view.get(k)}" for k in keys if view.get(k) not in (None, "")]
+    if view.get("link"):
+        lines.append(f"{'link':<16}{view['link']['url']}  (token {view['link']['token']})")
     for name in ("request", "rendered"):
         if view.get(name):
             lines.append(f"{name:<16}" + json.dumps(view[name], indent=2).replace("\n", "\n" + " " * 16))

@@ -17,7 +17,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from postrelay.core import keys, stats
-from postrelay.core.redis_url import mask_url
+from postrelay.core.redaction import mask_url
 from postrelay.core.stores import deliveries, destinations
 
 if TYPE_CHECKING:

@@ -9,7 +9,8 @@ import click
 
 from postrelay.cli.common import OK, config_option
 from postrelay.core.config import Config, ConfigError, apply_env, check_document, read_document
-from postrelay.core.config_errors import located, secret_values
+from postrelay.core.config_errors import located
+from postrelay.core.redaction import secret_values
 
 
 def destination_problems(doc: dict[str, Any]) -> list[str]:

@@ -16,8 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from postrelay.core.config_checks import check_redis_urls, interpolate, reference_problems
-from postrelay.core.config_errors import ConfigError, KeyProblem, format_validation, located, secret_values
-from postrelay.core.config_mailings import MailingsConfig, TriggerConfig, trigger_problems
+from postrelay.core.config_errors import ConfigError, KeyProblem, format_validation, located
+from postrelay.core.config_mailings import MailingsConfig, TriggerConfig, link_table, trigger_problems
 from postrelay.core.config_sources import (
     GenericSource,
     LobSource,
@@ -31,6 +31,7 @@ from postrelay.core.config_sources import (
 from postrelay.core.durations import DELAY_FORMS, parse_delay
 from postrelay.core.events import ALL_TYPES, filter_field_error
 from postrelay.core.linkconfig import LinksConfig
+from postrelay.core.redaction import secret_values
 from postrelay.core.ui_config import UiConfig
 
 __all__ = ["Config", "ConfigError", "GenericSource", "LobSource", "PostGridSource", "PostalyticsSource",
@@ -186,6 +187,10 @@ class FollowupConfig(Strict):
     unless: list[str] = Field(default_factory=list)
     where: dict[str, Any] = Field(default_factory=dict)
     do: str
+    # a tracking link on the piece, when `do` is a postgrid or lob destination (templates: the event's fields)
+    link: dict[str, Any] = Field(default_factory=dict)
+
+    _link = field_validator("link", mode="before")(lambda v: link_table(v))
 
     @field_validator("after")
     @classmethod
@@ -258,7 +263,7 @@ class Config(BaseModel):
     @model_validator(mode="after")
     def _references(self) -> Config:
         problems = reference_problems(self.model_dump(include={"destinations", "routes", "followups"}))
-        problems += trigger_problems(self.triggers, self.destinations)
+        problems += trigger_problems(self.triggers, self.destinations, self.followups, self.links.enabled)
         if problems:
             raise ValueError("\n".join(problems))
         return self

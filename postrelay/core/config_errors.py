@@ -2,7 +2,8 @@
 
 A validation error becomes one line per problem (pydantic's multi-line dump never reaches the operator),
 unknown keys and tables list the known ones (with a "did you mean" for a near miss), and no line ever carries
-the value of a secret-bearing key: every such value found in the document is replaced by `[REDACTED]`.
+the value of a secret-bearing key: every such value found in the document (`postrelay.core.redaction.
+secret_values`) is replaced by `[REDACTED]`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-REDACTED = "[REDACTED]"
-# Keys whose values are credentials (also used by the log redaction in `postrelay.core.logs`).
-SECRET_KEY = re.compile(r"(secret|token|key|password|passwd|auth|credential|sid)", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"^[a-z+]+://(?:[^:@/]*):([^@/]+)@", re.IGNORECASE)
-_MIN_SECRET = 4
+from postrelay.core.redaction import redact
+
 _PATH_PREFIX = re.compile(r"^[A-Za-z_][\w.\[\]-]*: ")
 
 
@@ -49,29 +47,6 @@ def did_you_mean(word: str, known: Iterable[str]) -> str:
     """` (did you mean 'delivery'?)` for a near miss, else ``."""
     close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def secret_values(data: Any, key: str = "", under_headers: bool = False) -> list[str]:
-    """Every string in a raw config document whose key looks secret, every header value and URL password."""
-    if isinstance(data, dict):
-        return [s for k, v in data.items()
-                for s in secret_values(v, str(k), under_headers or str(k).lower() == "headers")]
-    if isinstance(data, list):
-        return [s for v in data for s in secret_values(v, key, under_headers)]
-    if not isinstance(data, str):
-        return []
-    found = [data] if under_headers or SECRET_KEY.search(key) else []
-    m = _URL_PASSWORD.match(data)
-    if m:
-        found.append(m.group(1))
-    return [s for s in found if len(s) >= _MIN_SECRET]
-
-
-def redact(line: str, secrets: Iterable[str]) -> str:
-    """`line` with every secret value replaced (longest first, so a secret containing another goes whole)."""
-    for value in sorted(set(secrets), key=len, reverse=True):
-        line = line.replace(value, REDACTED)
-    return line
 
 
 def _unwrap(annotation: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -37,6 +38,23 @@ def flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+LINK_FIELDS = ("target_url", "campaign_id", "ref", "expires_at", "utm", "query", "goal_url")
+
+
+def link_table(value: Any) -> dict[str, Any]:
+    """A `link` table of templates (the fields of `POST /v1/links` but `mailpiece`), flattened to dotted keys
+    (`utm.source`); ValueError when `target_url` is missing or a field is unknown."""
+    if not isinstance(value, dict):
+        raise ValueError("link: a table such as { target_url = \"https://shop.example.com/c/{id}\" }")
+    flat = flatten(value)
+    unknown = sorted({k.split(".")[0] for k in flat} - set(LINK_FIELDS))
+    if unknown:
+        raise ValueError(f"link.{unknown[0]}: unknown; fields: {', '.join(LINK_FIELDS)}")
+    if flat and "target_url" not in flat:
+        raise ValueError("link.target_url: required")
+    return flat
+
+
 class TriggerConfig(BaseModel):
     """`[[triggers]]`: `POST /v1/triggers/{name}` turns an inbound JSON request into a mailing."""
 
@@ -56,7 +74,9 @@ class TriggerConfig(BaseModel):
     cooldown_key: str | None = None
     dry_run: bool = False
     max_per_day: int = Field(default=0, ge=0)
+    link: dict[str, Any] = Field(default_factory=dict)  # a tracking link: templates like `map`'s
 
+    _link = field_validator("link", mode="before")(lambda v: link_table(v))
     _dur = field_validator("tolerance", "cooldown", mode="before")(lambda v: parse_seconds(v))
 
     @field_validator("map", "where", mode="before")
@@ -86,17 +106,28 @@ class TriggerConfig(BaseModel):
         return ([self.token] if self.token else []) + list(self.tokens)
 
 
-def trigger_problems(triggers: list[TriggerConfig], destinations: dict[str, Any]) -> list[str]:
-    """Trigger names are unique and each `provider` is a postgrid or lob destination; one line per problem."""
+def trigger_problems(triggers: list[TriggerConfig], destinations: dict[str, Any], followups: Sequence[Any] = (),
+                     links_enabled: bool = True) -> list[str]:
+    """Trigger names are unique and each `provider` is a postgrid or lob destination; a `link` (on a trigger
+    or a follow-up) needs `[links]` and, on a follow-up, a postgrid or lob `do`. One line per problem."""
     out: list[str] = []
     seen: set[str] = set()
+    mailers = sorted(n for n, d in destinations.items() if d.type in MAILER_TYPES)
     for i, trigger in enumerate(triggers):
         if trigger.name in seen:
             out.append(f"triggers[{i}].name: {trigger.name!r} is used by an earlier trigger; names must be unique")
         seen.add(trigger.name)
-        dest = destinations.get(trigger.provider)
-        if dest is None or dest.type not in MAILER_TYPES:
-            mailers = sorted(n for n, d in destinations.items() if d.type in MAILER_TYPES)
+        if trigger.provider not in mailers:
             out.append(f"triggers[{i}].provider: {trigger.provider!r} is not a destination of type "
                        f"{' or '.join(MAILER_TYPES)}; known: {', '.join(mailers) or 'none'}")
+        if (trigger.link or any(k.startswith("link.") for k in trigger.map)) and not links_enabled:
+            out.append(f"triggers[{i}].link: tracking links need [links] base_url and allowed_hosts")
+    for i, rule in enumerate(followups):
+        if not rule.link:
+            continue
+        if not links_enabled:
+            out.append(f"followups[{i}].link: tracking links need [links] base_url and allowed_hosts")
+        if rule.do in destinations and rule.do not in mailers:
+            out.append(f"followups[{i}].link: only a follow-up whose `do` is a postgrid or lob destination "
+                       "creates a piece to print a link on")
     return out

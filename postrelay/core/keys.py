@@ -23,6 +23,7 @@ DELIVERY_JOBS = f"{PREFIX}:dlv:jobs"  # legacy (RQ job ids of deliveries, before
 STATS = f"{PREFIX}:stats"
 STATS_HIST_PREFIX = f"{PREFIX}:stats:hist:"
 STATS_TYPES_PREFIX = f"{PREFIX}:stats:types:"
+STATS_SOURCES_PREFIX = f"{PREFIX}:stats:sources:"
 RQ_QUEUE_NAME = "postrelay"
 RQ_QUEUE = f"rq:queue:{RQ_QUEUE_NAME}"  # RQ's own key names (read by /metrics without importing RQ)
 RQ_SCHEDULED = f"rq:scheduled:{RQ_QUEUE_NAME}"
@@ -56,9 +57,14 @@ def seen(event_id: str) -> str:
     return f"{PREFIX}:{{in}}:seen:{event_id}"
 
 
+PIECE_PREFIX = f"{PREFIX}:piece:{{"  # every mailpiece key starts so (SCAN patterns)
+PIECE_EVENTS_SUFFIX = ":events"
+MIGRATE_STATUS = f"{PREFIX}:migrate"  # `postrelay migrate`'s progress (`postrelay.core.stores.migrate`)
+
+
 def piece(source: str, piece_id: str) -> str:
     """Hash with a mailpiece's current state."""
-    return f"{PREFIX}:piece:{{{source}:{piece_id}}}"
+    return f"{PIECE_PREFIX}{source}:{piece_id}}}"
 
 
 def piece_timeline(source: str, piece_id: str) -> str:
@@ -68,7 +74,7 @@ def piece_timeline(source: str, piece_id: str) -> str:
 
 def piece_events(source: str, piece_id: str) -> str:
     """Hash event id -> canonical event JSON for a mailpiece."""
-    return f"{PREFIX}:piece:{{{source}:{piece_id}}}:events"
+    return piece(source, piece_id) + PIECE_EVENTS_SUFFIX
 
 
 def piece_types(source: str, piece_id: str) -> str:
@@ -80,6 +86,16 @@ def piece_keys(source: str, piece_id: str) -> list[str]:
     """A mailpiece's keys in both layouts, as its scripts take them: piece hash, timeline, events, types."""
     return [piece(source, piece_id), piece_timeline(source, piece_id), piece_events(source, piece_id),
             piece_types(source, piece_id)]
+
+
+def piece_of(key: str | bytes, suffix: str = "") -> tuple[str, str] | None:
+    """(source, mailpiece id) of the key `piece(source, id) + suffix` (e.g. `PIECE_EVENTS_SUFFIX`); None for
+    any other key."""
+    text = key.decode() if isinstance(key, bytes) else key
+    if not text.startswith(PIECE_PREFIX) or not text.endswith("}" + suffix):
+        return None
+    source, _, piece_id = text[len(PIECE_PREFIX):len(text) - len(suffix) - 1].partition(":")
+    return (source, piece_id) if piece_id else None
 
 
 # --- deliveries (`postrelay.core.stores.deliveries`); a delivery key is `<destination>|<event id>[|<tag>]` ---
@@ -166,6 +182,11 @@ def stats_minute(minute: int) -> str:
     return f"{STATS_TYPES_PREFIX}{minute}"
 
 
+def stats_sources_minute(minute: int) -> str:
+    """Per-source event counts of one minute (epoch // 60; the console's chart)."""
+    return f"{STATS_SOURCES_PREFIX}{minute}"
+
+
 # --- console indexes (`postrelay.core.stores.indexes`): on the queue Redis, never a cluster ------------------------
 INDEX_PREFIX = f"{PREFIX}:ix"
 INDEX_ALL = f"{INDEX_PREFIX}:all"
@@ -248,3 +269,15 @@ def mailing_cooldown(trigger: str, recipient: str) -> str:
 def mailing_cap(day: str, trigger: str | None = None) -> str:
     """Pieces created on a UTC day (`YYYY-MM-DD`), in total or for one trigger."""
     return f"{PREFIX}:ml:cap:{day}" + (f":{trigger}" if trigger else "")
+
+
+# --- the console's sign-in (`postrelay.receiver.ui.session`) ---
+
+def ui_session(sid_hash: str) -> str:
+    """Hash of one console session (by the hash of its session id)."""
+    return f"{PREFIX}:ui:session:{sid_hash}"
+
+
+def ui_signin_failures(address: str) -> str:
+    """Counter of failed console sign-ins from one client address."""
+    return f"{PREFIX}:ui:signin-failures:{address}"

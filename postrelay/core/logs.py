@@ -1,4 +1,5 @@
-"""Process logging: one JSON object per line (or plain text), with every configured secret redacted.
+"""Process logging: one JSON object per line (or plain text), with every configured secret redacted
+(`postrelay.core.redaction`).
 
 `setup_logging(fmt, secrets)` installs one stderr handler on the root logger. Each line carries `ts`,
 `level`, `logger`, `msg` and whatever the call passed in `extra=` (`event_id`, `mailpiece_id`, `source`,
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Iterable
@@ -27,15 +27,13 @@ from typing import Any, TextIO
 import orjson
 
 from postrelay.core.config import Config
-from postrelay.core.config_errors import SECRET_KEY as _SECRET_KEY
+from postrelay.core.redaction import Redactor, clean, secret_values, url_secrets
 
-REDACTED = "[REDACTED]"
+LOG_MIN_SECRET = 6  # shorter values are not redacted from log lines (they would mangle unrelated text)
 LOG_FORMAT_ENV = "POSTRELAY_LOG_FORMAT"
 LOG_LEVEL_ENV = "POSTRELAY_LOG_LEVEL"
 # Attributes every LogRecord has: anything else on a record came from `extra=`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
-_URL_PASSWORD = re.compile(r"^[a-z+]+://(?:[^:@/]*):([^@/]+)@", re.IGNORECASE)
-_MIN_SECRET = 6
 _HANDLER_NAME = "postrelay"
 
 
@@ -54,60 +52,10 @@ def config_secrets(config: Config) -> list[str]:
     found.append(config.server.api_token or "")
     found.extend(t.token for t in config.server.tokens)
     for url in (config.server.redis_url or "", config.server.queue_url or ""):
-        m = _URL_PASSWORD.match(url)
-        if m:
-            found.append(m.group(1))
+        found.extend(url_secrets(url))
     for dest in config.destinations.values():
-        found.extend(_secret_values(dest.settings))
-    return _clean(found)
-
-
-def _secret_values(value: Any, key: str = "") -> list[str]:
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in _secret_values(v, str(k))]
-    if isinstance(value, list):
-        return [s for v in value for s in _secret_values(v, key)]
-    if isinstance(value, str) and _SECRET_KEY.search(key):
-        return [value]
-    return []
-
-
-def _clean(values: Iterable[str]) -> list[str]:
-    out: set[str] = set()
-    for v in values:
-        if v and len(v) >= _MIN_SECRET:
-            out.add(v)
-            if v.startswith("whsec_") and len(v) > len("whsec_") + _MIN_SECRET:
-                out.add(v[len("whsec_"):])
-    return sorted(out, key=len, reverse=True)  # longest first: a secret containing another is removed whole
-
-
-class Redactor:
-    """Replaces each secret (as written, and as it appears inside a JSON string) with `[REDACTED]`."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        variants: set[str] = set()
-        for s in _clean(secrets):
-            variants.add(s)
-            variants.add(json.dumps(s)[1:-1])
-            variants.add(json.dumps(s, ensure_ascii=False)[1:-1])
-        ordered = sorted((v for v in variants if v), key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
-        self._needles = tuple(ordered)
-
-    def __call__(self, text: str) -> str:
-        """`text` with every secret replaced."""
-        if self._pattern is None:
-            return text
-        for needle in self._needles:  # substring tests are far cheaper than the regex on a line with no secret
-            if needle in text:
-                return self._pattern.sub(REDACTED, text)
-        return text
-
-    @property
-    def active(self) -> bool:
-        """True when there is something to redact."""
-        return self._pattern is not None
+        found.extend(secret_values(dest.settings, headers=False))
+    return clean(found, LOG_MIN_SECRET)
 
 
 def extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -324,7 +272,7 @@ def setup_logging(fmt: str = "json", secrets: Iterable[str] = (), level: str | i
         if h.get_name() == _HANDLER_NAME or console:  # ours from an earlier call, or basicConfig's
             root.removeHandler(h)
     inner: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
-    handler = LineHandler(stream or sys.stderr, inner, Redactor(secrets))
+    handler = LineHandler(stream or sys.stderr, inner, Redactor(secrets, min_len=LOG_MIN_SECRET))
     handler.set_name(_HANDLER_NAME)
     root.addHandler(handler)
     root.setLevel(level or os.environ.get(LOG_LEVEL_ENV, "INFO"))
@@ -338,11 +286,3 @@ def setup_from_config(config: Config, cli_value: str | None = None) -> str:
     fmt = resolve_format(cli_value, config.server.log_format)
     setup_logging(fmt, config_secrets(config))
     return fmt
-
-
-def redact_path(path: str) -> str:
-    """A request path safe to log: the Postalytics token segment is replaced."""
-    prefix = "/webhooks/postalytics/"
-    if path.startswith(prefix) and len(path) > len(prefix):
-        return prefix + REDACTED
-    return path

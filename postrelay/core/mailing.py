@@ -15,12 +15,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from postrelay.core.linkspec import LinkSpec
+
 MAILER_TYPES = ("postgrid", "lob")
 """Destination types that can create mailings."""
 KINDS = ("postcard", "letter")
 STATUSES = ("queued", "created", "failed", "dry_run")
 RESERVED_KEY = "postrelay_mailing"
-MAX_METADATA_KEYS = 19  # Lob allows 20 key-value pairs; one is `postrelay_mailing`
+LINK_KEY = "postrelay_link"
+MAX_METADATA_KEYS = 19  # Lob allows 20 key-value pairs; one is `postrelay_mailing` (and one `postrelay_link`)
+LINK_VARIABLES = {"purl": "url", "qr_url": "qr_png_url"}
+"""The merge variables a mailing's link fills: `purl` = the link itself (`<base_url>/t/<token>`, to print as text
+or encode in the template's own QR code), `qr_url` = a PNG image of the QR code of that link (`<img src>`)."""
 Scalar = str | int | float | bool
 
 
@@ -52,12 +58,15 @@ class Address(BaseModel):
         return self
 
 
-class LinkRequest(BaseModel):
-    """`link`: a tracking link minted for the piece (issue 15), passed as merge variables `qr_url` and `purl`."""
+class LinkRequest(LinkSpec):
+    """`link`: a tracking link minted for the piece, with the fields of `POST /v1/links` except `mailpiece`
+    (the mailing's own piece is bound to it); its URLs reach the provider as merge variables `LINK_VARIABLES`."""
 
-    model_config = ConfigDict(extra="allow")
-
-    target_url: str = Field(min_length=1, max_length=2000)
+    @model_validator(mode="after")
+    def _no_piece(self) -> LinkRequest:
+        if self.mailpiece is not None:
+            raise ValueError("mailpiece: not allowed here: the link is bound to the piece this mailing creates")
+        return self
 
 
 class MailingRequest(BaseModel):
@@ -97,6 +106,14 @@ class MailingRequest(BaseModel):
             if len(str(value)) > 500 or any(c in str(value) for c in '"\\'):
                 raise ValueError(f"value of {key!r}: at most 500 characters, without \" or \\")
         return v
+
+    @model_validator(mode="after")
+    def _room_for_link(self, info: ValidationInfo) -> MailingRequest:
+        stored = bool(info.context and info.context.get("stored"))
+        if self.link is not None and not stored and len(self.metadata) > MAX_METADATA_KEYS - 1:
+            raise ValueError(f"metadata: at most {MAX_METADATA_KEYS - 1} keys with a link (postrelay adds "
+                             f"{RESERVED_KEY} and {LINK_KEY}; the provider allows 20)")
+        return self
 
     def with_defaults(self, defaults: dict[str, Any]) -> MailingRequest:
         """Fill unset templates, sender, size and mailing class from the destination's settings."""
@@ -144,6 +161,14 @@ def mailing_id(scope: str, key: str) -> str:
     `postrelay_mailing` metadata value the worker searches for after a crash.
     """
     return "ml_" + hashlib.sha256(f"{scope}\x00{key}".encode()).hexdigest()[:26]
+
+
+def with_link(request: MailingRequest, link: dict[str, str]) -> MailingRequest:
+    """The request as sent once its link is minted: `purl` and `qr_url` in the merge variables (over the
+    destination's defaults), the token as `postrelay_link` in the metadata (the piece's events then name it)."""
+    variables = {**request.merge_variables, **{name: link[field] for name, field in LINK_VARIABLES.items()}}
+    return request.model_copy(update={"merge_variables": variables,
+                                      "metadata": {**request.metadata, LINK_KEY: link["token"]}})
 
 
 def provider_metadata(request: MailingRequest, mid: str) -> dict[str, str]:

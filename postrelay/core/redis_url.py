@@ -8,7 +8,6 @@ the client discovers the others. Cluster clients are `redis.cluster.RedisCluster
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -25,14 +24,6 @@ _CLUSTER_TLS_PARAMS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_key
 
 SyncClient = redis.Redis | redis.cluster.RedisCluster
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
-URL_PASSWORD = re.compile(r"(://[^:@/]*:)[^@/]+@")
-
-
-def mask_url(url: str | None) -> str:
-    """The URL with its password replaced by `***`, fit to print."""
-    return URL_PASSWORD.sub(r"\1***@", url or "")
-
-
 def is_cluster_url(url: str | None) -> bool:
     """True for a `redis+cluster://` or `rediss+cluster://` URL."""
     return url is not None and url.split("://", 1)[0].lower() in CLUSTER_SCHEMES

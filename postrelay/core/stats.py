@@ -27,7 +27,6 @@ STATS = keys.STATS
 HIST_PREFIX = keys.STATS_HIST_PREFIX
 TYPES_PREFIX = keys.STATS_TYPES_PREFIX
 TYPES_TTL = 2 * 3600
-SOURCES_PREFIX = "pr:stats:sources:"
 SOURCES_TTL = 7 * 3600
 OUTCOMES = ("ok", "retry", "permanent", "dead")
 
@@ -80,7 +79,7 @@ def count_events(pipe: Any, events: Sequence[CanonicalEvent], now: float) -> Non
         pipe.hincrby(minute, etype, n)
     pipe.expire(minute, TYPES_TTL)
     by_source = Counter(e.source for e in events)
-    source_minute = f"{SOURCES_PREFIX}{int(now // 60)}"
+    source_minute = keys.stats_sources_minute(int(now // 60))
     for source, n in by_source.items():
         pipe.hincrby(source_minute, source, n)
     pipe.expire(source_minute, SOURCES_TTL)
@@ -119,7 +118,7 @@ def last_hour_keys(now: float, minutes: int = 60) -> list[str]:
 def source_minute_keys(now: float, minutes: int) -> list[tuple[int, str]]:
     """(minute, key) of the per-source counts of the last `minutes` minutes, oldest first."""
     current = int(now // 60)
-    return [(m, f"{SOURCES_PREFIX}{m}") for m in range(current - minutes + 1, current + 1)]
+    return [(m, keys.stats_sources_minute(m)) for m in range(current - minutes + 1, current + 1)]
 
 
 def sum_types(hashes: Iterable[Mapping[Any, Any]]) -> dict[str, int]:

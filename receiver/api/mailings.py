@@ -8,6 +8,7 @@ provider Idempotency-Key), so no retry, crash or restart can mail a second piece
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +19,20 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from postrelay.adapters import adapter_class
-from postrelay.core.mailing import MAILER_TYPES, STATUSES, MailingRequest, mailing_id
+from postrelay.adapters._mailing import Mailer
+from postrelay.core.mailing import (
+    LINK_VARIABLES,
+    MAILER_TYPES,
+    STATUSES,
+    MailingRequest,
+    mailing_id,
+    stored_request,
+    with_link,
+)
+from postrelay.core.redaction import MASK, redact
+from postrelay.core.stores import links
 from postrelay.core.stores import mailings as store
+from postrelay.core.stores.catalog import BadQuery
 from postrelay.core.timeline import read_piece
 from postrelay.receiver.auth import bearer
 from postrelay.receiver.body import receive_body
@@ -49,6 +62,7 @@ class Mailings:
     def __init__(self, receiver: Receiver) -> None:
         self.receiver = receiver
         self._defaults: dict[str, dict[str, Any]] = {}
+        self._mailers: dict[str, Mailer] = {}
 
     def routes(self) -> list[Route]:
         """The Starlette routes."""
@@ -64,14 +78,63 @@ class Mailings:
             raise bad_request("unknown_provider", f"provider {name!r} is not a destination of type postgrid or lob; "
                               f"configured: {', '.join(mailers) or 'none'}")
         if name not in self._defaults:
+            self._defaults[name] = self.mailer(name).mailing_defaults()
+        return dest.type, self._defaults[name]
+
+    def mailer(self, name: str) -> Mailer:
+        """The destination's adapter (without an HTTP client: for defaults and rendering only); 400 when its
+        settings are not valid."""
+        if name not in self._mailers:
+            dest = self.receiver.config.destinations[name]
             cls = adapter_class(dest.type)
             try:
                 settings = cls.Settings.model_validate(dest.settings)
             except ValidationError as exc:
                 raise HTTPError(400, "provider_misconfigured",
                                 f"destinations.{name}: {validation_detail(exc)}") from None
-            self._defaults[name] = cls(name, settings, None).mailing_defaults()  # type: ignore[arg-type, attr-defined]
-        return dest.type, self._defaults[name]
+            self._mailers[name] = cls(name, settings, None)  # type: ignore[arg-type, assignment]
+        return self._mailers[name]
+
+    def shown_request(self, view: dict[str, Any]) -> dict[str, Any] | str:
+        """The provider request of a stored mailing as it is (or would be) sent, secrets as `***`; or why it
+        cannot be shown."""
+        name = view["provider"]
+        dest = self.receiver.config.destinations.get(name)
+        if dest is None or dest.type not in MAILER_TYPES:
+            return f"destination {name!r} is no longer a postgrid or lob destination"
+        try:
+            request = stored_request(view["request"])
+        except ValidationError:
+            return "the mailing has no complete request (see the reason)"
+        if view.get("link"):
+            request = with_link(request, view["link"])
+        try:
+            return self.mailer(name).shown_request(request, view["mailing_id"])
+        except HTTPError as exc:
+            return exc.detail
+
+    def redacted(self, view: dict[str, Any]) -> dict[str, Any]:
+        """The view with the provider destination's secrets (an API key pasted into a merge variable) as `***`."""
+        dest = self.receiver.config.destinations.get(view.get("provider") or "")
+        if dest is None or dest.type not in MAILER_TYPES:
+            return view
+        try:
+            secrets = list(self.mailer(view["provider"]).secrets())  # type: ignore[attr-defined]
+        except HTTPError:
+            return view
+        return dict(json.loads(redact(json.dumps(view), secrets, mask=MASK)))
+
+    async def view(self, mid: str) -> dict[str, Any] | None:
+        """A mailing's view with its piece's stage, secrets redacted; 503 when Redis does not answer."""
+        r = self.receiver
+        try:
+            view = await store.aget(r.redis, mid)
+            if view is not None and view["piece_id"] and view["provider_type"]:
+                piece = await read_piece(r.pieces, view["provider_type"], view["piece_id"])
+                view["stage"] = piece.get("stage") if piece else None
+        except REDIS_ERRORS as exc:
+            raise r._unavailable(exc) from None
+        return None if view is None else self.redacted(view)
 
     def complete(self, request: MailingRequest) -> tuple[str, MailingRequest]:
         """The request with the destination's defaults; 400 naming what is still missing."""
@@ -81,9 +144,26 @@ class Mailings:
         if missing:
             raise bad_request("invalid_mailing", missing)
         if full.link is not None:
-            raise bad_request("links_unavailable", "tracking links (issue 15) are not available in this version: "
-                              "omit `link`")
+            self.check_link(request)
         return ptype, full
+
+    def check_link(self, request: MailingRequest) -> None:
+        """400 unless the request's `link` can be minted: `[links]` configured, an allowed target, and no
+        caller-given `purl`/`qr_url` merge variable (the link fills them)."""
+        config = self.receiver.config.links
+        if request.link is None:
+            return
+        if not config.enabled:
+            raise bad_request("links_not_configured", "link: tracking links need [links] base_url and "
+                              "allowed_hosts in the config; omit `link` or configure [links]")
+        taken = sorted(set(LINK_VARIABLES) & set(request.merge_variables))
+        if taken:
+            raise bad_request("merge_variable_conflict", f"merge_variables.{taken[0]}: set by the mailing's link "
+                              f"({', '.join(LINK_VARIABLES)}); remove it or remove `link`")
+        try:
+            links.prepare(config, request.link, self.receiver.clock(), "link.")
+        except links.LinkError as exc:
+            raise bad_request("invalid_mailing", str(exc)) from None
 
     async def submit(self, request: MailingRequest, scope: str, key: str, origin: str, *, trigger: str | None = None,
                      dry_run: bool = False, cooldown: tuple[str, float] | None = None,
@@ -138,22 +218,20 @@ class Mailings:
         """GET /v1/mailings/{id}: status, the provider's piece id and reason, the piece's stage."""
         bearer(self.receiver.config.server, request.headers, "read")
         mid = request.path_params["mailing_id"]
-        r = self.receiver
-        try:
-            view = await store.aget(r.redis, mid)
-            if view is not None and view["piece_id"] and view["provider_type"]:
-                piece = await read_piece(r.pieces, view["provider_type"], view["piece_id"])
-                view["stage"] = piece.get("stage") if piece else None
-        except REDIS_ERRORS as exc:
-            raise r._unavailable(exc) from None
+        view = await self.view(mid)
         if view is None:
             raise HTTPError(404, "mailing_not_found", f"no mailing {mid!r}")
         return JSONResponse(view)
 
     async def listing(self, request: Request) -> JSONResponse:
-        """GET /v1/mailings?status=&trigger=&limit=: the newest mailings first."""
+        """GET /v1/mailings?status=&provider=&trigger=&limit=&cursor=: the newest mailings first."""
         bearer(self.receiver.config.server, request.headers, "read")
-        q = request.query_params
+        rows, nxt = await self.page(request.query_params)
+        return JSONResponse({"mailings": [self.redacted(row) for row in rows], "next_cursor": nxt})
+
+    async def page(self, q: Any) -> tuple[list[dict[str, Any]], str | None]:
+        """One page for query parameters `status`, `provider`, `trigger`, `limit` (1-500), `cursor`; 400s
+        for bad values, 503 when Redis does not answer (the API and the console share it)."""
         status = q.get("status") or None
         if status is not None and status not in STATUSES:
             raise bad_request("invalid_status", f"status must be one of {', '.join(STATUSES)}")
@@ -164,7 +242,9 @@ class Mailings:
         if not 1 <= limit <= 500:
             raise bad_request("invalid_limit", "limit must be an integer from 1 to 500")
         try:
-            rows = await store.alisting(self.receiver.redis, status, q.get("trigger") or None, limit)
+            return await store.apage(self.receiver.redis, q.get("cursor") or None, limit, status=status,
+                                     provider=q.get("provider") or None, trigger=q.get("trigger") or None)
+        except BadQuery as exc:
+            raise bad_request("invalid_cursor", str(exc)) from None
         except REDIS_ERRORS as exc:
             raise self.receiver._unavailable(exc) from None
-        return JSONResponse({"mailings": rows})

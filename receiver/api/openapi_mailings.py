@@ -38,7 +38,9 @@ def paths() -> dict[str, Any]:
                     "schema": {"$ref": "#/components/schemas/MailingRequest"}}}},
                 "responses": {
                     "202": _json("MailingAccepted", "stored; a worker creates the piece (or the key's earlier mailing)"),
-                    "400": _error("invalid body, unknown provider, missing template/sender, missing Idempotency-Key"),
+                    "400": _error("invalid body, unknown provider, missing template/sender, missing Idempotency-Key, "
+                                  "`link` without `[links]` (`links_not_configured`) or with a caller-given `purl`/"
+                                  "`qr_url` merge variable (`merge_variable_conflict`)"),
                     "401": _error("no or invalid bearer token"), "403": _error("the token's role is `read`"),
                     "409": _error("the Idempotency-Key was used for another request"),
                     **_BODY_ERRORS, "503": _UNAVAILABLE,
@@ -48,14 +50,18 @@ def paths() -> dict[str, Any]:
                 "summary": "Mailings, newest first", "tags": ["mailings"], "security": [{"bearerAuth": []}],
                 "parameters": [
                     {"name": "status", "in": "query", "required": False, "schema": {"type": "string", "enum": list(STATUSES)}},
+                    {"name": "provider", "in": "query", "required": False, "schema": {"type": "string"}},
                     {"name": "trigger", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+                     "description": "`next_cursor` of the previous page"},
                     {"name": "limit", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}],
                 "responses": {
                     "200": {"description": "the mailings", "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["mailings"],
-                        "properties": {"mailings": {"type": "array", "items": {"$ref": "#/components/schemas/Mailing"}}}}}}},
-                    "400": _error("bad status or limit"), "401": _error("no or invalid bearer token"),
+                        "type": "object", "required": ["mailings", "next_cursor"],
+                        "properties": {"mailings": {"type": "array", "items": {"$ref": "#/components/schemas/Mailing"}},
+                                       "next_cursor": {"type": ["string", "null"]}}}}}},
+                    "400": _error("bad status, limit or cursor"), "401": _error("no or invalid bearer token"),
                     "503": _UNAVAILABLE,
                 },
             },
@@ -105,5 +111,7 @@ def schemas() -> dict[str, Any]:
             "reason": nullable, "http_status": {"type": ["integer", "null"]}, "attempts": {"type": "integer"},
             "dry_run": {"type": "boolean"}, "origin": {"type": "string"}, "trigger": nullable,
             "created_at": {"type": "string"}, "updated_at": {"type": "string"}, "next_attempt_at": nullable,
-            "last_error": nullable, "request": {"type": "object"}, "rendered": {"type": "object"}}},
+            "last_error": nullable, "request": {"type": "object"}, "rendered": {"type": "object"},
+            "link": {"type": ["object", "null"], "description": "the tracking link minted for the piece",
+                     "properties": {k: {"type": "string"} for k in ("token", "url", "qr_svg_url", "qr_png_url")}}}},
     }

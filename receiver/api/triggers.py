@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from postrelay.adapters._payload import render
+from postrelay.adapters._payload import render, render_fields
 from postrelay.core.config import GenericSource
 from postrelay.core.config_mailings import TriggerConfig
 from postrelay.core.filters import matches_where
@@ -35,23 +35,14 @@ if TYPE_CHECKING:
 
 
 def build(trigger: TriggerConfig, payload: dict[str, Any]) -> dict[str, Any]:
-    """The mailing request a trigger's mapping renders from `payload` (empty renders are left out)."""
-    out: dict[str, Any] = {"provider": trigger.provider, "kind": trigger.kind}
-    for target, template in trigger.map.items():
-        value = render(template, payload) if isinstance(template, str) else template
-        if isinstance(value, str):
-            value = value.strip()
-            if not value:
-                continue
-        node = out
-        *parents, leaf = target.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise bad_request("invalid_mapping", f"triggers.{trigger.name}.map: {target!r} conflicts with "
-                                  "another mapped field")
-        node[leaf] = value
-    return out
+    """The mailing request a trigger's mapping (and its `link` table) renders from `payload`; empty renders
+    are left out."""
+    fields = {**trigger.map, **{f"link.{k}": v for k, v in trigger.link.items()}}
+    try:
+        rendered = render_fields(fields, payload)
+    except ValueError as exc:
+        raise bad_request("invalid_mapping", f"triggers.{trigger.name}.map: {exc}") from None
+    return {**rendered, "provider": trigger.provider, "kind": trigger.kind}
 
 
 def recipient_hash(trigger: TriggerConfig, payload: dict[str, Any], request: MailingRequest) -> str:

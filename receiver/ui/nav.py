@@ -9,4 +9,5 @@ NAV: list[tuple[str, str]] = [
     ("campaigns", "Campaigns"),
     ("deliveries", "Deliveries"),
     ("followups", "Follow-ups"),
+    ("mailings", "Mailings"),
 ]

@@ -16,6 +16,7 @@ from postrelay.receiver.api import mailpieces as mailpieces_api
 from postrelay.receiver.ui import charts
 from postrelay.receiver.ui import overview as overview_data
 from postrelay.receiver.ui.app import Console, page
+from postrelay.receiver.ui.mailings import mailing_of
 from postrelay.receiver.ui.session import Session
 
 PROGRESS = [EventType.CREATED, EventType.PRINTED, EventType.MAILED, EventType.IN_TRANSIT, EventType.IN_LOCAL_AREA,
@@ -61,7 +62,8 @@ async def mailpiece(console: Console, request: Request, sess: Session, form: For
     events = piece["events"]
     engagement = [e for e in events if e["type"] in catalog.ENGAGEMENT]
     return console.render(request, "mailpiece.html", active="mailpieces", piece=piece, events=events,
-                          progress=_progress(events, piece["stage"]), engagement=engagement)
+                          progress=_progress(events, piece["stage"]), engagement=engagement,
+                          mailing_id=mailing_of(events))
 
 
 @page()

@@ -10,7 +10,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from postrelay.receiver.ui import operate, pages, signin
+from postrelay.receiver.api.mailings import Mailings
+from postrelay.receiver.ui import mailings, operate, pages, signin
 from postrelay.receiver.ui.app import HERE, Console, SecurityHeaders, error_handlers
 
 
@@ -28,12 +29,15 @@ def console_routes(receiver: Any) -> list[BaseRoute]:
         Route("/campaigns", pages.campaigns, methods=["GET"]),
         Route("/campaigns/{campaign_id}/mailpieces.csv", pages.campaign_csv, methods=["GET"]),
         Route("/campaigns/{campaign_id}", pages.campaign, methods=["GET"]),
+        Route("/mailings", mailings.mailings, methods=["GET"]),
+        Route("/mailings/{mailing_id}", mailings.mailing, methods=["GET"]),
         *operate.routes(),
         Mount("/static", app=StaticFiles(directory=HERE / "static")),
     ]
     app = Starlette(routes=routes, exception_handlers=error_handlers(console))
     app.state.console = console
     app.state.receiver = receiver
+    app.state.mailings = Mailings(receiver)
     prefix = console.prefix
 
     async def to_console(request: Request) -> Response:

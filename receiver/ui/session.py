@@ -24,8 +24,6 @@ from postrelay.receiver.auth import Principal, known_tokens
 
 COOKIE = "postrelay_session"
 PRE_COOKIE = "postrelay_signin"
-_SESSION = f"{keys.PREFIX}:ui:session:"
-_FAILS = f"{keys.PREFIX}:ui:signin-failures:"
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ async def open_session(redis: Any, config: Config, principal: Principal) -> tupl
     """Store a new session; returns (cookie value, session)."""
     sid = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
-    key = _SESSION + _hash(sid)
+    key = keys.ui_session(_hash(sid))
     pipe = redis.pipeline(transaction=True)
     pipe.hset(key, mapping={"name": principal.name, "role": principal.role, "csrf": csrf})
     pipe.expire(key, int(config.ui.session_ttl))
@@ -68,7 +66,7 @@ async def current(redis: Any, config: Config, request: Request) -> Session | Non
     sid = request.cookies.get(COOKIE)
     if not sid or len(sid) > 100:
         return None
-    raw = await redis.hgetall(_SESSION + _hash(sid))
+    raw = await redis.hgetall(keys.ui_session(_hash(sid)))
     if not raw:
         return None
     data = {k.decode(): v.decode() for k, v in raw.items()}
@@ -79,7 +77,7 @@ async def current(redis: Any, config: Config, request: Request) -> Session | Non
 
 async def close_session(redis: Any, session: Session) -> None:
     """Sign out: the session is gone from Redis (the cookie is cleared by the caller)."""
-    await redis.delete(_SESSION + session.sid_hash)
+    await redis.delete(keys.ui_session(session.sid_hash))
 
 
 def set_cookie(response: Response, request: Request, config: Config, name: str, value: str, max_age: int) -> None:
@@ -106,7 +104,7 @@ def client_address(request: Request) -> str:
 async def blocked_for(redis: Any, config: Config, address: str) -> int:
     """Seconds until `address` may try again (0: it may now)."""
     pipe = redis.pipeline(transaction=False)
-    key = _FAILS + address
+    key = keys.ui_signin_failures(address)
     pipe.get(key)
     pipe.ttl(key)
     count, ttl = await pipe.execute()
@@ -117,7 +115,7 @@ async def blocked_for(redis: Any, config: Config, address: str) -> int:
 
 async def record_failure(redis: Any, config: Config, address: str) -> None:
     """Count a failed sign-in of `address` within the window (which starts at the first failure)."""
-    key = _FAILS + address
+    key = keys.ui_signin_failures(address)
     pipe = redis.pipeline(transaction=True)
     pipe.incr(key)
     pipe.expire(key, int(config.ui.signin_window), nx=True)
@@ -126,4 +124,4 @@ async def record_failure(redis: Any, config: Config, address: str) -> None:
 
 async def forget_failures(redis: Any, address: str) -> None:
     """A successful sign-in clears the address's failures."""
-    await redis.delete(_FAILS + address)
+    await redis.delete(keys.ui_signin_failures(address))

@@ -54,11 +54,13 @@ def test_duplicate_storm_same_event_50_times_concurrently(rig: Rig) -> None:
     copies = 50
     counts = {"accepted": 0, "duplicates": 0, "other": 0}
 
-    def post(ev):  # type: ignore[no-untyped-def]
-        with httpx.Client(base_url=rig.receiver.url, timeout=10) as client:
-            return client.post(ev.path, content=ev.body, headers=ev.sign(ev.body, time.time()))
+    # one client shared by the threads (httpx.Client is thread-safe), one connection per concurrent copy
+    client = httpx.Client(base_url=rig.receiver.url, timeout=10, limits=httpx.Limits(max_connections=copies))
 
-    with ThreadPoolExecutor(copies) as pool:
+    def post(ev):  # type: ignore[no-untyped-def]
+        return client.post(ev.path, content=ev.body, headers=ev.sign(ev.body, time.time()))
+
+    with client, ThreadPoolExecutor(copies) as pool:
         for ev in events:
             for resp in pool.map(post, [ev] * copies):
                 if resp.status_code != 200:

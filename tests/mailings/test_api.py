@@ -119,6 +119,26 @@ def test_list_shows_every_mailing_newest_first_and_filters_by_status(env: Env) -
     assert_error(bad, 400, "invalid_status")
 
 
+def test_list_pages_with_cursors_filters_by_provider_and_never_shows_the_key(env: Env) -> None:
+    auth = {"Authorization": f"Bearer {READ_TOKEN}"}
+    ids = []
+    for i, provider in enumerate(["pg", "lob", "pg", "pg", "lob"]):
+        env.clock.advance(1)
+        body = mailing(provider, merge_variables={"pasted": PG_KEY if provider == "pg" else LOB_KEY})
+        ids.append(env.post_mailing(body, key=f"page-{i}").json()["mailing_id"])
+    first = env.svc.http.get("/v1/mailings?limit=2", headers=auth).json()
+    assert [m["mailing_id"] for m in first["mailings"]] == [ids[4], ids[3]] and first["next_cursor"]
+    second = env.svc.http.get("/v1/mailings", params={"limit": 2, "cursor": first["next_cursor"]}, headers=auth).json()
+    assert [m["mailing_id"] for m in second["mailings"]] == [ids[2], ids[1]]
+    third = env.svc.http.get("/v1/mailings", params={"limit": 2, "cursor": second["next_cursor"]}, headers=auth)
+    assert [m["mailing_id"] for m in third.json()["mailings"]] == [ids[0]] and third.json()["next_cursor"] is None
+    pg = env.svc.http.get("/v1/mailings?provider=pg", headers=auth)
+    assert [m["mailing_id"] for m in pg.json()["mailings"]] == [ids[3], ids[2], ids[0]]
+    assert PG_KEY not in pg.text and '"pasted":"***"' in pg.text.replace(" ", "")
+    assert LOB_KEY not in env.get_mailing(ids[1]).text
+    assert_error(env.svc.http.get("/v1/mailings?cursor=zzz", headers=auth), 400, "invalid_cursor")
+
+
 @pytest.mark.parametrize(("body", "code", "needle"), [
     ({"kind": "postcard", "to": ADA}, "invalid_mailing", "provider"),
     ({**mailing(), "to": {**ADA, "address_line1": ""}}, "invalid_mailing", "to.address_line1"),
@@ -129,7 +149,7 @@ def test_list_shows_every_mailing_newest_first_and_filters_by_status(env: Env) -
     ({**mailing(), "surprise": 1}, "invalid_mailing", "surprise"),
     ({**mailing(), "provider": "hubspot"}, "unknown_provider", "pg"),
     (mailing("pg", "letter", template=None), "invalid_mailing", "template"),
-    ({**mailing(), "link": {"target_url": "https://shop.example/c/1"}}, "links_unavailable", "issue 15"),
+    ({**mailing(), "link": {"target_url": "https://shop.example/c/1"}}, "links_not_configured", "[links]"),
 ])
 def test_bad_requests_get_a_clear_400_and_store_nothing(env: Env, body: dict, code: str, needle: str) -> None:
     resp = env.post_mailing(body)

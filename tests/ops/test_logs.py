@@ -9,14 +9,8 @@ import logging
 import pytest
 
 from postrelay.core.config import parse_config
-from postrelay.core.logs import (
-    REDACTED,
-    Redactor,
-    config_secrets,
-    redact_path,
-    resolve_format,
-    setup_logging,
-)
+from postrelay.core.logs import config_secrets, resolve_format, setup_logging
+from postrelay.core.redaction import REDACTED, Redactor, redact_path
 from tests.receiver.harness import API_TOKEN, GENERIC_SECRETS, LOB_SECRETS, PA_TOKEN, PA_TOKEN_OLD, PG_SECRETS
 from tests.support import payloads
 from tests.support.http_server import LocalHTTPServer, Reply

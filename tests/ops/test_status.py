@@ -112,7 +112,7 @@ def test_status_on_an_empty_system(redis_url, tmp_path, capsys):
 
 
 def test_status_hides_the_redis_password():
-    from postrelay.core.redis_url import mask_url
+    from postrelay.core.redaction import mask_url
 
     assert mask_url("redis://:hunter2-secret@db:6379/0") == "redis://:***@db:6379/0"
     assert parse_config({}).server.worker_stale_after == 60

@@ -19,7 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postrelay.core.logs import LineHandler, Redactor, dumps_line, log_fields, setup_logging
+from postrelay.core.logs import LineHandler, dumps_line, log_fields, setup_logging
+from postrelay.core.redaction import Redactor
 from postrelay.receiver.body import Deadlines, receive_body
 from postrelay.receiver.errors import HTTPError
 from postrelay.receiver.providers.base import _may_hold_big_integer, _parse_json_std, parse_json
@@ -254,6 +255,6 @@ def test_text_format_takes_the_record_path(only_our_handler: Any) -> None:
 def test_dumps_line_is_json_dumps(value: dict[str, Any]) -> None:
     expected = json.dumps(value, ensure_ascii=False, default=str)
     if "o" in value:  # default=str of an object: same kind of text, the address differs per call
-        assert dumps_line(value).startswith('{"o": "<postrelay.core.logs.Redactor object at 0x')
+        assert dumps_line(value).startswith('{"o": "<postrelay.core.redaction.Redactor object at 0x')
     else:
         assert dumps_line(value) == expected

@@ -14,10 +14,11 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from postrelay.adapters.base import Adapter, DeliveryContext, Outcome, redact
+from postrelay.adapters.base import Adapter, DeliveryContext, Outcome
 from postrelay.core import keys
 from postrelay.core.events import CanonicalEvent
 from postrelay.core.logs import log_fields
+from postrelay.core.redaction import MASK, redact
 from postrelay.core.replies import text_map
 from postrelay.core.scripts import lua
 from postrelay.core.stores import deliveries, destinations
@@ -134,7 +135,7 @@ def _run(rt: Runtime, adapter: Adapter, key: str, seq: str, record: dict[str, st
         head = store_success(rt, key, seq, event, lock, outcome.remote_id, started_iso)  # nothing before this
         if head:
             start(deliveries.delivery_key(dest, head), seq)
-    detail = redact(outcome.detail, adapter.secrets())[:500]
+    detail = redact(outcome.detail, adapter.secrets(), mask=MASK)[:500]
     attempts.append({"at": started_iso, "outcome": outcome.status, "status": outcome.http_status, "detail": detail,
                      "duration_ms": round((rt.clock() - started) * 1000, 1)})
     fields = delivery_log_fields(dest, key, event, attempts)

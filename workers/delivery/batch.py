@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from postrelay.adapters.base import Adapter, BatchItem, DeliveryContext, Outcome, redact
+from postrelay.adapters.base import Adapter, BatchItem, DeliveryContext, Outcome
 from postrelay.core import keys
 from postrelay.core.events import CanonicalEvent
 from postrelay.core.logs import log_fields
+from postrelay.core.redaction import MASK, redact
 from postrelay.core.replies import text_map
 from postrelay.core.scripts import lua
 from postrelay.core.stores import deliveries, destinations
@@ -151,7 +152,7 @@ def _run(rt: Runtime, adapter: Adapter, ready: list[_Ready], start: Start, resul
     duration_ms = round((rt.clock() - started) * 1000, 1)
     failed = [(item, o) for item, o in zip(ready, outcomes, strict=True) if not o.ok]
     if failed and not succeeded and any(o.status == "retry" for _, o in failed):
-        rt.breaker.failure(dest, rt.clock(), redact(failed[0][1].detail, adapter.secrets())[:300])
+        rt.breaker.failure(dest, rt.clock(), redact(failed[0][1].detail, adapter.secrets(), mask=MASK)[:300])
     for item, outcome in succeeded:
         log_fields(log, logging.INFO, "delivered", {
             **delivery_log_fields(dest, item.key, item.event, _attempts(item, outcome, started_iso, duration_ms, "")),  # type: ignore[arg-type]
@@ -164,7 +165,7 @@ def _run(rt: Runtime, adapter: Adapter, ready: list[_Ready], start: Start, resul
 def _settle_failure(rt: Runtime, adapter: Adapter, item: _Ready, outcome: Outcome, start: Start, started_iso: str,
                     duration_ms: float, size: int) -> str:
     """A failed delivery of the batch: its own dead letter, or its own retry at its own backoff."""
-    detail = redact(outcome.detail, adapter.secrets())[:500]
+    detail = redact(outcome.detail, adapter.secrets(), mask=MASK)[:500]
     attempts = _attempts(item, outcome, started_iso, duration_ms, detail)
     fields = {**delivery_log_fields(adapter.name, item.key, item.event, attempts), "batch": size}  # type: ignore[arg-type]
     if outcome.status == "permanent":

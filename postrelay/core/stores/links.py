@@ -22,11 +22,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from postrelay.core import keys
 from postrelay.core.events import CanonicalEvent, EventType, Location, Mailpiece, Recipient, event_id
 from postrelay.core.linkconfig import LinksConfig
+from postrelay.core.linkspec import LinkSpec, PieceRef  # noqa: F401  (PieceRef: re-exported as store.PieceRef)
 from postrelay.core.linktargets import TargetError, check_url, with_params
 from postrelay.core.scripts import lua
 
@@ -41,35 +42,6 @@ class LinkError(ValueError):
     def __init__(self, field_name: str, message: str) -> None:
         super().__init__(f"{field_name}: {message}" if field_name else message)
         self.field = field_name
-
-
-class PieceRef(BaseModel):
-    """`mailpiece`: the piece a link belongs to, when it already exists."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    source: str = Field(min_length=1, max_length=64)
-    id: str = Field(min_length=1, max_length=200)
-
-
-class LinkSpec(BaseModel):
-    """What `POST /v1/links` (and each batch item, CSV row, mailing) asks for."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    target_url: str
-    campaign_id: str | None = Field(default=None, max_length=200)
-    ref: str | None = Field(default=None, min_length=1, max_length=200)
-    mailpiece: PieceRef | None = None
-    expires_at: datetime | None = None
-    utm: dict[str, str] = Field(default_factory=dict)
-    query: dict[str, str] = Field(default_factory=dict)
-    goal_url: str | None = None
-
-    @field_validator("expires_at")
-    @classmethod
-    def _aware(cls, v: datetime | None) -> datetime | None:
-        return v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v
 
 
 @dataclass
@@ -193,7 +165,8 @@ def prepare(config: LinksConfig, spec: LinkSpec, now: float, where: str = "") ->
     return new_token(), fields, max(1, ttl)
 
 
-def _stage(pipe: Any, token: str, fields: dict[str, Any], ttl: int) -> None:
+def stage(pipe: Any, token: str, fields: dict[str, Any], ttl: int) -> None:
+    """Queue the writes of one prepared link (`prepare`) on a pipeline or transaction."""
     pipe.set(keys.link(token), json.dumps(fields, separators=(",", ":")), ex=ttl)
     if "ref" in fields and "piece_id" not in fields:
         pipe.sadd(keys.link_ref(fields["ref"]), token)
@@ -212,7 +185,7 @@ def mint_many(redis: Any, config: LinksConfig, specs: Sequence[LinkSpec], now: f
     made = _prepare_all(config, specs, now, where)
     pipe = redis.pipeline(transaction=True)
     for token, fields, ttl in made:
-        _stage(pipe, token, fields, ttl)
+        stage(pipe, token, fields, ttl)
     pipe.execute()
     return [urls(config, token) for token, _, _ in made]
 
@@ -223,7 +196,7 @@ async def amint_many(redis: Any, config: LinksConfig, specs: Sequence[LinkSpec],
     made = _prepare_all(config, specs, now, where)
     pipe = redis.pipeline(transaction=True)
     for token, fields, ttl in made:
-        _stage(pipe, token, fields, ttl)
+        stage(pipe, token, fields, ttl)
     await pipe.execute()
     return [urls(config, token) for token, _, _ in made]
 

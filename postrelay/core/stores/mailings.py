@@ -27,6 +27,7 @@ from redis.asyncio import Redis as AsyncRedis
 from postrelay.core import keys
 from postrelay.core.replies import members, text, text_map
 from postrelay.core.scripts import lua
+from postrelay.core.stores import catalog
 
 DUE = keys.MAILINGS_DUE
 INDEX = keys.MAILINGS_INDEX
@@ -113,8 +114,7 @@ def decode(raw: dict[Any, Any]) -> dict[str, Any] | None:
     }
     if r.get("rendered"):
         view["rendered"] = json.loads(r["rendered"])
-    if r.get("link"):
-        view["link"] = json.loads(r["link"])
+    view["link"] = json.loads(r["link"]) if r.get("link") else None
     return view
 
 
@@ -144,14 +144,37 @@ def listing(client: Redis, status: str | None = None, trigger: str | None = None
     return _filter([decode(raw) for raw in pipe.execute()], status, trigger, limit)
 
 
-async def alisting(client: AsyncRedis, status: str | None = None, trigger: str | None = None,
-                   limit: int = 50, scan: int = 2000) -> list[dict[str, Any]]:
-    """`listing` on an asyncio client."""
-    ids = members(await client.zrevrange(INDEX, 0, scan - 1))
-    pipe = client.pipeline(transaction=False)
-    for mid in ids:
-        pipe.hgetall(record_key(mid))
-    return _filter([decode(raw) for raw in await pipe.execute()], status, trigger, limit)
+def matches(view: dict[str, Any], status: str | None = None, provider: str | None = None,
+            trigger: str | None = None) -> bool:
+    """True when a mailing's view passes the list filters (each optional)."""
+    return ((not status or view["status"] == status) and (not provider or view["provider"] == provider)
+            and (not trigger or view["trigger"] == trigger))
+
+
+async def apage(client: AsyncRedis, cursor: str | None, limit: int, *, status: str | None = None,
+                provider: str | None = None, trigger: str | None = None,
+                budget: int = 2000) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of mailings, newest first, after `cursor` (the opaque cursors of `catalog.page`): (views,
+    next cursor or None). Filters read the records; at most `budget` are read per page, so a rare filter
+    answers a short (even empty) page with a cursor to continue. `BadQuery` for a foreign cursor."""
+    out: list[dict[str, Any]] = []
+    read = 0
+    while True:
+        chunk, nxt = await catalog.page(client, INDEX, cursor, min(200, max(limit, 50)))
+        pipe = client.pipeline(transaction=False)
+        for mid, _ in chunk:
+            pipe.hgetall(record_key(mid))
+        for i, ((mid, score), raw) in enumerate(zip(chunk, await pipe.execute(), strict=True)):
+            read += 1
+            view = decode(raw)
+            if view is not None and matches(view, status, provider, trigger):
+                out.append(view)
+            if len(out) == limit or read >= budget:
+                more = nxt is not None or i < len(chunk) - 1
+                return out, (catalog.encode_cursor(score, mid) if more else None)
+        if nxt is None:
+            return out, None
+        cursor = nxt
 
 
 def claim(client: Redis, now: float, lease: float, limit: int = 10) -> list[str]:

@@ -22,9 +22,7 @@ from postrelay.core import keys
 from postrelay.core.scripts import lua
 from postrelay.core.stores import piece_codec as codec
 
-STATUS = f"{keys.PREFIX}:migrate"  # hash: started, finished, migrated, events, changed (on the pieces store)
-_PIECE_PREFIX = keys.piece("", "")[:-2]  # `pr:piece:{`
-_EVENTS_SUFFIX = keys.piece_events("a", "b").removeprefix(keys.piece("a", "b"))  # `:events`
+STATUS = keys.MIGRATE_STATUS  # hash: started, finished, migrated, total (on the pieces store)
 # Fields the first layout keeps in the piece hash besides the piece attributes
 _LEGACY_STATE = ("stage", "stage_rank", "stage_terminal", "stage_at", "first_seen", "kind", "country")
 
@@ -98,12 +96,10 @@ def migrate_piece(r: Redis | RedisCluster, source: str, piece_id: str) -> int:
 
 def legacy_pieces(r: Redis | RedisCluster) -> Iterator[tuple[str, str]]:
     """(source, piece id) of every piece still in the first layout (SCAN; every node of a cluster)."""
-    for raw in r.scan_iter(match=_PIECE_PREFIX + "*}" + _EVENTS_SUFFIX, count=1000):
-        key = raw.decode() if isinstance(raw, bytes) else raw
-        inner = key[len(_PIECE_PREFIX):-len(_EVENTS_SUFFIX) - 1]
-        source, _, piece_id = inner.partition(":")
-        if piece_id:
-            yield source, piece_id
+    for raw in r.scan_iter(match=keys.PIECE_PREFIX + "*}" + keys.PIECE_EVENTS_SUFFIX, count=1000):
+        piece = keys.piece_of(raw, keys.PIECE_EVENTS_SUFFIX)
+        if piece:
+            yield piece
 
 
 def migrate(r: Redis | RedisCluster, progress: Progress | None = None,

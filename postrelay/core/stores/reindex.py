@@ -17,7 +17,6 @@ from postrelay.core.events import CanonicalEvent
 from postrelay.core.stores.indexes import STATE_FIELDS, IndexWriter
 from postrelay.core.stores.piece_codec import decode_piece
 
-_PIECE_PREFIX = f"{keys.PREFIX}:piece:{{"
 BATCH = 200
 Progress = Callable[[int, int], None]
 
@@ -28,13 +27,10 @@ def _text(v: Any) -> str:
 
 def piece_ids(pieces: Any) -> Iterator[tuple[str, str]]:
     """(source, id) of every mailpiece hash in the store (a SCAN; on a cluster, over every primary)."""
-    for raw in pieces.scan_iter(match=_PIECE_PREFIX + "*}", count=1000, _type="hash"):
-        key = _text(raw)
-        if not key.endswith("}"):
-            continue
-        source, _, piece_id = key[len(_PIECE_PREFIX):-1].partition(":")
-        if piece_id:
-            yield source, piece_id
+    for raw in pieces.scan_iter(match=keys.PIECE_PREFIX + "*}", count=1000, _type="hash"):
+        piece = keys.piece_of(raw)
+        if piece:
+            yield piece
 
 
 def _drop(queue: Any, pieces: Any, found: list[tuple[str, str]], split: bool) -> None:

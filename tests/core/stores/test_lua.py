@@ -40,10 +40,10 @@ def test_every_script_names_each_slot_it_uses_in_its_header():
 
 
 def test_every_script_has_a_direct_test():
-    """Each script in postrelay/core/lua/ is called by name (`lua("<name>"`) in a test of tests/stores/."""
+    """Each script in postrelay/core/lua/ is called by name (`lua("<name>"`) in a test of this folder."""
     here = Path(__file__).parent
     called = {m for f in here.glob("test_*.py") for m in re.findall(r'lua\("([a-z_]+)"', f.read_text())}
-    assert set(names()) - called == set(), "scripts without a direct test in tests/stores/"
+    assert set(names()) - called == set(), "scripts without a direct test here"
 
 
 def test_constants_are_put_in_as_lua_literals_once_per_name_and_values():
