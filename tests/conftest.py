@@ -12,7 +12,6 @@ import redis
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
-
 # The longest tests (a minute or more of real processes each) run first, so that with `pytest -n 2` the two test
 # processes finish together instead of one of them starting the benchmark smoke as the last test.
 LONG_FIRST = ("tests/test_bench_smoke.py", "tests/faults/", "tests/mailings/test_kill.py", "tests/console/")
