@@ -51,12 +51,12 @@ class Context:
             env["BENCH_SINK_BASE"] = sink_url.rsplit("/", 1)[0]  # the sink's origin (its /crm/ plays HubSpot)
         return env
 
-    def _spawn(self, kind: str, workers: int, sink_url: str) -> Server:
+    def _spawn(self, kind: str, workers: int, sink_url: str, config: Path = CONFIG) -> Server:
         """Start `postrelay serve` ("postrelay"; "postrelay-info" at the default log level) or a baseline."""
         port = free_port()
         env = self.env(sink_url)
         if kind.startswith("postrelay"):
-            argv = python("-m", "postrelay.cli", "serve", "--config", str(CONFIG), "--host", "127.0.0.1",
+            argv = python("-m", "postrelay.cli", "serve", "--config", str(config), "--host", "127.0.0.1",
                           "--port", str(port), "--workers", str(workers))
             if kind == "postrelay-info":
                 env["POSTRELAY_LOG_LEVEL"] = "INFO"  # its log lines go to its log file, as under systemd
@@ -65,13 +65,14 @@ class Context:
         return Server(Proc(f"{kind}-w{workers}-{port}", argv, self.logs, env).start(), port)
 
     @contextmanager
-    def servers(self, specs: list[tuple[str, int]], sink_url: str = "") -> Iterator[dict[tuple[str, int], Server]]:
-        """Start `postrelay serve` (kind "postrelay") and/or baselines from bench.baselines, all at once;
-        yields them by (kind, workers) once every one listens; stops them on exit."""
+    def servers(self, specs: list[tuple[str, int]], sink_url: str = "",
+                config: Path = CONFIG) -> Iterator[dict[tuple[str, int], Server]]:
+        """Start `postrelay serve` (kind "postrelay", with `config`) and/or baselines from bench.baselines, all
+        at once; yields them by (kind, workers) once every one listens; stops them on exit."""
         started: dict[tuple[str, int], Server] = {}
         try:
             for kind, workers in specs:
-                started[(kind, workers)] = self._spawn(kind, workers, sink_url)
+                started[(kind, workers)] = self._spawn(kind, workers, sink_url, config)
             for srv in started.values():
                 srv.proc.wait_port(srv.port)
             if any(w > 1 for _, w in specs):
@@ -82,17 +83,17 @@ class Context:
                 srv.proc.stop()
 
     @contextmanager
-    def server(self, kind: str, workers: int = 1, sink_url: str = "") -> Iterator[Server]:
+    def server(self, kind: str, workers: int = 1, sink_url: str = "", config: Path = CONFIG) -> Iterator[Server]:
         """One server (see `servers`)."""
-        with self.servers([(kind, workers)], sink_url) as started:
+        with self.servers([(kind, workers)], sink_url, config) as started:
             yield started[(kind, workers)]
 
     @contextmanager
-    def worker(self, sink_url: str, log_level: str = "WARNING") -> Iterator[Proc]:
-        """`postrelay worker`, stopped on exit; waits for its first heartbeat."""
+    def worker(self, sink_url: str, log_level: str = "WARNING", config: Path = CONFIG) -> Iterator[Proc]:
+        """`postrelay worker` (with `config`), stopped on exit; waits for its first heartbeat."""
         env = {**self.env(sink_url), "POSTRELAY_LOG_LEVEL": log_level}
         proc = Proc(f"worker-{int(time.time() * 1000)}", python("-m", "postrelay.cli", "worker", "--config",
-                                                                  str(CONFIG)), self.logs, env).start()
+                                                                  str(config)), self.logs, env).start()
         try:
             deadline = time.monotonic() + 30
             while not self.redis.r.hlen("pr:workers"):

@@ -13,7 +13,11 @@ waits up to `--drain` seconds; what is still outstanding then counts as `timeout
 Closed loop: `C` connections send back to back; used only when `wrk` is missing.
 
 The driver is callback-based on uvloop with pre-built request bytes, so it stays cheap, but on a 2-core
-machine it still competes with the server for CPU; it reports its own CPU seconds.
+machine it still competes with the server for CPU; it reports its own CPU seconds and, in open loop, its
+own lateness (`driver_lag_ms`: how long after its due time each measured request was handed to a
+connection — when that p99 is close to the latency p99, the driver or the machine's scheduling, not the
+server, sets the tail). The garbage collector is off while requests are timed (it is run and the loaded
+requests frozen first): a collection pause inside the driver would be charged to the server.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import gc
 import json
 import resource
 import sys
@@ -100,6 +105,7 @@ class _Driver:
         self.next_index = 0
         self.stop_at = float("inf")
         self.latencies: list[float] = []
+        self.lags: list[float] = []  # open loop: when each measured request went out, after its due time
         self.statuses: collections.Counter[int] = collections.Counter()
         self.lost_requests = 0
         self.all_2xx = 0  # warm-up included
@@ -112,8 +118,11 @@ class _Driver:
         """Send request `index` now (on an idle connection, a new one, or after the backlog)."""
         self.outstanding += 1
         self.idle_event.clear()
-        if index >= self.measure_from and self.first_measured is None:
-            self.first_measured = intended
+        if index >= self.measure_from:
+            if self.first_measured is None:
+                self.first_measured = intended
+            if not self.closed_loop:
+                self.lags.append(time.perf_counter() - intended)
         if self.idle:
             self.idle.pop().send(self.requests[index % len(self.requests)], (index, intended))
         elif len(self.conns) + self.opening < self.max_conns:
@@ -205,6 +214,7 @@ async def open_loop(args: argparse.Namespace) -> dict[str, Any]:
     requests = _load(args, total)
     driver = _Driver(args.host, args.port, requests, warm_n, args.max_conns)
     await _prewarm(driver, min(args.max_conns, args.initial_conns))
+    _quiet_gc()
     t0 = time.perf_counter() + 0.01
     t0_wall = time.time() + (t0 - time.perf_counter())
     index = 0
@@ -218,10 +228,12 @@ async def open_loop(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(max(TICK, t0 + index / rate - time.perf_counter()))
     sent_end = time.perf_counter()
     timeouts = await driver.drain(args.drain)
+    gc.enable()
     measure_start = t0 + warm_n / rate
     out = _result(driver, timeouts, len(requests))
     out.update(mode="open", offered_rate=rate, requests_sent=total, t0_wall=t0_wall, first_index=args.offset,
                send_lag_s=round(sent_end - (t0 + (total - 1) / rate), 4),
+               driver_lag_ms=summarize(driver.lags, scale=1000.0),
                throughput=_throughput(driver, measure_start))
     return out
 
@@ -231,6 +243,7 @@ async def closed_loop(args: argparse.Namespace) -> dict[str, Any]:
     requests = _load(args, args.count or 100_000)
     driver = _Driver(args.host, args.port, requests, 0, args.concurrency, closed_loop=True)
     await _prewarm(driver, args.concurrency)
+    _quiet_gc()
     start = time.perf_counter()
     driver.stop_at = start + args.warmup + args.duration
     for _ in range(args.concurrency):
@@ -241,10 +254,18 @@ async def closed_loop(args: argparse.Namespace) -> dict[str, Any]:
     measure_start = time.perf_counter()
     await asyncio.sleep(args.duration)
     timeouts = await driver.drain(args.drain)
+    gc.enable()
     out = _result(driver, timeouts, len(requests))
     out.update(mode="closed", concurrency=args.concurrency, requests_sent=driver.next_index,
                throughput=_throughput(driver, measure_start, measure_start + args.duration))
     return out
+
+
+def _quiet_gc() -> None:
+    """Collect once, freeze what survives (the loaded requests) and stop collecting until the run ends."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
 
 
 def _throughput(driver: _Driver, start: float, end: float | None = None) -> float:
@@ -288,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds sent before measuring")
     p.add_argument("--max-conns", type=int, default=256)
-    p.add_argument("--initial-conns", type=int, default=8)
+    p.add_argument("--initial-conns", type=int, default=32, help="connections opened before the clock starts")
     p.add_argument("--drain", type=float, default=5.0, help="seconds to wait for stragglers")
     p.add_argument("--visits", action="store_true", help="GET link visits (bench.payloads.write_visits); a 302 is ok")
     args = p.parse_args(argv)

@@ -3,6 +3,7 @@ links, the console, health, readiness and metrics."""
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +26,21 @@ from postrelay.receiver.service import Receiver
 from postrelay.receiver.ui.routes import console_routes
 from postrelay.receiver.webhook import WebhookEndpoint
 
+_frozen = False
+
+
+def freeze_startup() -> None:
+    """Once per process, at the first app's startup: what startup made (modules, config, routes: ~300,000
+    objects) lives as long as the process; frozen out of the collector's sight, a full collection walks only
+    what came after (tens of ms less per pause, which every request arriving meanwhile waited for). Only
+    once: frozen objects are never collected as cycles, so a process making many apps (the tests) would
+    otherwise keep each one."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+
 
 def create_app(config: Config, redis_client: Redis | None = None, clock: Callable[[], float] = time.time,
                pieces_client: AsyncClient | None = None) -> Starlette:
@@ -42,6 +58,7 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        freeze_startup()
         yield
         await receiver.redis.aclose()
         if receiver.pieces is not receiver.redis:

@@ -54,6 +54,8 @@ class IngestQueue:
         self._lua = lua("ingest_enqueue")
         self._script = self._lua.register(redis)
         self._visit_lua = lua("ingest_visit")
+        self._visit_script = self._visit_lua.register(redis)
+        self._stream = [keys.INGEST_STREAM]
         self._pending: list[_Waiter] = []
         self._reads: list[_Read] = []
         self._visits: list[_Visit] = []
@@ -125,28 +127,28 @@ class IngestQueue:
             marker_keys = [keys.seen(e.id) for e in events]
         return [keys.INGEST_STREAM, *marker_keys], args
 
-    def _visit_call(self, visits: list[_Visit]) -> tuple[list[str], list[object]]:
-        """KEYS and ARGV of `ingest_visit.lua` for `visits`."""
-        call_keys: list[str] = [keys.INGEST_STREAM]
-        args: list[object] = [repr(visits[0][3]), self.link_hosts]
-        for event, (marker, ttl), link_key, _, _ in visits:
-            call_keys.append(keys.seen(marker))
-            args.extend((link_key, ttl, event.model_dump_json()))
-        return call_keys, args
+    def _visit_call(self, visits: list[_Visit]) -> list[object]:
+        """ARGV of `ingest_visit.lua` for `visits` (KEYS: the stream): every visit on one line of one string."""
+        seen = keys.seen
+        lines = "\n".join(f"{link_key}\t{seen(marker)}\t{ttl}\t{event.model_dump_json()}"
+                          for event, (marker, ttl), link_key, _, _ in visits)
+        return [repr(visits[0][3]), self.link_hosts, lines]
 
     async def _round_trip(self, batch: list[_Waiter], reads: list[_Read],
-                          visits: list[_Visit]) -> tuple[Any, list[Any], list[Any]]:
-        """(script reply or None, read replies, visit replies): the events' script alone (webhooks), or one
-        pipeline with the reads and the visits' script."""
+                          visits: list[_Visit]) -> tuple[Any, list[Any], Any]:
+        """(script reply or None, read replies, visits' reply or None): one script call when the round trip
+        carries only events (webhooks) or only visits (tracking links), else one pipeline with everything."""
         call = self._call(batch) if batch else None
-        if not reads and not visits:
-            assert call is not None
-            return await self._script(keys=call[0], args=call[1]), [], []
+        visit_args = self._visit_call(visits) if visits else None
+        if not reads and (call is None or visit_args is None):
+            if call is not None:
+                return await self._script(keys=call[0], args=call[1]), [], None
+            return None, [], await self._visit_script(keys=self._stream, args=visit_args)
         scripts: list[tuple[Any, tuple[list[str], list[object]]]] = []
         if call is not None:
             scripts.append((self._lua, call))
-        if visits:
-            scripts.append((self._visit_lua, self._visit_call(visits)))
+        if visit_args is not None:
+            scripts.append((self._visit_lua, (self._stream, visit_args)))
         pipe = self.redis.pipeline(transaction=False)
         for key, _ in reads:
             pipe.get(key)
@@ -165,7 +167,7 @@ class IngestQueue:
                 raise answer
             answers.append(answer)
         flags = answers.pop(0) if call is not None else None
-        return flags, values, answers[0] if visits else []
+        return flags, values, answers[0] if visits else None
 
     async def _flush(self, batch: list[_Waiter], reads: list[_Read], visits: list[_Visit]) -> None:
         try:
@@ -180,10 +182,11 @@ class IngestQueue:
         for (_, read), value in zip(reads, values, strict=True):
             if not read.done():
                 read.set_result(value)
-        for i, visit in enumerate(visits):
-            if not visit[4].done():
-                flag = visited[2 * i]
-                visit[4].set_result((flag.decode() if isinstance(flag, bytes) else str(flag), visited[2 * i + 1]))
+        if visits:
+            lines = visited.split(b"\n") if isinstance(visited, bytes) else str(visited).encode().split(b"\n")
+            for visit, line in zip(visits, lines, strict=True):
+                if not visit[4].done():  # b"<flag>\t<record JSON, or nothing>"
+                    visit[4].set_result((chr(line[0]), line[2:] or None))
         if not batch:
             return
         flags = flags.decode() if isinstance(flags, bytes) else str(flags)

@@ -1,4 +1,5 @@
-"""`postrelay mailings list [--status S] [--trigger T] [--limit N] [--json]` and `postrelay mailings show ID [--json]`.
+"""`postrelay mailings list [--status S] [--provider P] [--trigger T] [--limit N] [--json]` and
+`postrelay mailings show ID [--json]`.
 
 The same store functions as `GET /v1/mailings` (`postrelay.core.stores.mailings`).
 """
@@ -54,14 +55,16 @@ def mailings() -> None:
 @mailings.command("list")
 @config_option
 @click.option("--status", type=click.Choice(STATUSES), default=None, help="only mailings with this status")
+@click.option("--provider", metavar="NAME", default=None, help="only mailings through this destination")
 @click.option("--trigger", metavar="NAME", default=None, help="only this trigger's mailings")
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
 @json_option
-def mailings_list(config: str | None, status: str | None, trigger: str | None, limit: int, as_json: bool) -> int:
+def mailings_list(config: str | None, status: str | None, provider: str | None, trigger: str | None, limit: int,
+                  as_json: bool) -> int:
     """The newest mailings first."""
     from postrelay.core.stores import mailings as store
 
-    rows = store.listing(_client(config), status, trigger, limit)
+    rows = store.listing(_client(config), status, trigger, limit, provider=provider)
     click.echo(json.dumps(rows, indent=2) if as_json else table(rows))
     return OK
 

@@ -48,7 +48,7 @@ def console_config(redis_url: str, crm_url: str, **override: Any) -> dict[str, A
                               {"name": "viewer", "token": READ_TOKEN, "role": "read"}]},
         "destinations": {"crm": {"type": "webhook", "url": crm_url, "secret": CRM_SECRET}},
         "routes": [{"events": ["*"], "to": ["crm"]}],
-        "followups": [{"name": "nudge", "after": "processed_for_delivery", "delay": "3 business days",
+        "followups": [{"name": "nudge", "after": "processed_for_delivery", "delay": "1000 days",
                        "unless": ["purl_opened"], "do": "crm"}],
         "delivery": {"base_delay": 1, "max_delay": 5, "circuit_threshold": 100},
     })

@@ -27,6 +27,8 @@ def test_mailings_list_and_show(env: Env, tmp_path: Path, redis_url: str, capsys
     assert main(["mailings", "list", "--status", "failed", "--json", "--config", str(config)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["mailing_id"] for r in rows] == [bad]
+    assert main(["mailings", "list", "--provider", "lob", "--json", "--config", str(config)]) == 0
+    assert [r["mailing_id"] for r in json.loads(capsys.readouterr().out)] == [ok]
 
     assert main(["mailings", "show", ok, "--config", str(config)]) == 0
     out = capsys.readouterr().out

@@ -2,12 +2,14 @@
 
 - `parse_json` (orjson) against the standard-library path it falls back to (`_parse_json_std`);
 - `Deadlines` (one loop timer for all body reads) against `asyncio.timeout`;
-- the direct log line (`log_fields` → `LineHandler.emit_fields`) against the `LogRecord` path.
+- the direct log line (`log_fields` → `LineHandler.emit_fields`) against the `LogRecord` path;
+- the visit event from its template (`unbound_visit_json`) against `visit_json` and the `CanonicalEvent` model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import json
 import logging
@@ -19,8 +21,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from postrelay.core.events import CanonicalEvent, EventType
 from postrelay.core.logs import LineHandler, dumps_line, log_fields, setup_logging
 from postrelay.core.redaction import Redactor
+from postrelay.core.stores.links import TOKEN_RE, Link, unbound_visit_json, visit_json
 from postrelay.receiver.body import Deadlines, receive_body
 from postrelay.receiver.errors import HTTPError
 from postrelay.receiver.providers.base import _may_hold_big_integer, _parse_json_std, parse_json
@@ -258,3 +262,19 @@ def test_dumps_line_is_json_dumps(value: dict[str, Any]) -> None:
         assert dumps_line(value).startswith('{"o": "<postrelay.core.redaction.Redactor object at 0x')
     else:
         assert dumps_line(value) == expected
+
+
+# --- unbound_visit_json ------------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(token=st.from_regex(TOKEN_RE, fullmatch=True), etype=st.sampled_from([EventType.PURL_OPENED,
+                                                                             EventType.PURL_COMPLETED]),
+       moment=st.datetimes(timezones=st.just(datetime.UTC)), suffix=st.from_regex(r"[0-9a-f]{16}", fullmatch=True))
+def test_the_visit_template_is_visit_json(token: str, etype: EventType, moment: Any, suffix: str) -> None:
+    visit_id = f"{token}.{'goal' if etype is EventType.PURL_COMPLETED else 'open'}.{suffix}"
+    fast = unbound_visit_json(token, etype, moment, visit_id)
+    slow = visit_json(Link(token=token, target=""), etype, moment, visit_id)
+    assert (fast.id, fast.json) == (slow.id, slow.json)
+    event = CanonicalEvent.model_validate_json(fast.json)
+    assert (event.id, event.mailpiece.id, event.metadata["postrelay_link"]) == (fast.id, token, token)

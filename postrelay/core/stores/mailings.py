@@ -128,20 +128,15 @@ async def aget(client: AsyncRedis, mid: str) -> dict[str, Any] | None:
     return decode(await client.hgetall(record_key(mid)))
 
 
-def _filter(views: list[dict[str, Any] | None], status: str | None, trigger: str | None,
-            limit: int) -> list[dict[str, Any]]:
-    out = [v for v in views if v and (not status or v["status"] == status) and (not trigger or v["trigger"] == trigger)]
-    return out[:limit]
-
-
 def listing(client: Redis, status: str | None = None, trigger: str | None = None,
-            limit: int = 50, scan: int = 2000) -> list[dict[str, Any]]:
-    """The newest mailings first, optionally only one status or trigger (among the newest `scan`)."""
+            limit: int = 50, scan: int = 2000, provider: str | None = None) -> list[dict[str, Any]]:
+    """The newest mailings first, optionally only one status, trigger or provider (among the newest `scan`)."""
     ids = members(client.zrevrange(INDEX, 0, scan - 1))
     pipe = client.pipeline(transaction=False)
     for mid in ids:
         pipe.hgetall(record_key(mid))
-    return _filter([decode(raw) for raw in pipe.execute()], status, trigger, limit)
+    views = [decode(raw) for raw in pipe.execute()]
+    return [v for v in views if v and matches(v, status, provider, trigger)][:limit]
 
 
 def matches(view: dict[str, Any], status: str | None = None, provider: str | None = None,

@@ -75,12 +75,13 @@ def test_ingest_visit_queues_only_active_links(redis_client):
     hosts = json.dumps(["shop.example.com"])  # example.org removed from the config since
     tokens = [ok, ok, expiring, revoked, elsewhere, "missing"]
     markers = [keys.seen(f"m{i}") for i in (0, 0, 2, 3, 4, 5)]
-    args = [NOW + 2 * 86400, hosts]  # past the expiry
-    for i, t in enumerate(tokens):
-        args += [keys.link(t), 60, json.dumps({"visit": i})]
-    out = lua("ingest_visit")(redis_client, keys=[keys.INGEST_STREAM, *markers], args=args)
-    flags = [f.decode() for f in out[0::2]]
-    assert flags == ["1", "0", "g", "g", "g", "x"]
-    records = out[1::2]
-    assert records[-1] is None and json.loads(records[0])["target"] == "https://shop.example.com/"
-    assert redis_client.xlen(keys.INGEST_STREAM) == 1
+    visits = "\n".join(f"{keys.link(t)}\t{m}\t60\t{json.dumps({'visit': i, 'text': 'a b'})}"
+                       for i, (t, m) in enumerate(zip(tokens, markers, strict=True)))
+    out = lua("ingest_visit")(redis_client, keys=[keys.INGEST_STREAM], args=[NOW + 2 * 86400, hosts, visits])
+    lines = out.split(b"\n")  # one line per visit: flag, tab, the record ('' when none)
+    assert [line[:2] for line in lines] == [b"1\t", b"0\t", b"g\t", b"g\t", b"g\t", b"x\t"]
+    assert lines[-1] == b"x\t" and json.loads(lines[0][2:])["target"] == "https://shop.example.com/"
+    assert json.loads(lines[2][2:])["expires"] is not None  # a gone link's record comes back too
+    entries = redis_client.xrange(keys.INGEST_STREAM)
+    assert [json.loads(fields[b"e"]) for _, fields in entries] == [{"visit": 0, "text": "a b"}]
+    assert 0 < redis_client.ttl(markers[0]) <= 60 and not redis_client.exists(markers[2])
