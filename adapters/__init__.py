@@ -38,7 +38,7 @@ def adapter_class(type_name: str) -> type[Adapter]:
     return getattr(importlib.import_module(module), cls)
 
 
-CORE_KEYS = ("type", "rate_limit")  # `[destinations.NAME]` keys the core config validates itself
+CORE_KEYS = ("type", "rate_limit", "batch_size", "batch_linger")  # `[destinations.NAME]` keys the core config validates itself
 
 
 def check_destination(name: str, table: Any) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote
 
@@ -57,6 +57,27 @@ class Outcome:
         return cls("permanent", http_status=http_status, detail=detail)
 
 
+@dataclass(frozen=True)
+class RateInfo:
+    """What one answer said about the destination's rate limit: `limit` requests per `window` seconds with
+    `remaining` left (and `reset` seconds until the window refills, when the vendor says), or a 429's
+    `retry_after`. Read by the worker's rate limiter (`workers.ratelimit`)."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    window: float | None = None
+    reset: float | None = None
+    retry_after: float | None = None
+
+
+@dataclass
+class BatchItem:
+    """One delivery inside a batch call: its event and its own context (memo, attempt, extra)."""
+
+    event: CanonicalEvent
+    ctx: DeliveryContext
+
+
 @dataclass
 class DeliveryContext:
     """Per-delivery state the worker hands to an adapter.
@@ -98,11 +119,28 @@ class Adapter:
 
     type: ClassVar[str]
     Settings: ClassVar[builtins.type[AdapterSettings]] = AdapterSettings  # `type` above shadows the builtin
+    batch_limit: ClassVar[int] = 0
+    """Most deliveries one batch call takes (0: the vendor has no batch API; `deliver_batch` is not used)."""
+    reads_rate_headers: ClassVar[bool] = False
+    """True when `rate_info` reads the vendor's rate-limit headers (the worker then paces every call)."""
 
     def __init__(self, name: str, settings: AdapterSettings, client: httpx.Client) -> None:
         self.name = name
         self.settings = settings
         self.client = client
+        # set by the worker: take a rate-limit slot before each call (None: go; else the seconds still to
+        # wait, and the call is not made), and learn from each answer's rate-limit headers
+        self.pace: Callable[[], float | None] | None = None
+        self.observe: Callable[[RateInfo], None] | None = None
+
+    def deliver_batch(self, items: list[BatchItem]) -> list[Outcome]:
+        """One outcome per item, in order, for deliveries grouped into the vendor's batch API (adapters with a
+        `batch_limit`); never raises for HTTP trouble. The default delivers them one by one."""
+        return [self.deliver(item.event, item.ctx) for item in items]
+
+    def rate_info(self, response: httpx.Response) -> RateInfo | None:
+        """The rate-limit headers of an answer (vendors that send them override this)."""
+        return None
 
     def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
         """Make the outside call(s) for `event`; never raise for HTTP or network trouble."""
@@ -121,6 +159,10 @@ class Adapter:
         never time out: the whole answer must also arrive within the read timeout (overall, not per read),
         and at most `MAX_RESPONSE_BYTES` of its body are kept.
         """
+        if self.pace is not None:
+            wait = self.pace()
+            if wait is not None:
+                return Outcome.retry(f"rate limited: no request slot for {wait:.1f} s", retry_after=wait)
         timeout = kwargs.get("timeout")
         limit = (httpx.Timeout(timeout) if timeout is not None else self.client.timeout).read
         deadline = time.monotonic() + limit if limit else None
@@ -137,12 +179,25 @@ class Adapter:
                         break
                 headers = [(k, v) for k, v in response.headers.multi_items()
                            if k.lower() not in {"content-encoding", "content-length", "transfer-encoding"}]
-                return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks),
-                                      request=response.request, extensions=response.extensions)
+                answer = httpx.Response(response.status_code, headers=headers, content=b"".join(chunks),
+                                        request=response.request, extensions=response.extensions)
         except httpx.TimeoutException as exc:
             return Outcome.retry(f"timeout: {type(exc).__name__}")
         except httpx.TransportError as exc:
             return Outcome.retry(f"network error: {type(exc).__name__}: {exc}")
+        if self.observe is not None:
+            self._observe(answer)
+        return answer
+
+    def _observe(self, response: httpx.Response) -> None:
+        """Hand the answer's rate-limit headers (and a 429's Retry-After) to the worker's limiter."""
+        info = self.rate_info(response)
+        if response.status_code == 429:
+            retry_after = retry_after_seconds(response)
+            if retry_after is not None:
+                info = replace(info, retry_after=retry_after) if info else RateInfo(retry_after=retry_after)
+        if info is not None and self.observe is not None:
+            self.observe(info)
 
 
 def retry_after_seconds(response: httpx.Response, now: float | None = None) -> float | None:

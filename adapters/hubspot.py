@@ -20,13 +20,16 @@ from postrelay.adapters._payload import scrub
 from postrelay.adapters.base import (
     Adapter,
     AdapterSettings,
+    BatchItem,
     DeliveryContext,
     Outcome,
+    RateInfo,
     check_token,
     check_url,
     classify,
     path_segment,
 )
+from postrelay.adapters.hubspot_batch import BATCH_LIMIT, BatchWriter, activity_input
 from postrelay.core.events import CanonicalEvent
 
 DEFAULT_PROPERTIES = {
@@ -47,6 +50,8 @@ class HubSpotAdapter(Adapter):
     """Update the contact's mail properties and log the event on its timeline."""
 
     type = "hubspot"
+    batch_limit = BATCH_LIMIT
+    reads_rate_headers = True
 
     class Settings(AdapterSettings):
         """`[destinations.NAME]` with `type = "hubspot"`."""
@@ -66,6 +71,30 @@ class HubSpotAdapter(Adapter):
     def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
         """Update the contact, then log the activity once; ok carries the activity (or contact) id."""
         return scrub(self._deliver(event, ctx), self.secrets())
+
+    def deliver_batch(self, items: list[BatchItem]) -> list[Outcome]:
+        """Contacts in one batch update/upsert, activities in one batch create (`adapters.hubspot_batch`)."""
+        activity = None if self.settings.activity == "none" else ACTIVITIES[self.settings.activity]
+        writer = BatchWriter(self._request, self._classify, self.settings.properties, self.settings.contact_id_field,
+                             activity)
+        return [scrub(outcome, self.secrets()) for outcome in writer.run(items)]
+
+    def rate_info(self, response: httpx.Response) -> RateInfo | None:
+        """`X-HubSpot-RateLimit-Max` requests per `-Interval-Milliseconds`, `-Remaining` left; the secondly
+        limit (`-Secondly`, `-Secondly-Remaining`) when it is the one nearly spent."""
+        headers = response.headers
+        if response.status_code == 429 and _crm.dig(response, "policyName") == "TEN_SECONDLY_ROLLING":
+            return RateInfo(retry_after=TEN_SECONDLY_WINDOW)  # no Retry-After: wait out the rolling window
+        window = _number(headers.get("x-hubspot-ratelimit-interval-milliseconds"))
+        limit = _number(headers.get("x-hubspot-ratelimit-max"))
+        remaining = _number(headers.get("x-hubspot-ratelimit-remaining"))
+        secondly = _number(headers.get("x-hubspot-ratelimit-secondly"))
+        secondly_left = _number(headers.get("x-hubspot-ratelimit-secondly-remaining"))
+        if secondly and secondly_left is not None and secondly_left <= 1:
+            return RateInfo(limit=int(secondly), remaining=int(secondly_left), window=1.0)
+        if not limit or not window:
+            return None
+        return RateInfo(limit=int(limit), remaining=None if remaining is None else int(remaining), window=window / 1000)
 
     def _deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
         done = ctx.recall("activity")
@@ -104,13 +133,7 @@ class HubSpotAdapter(Adapter):
 
     def _log_activity(self, event: CanonicalEvent, contact_id: str, ctx: DeliveryContext) -> Outcome:
         object_type, body_property, association_type = ACTIVITIES[self.settings.activity]
-        payload = {
-            "properties": {"hs_timestamp": _crm.timestamp(event.occurred_at), body_property: _crm.html_text(event)},
-            "associations": [{
-                "to": {"id": contact_id},
-                "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": association_type}],
-            }],
-        }
+        payload = activity_input(event, contact_id, body_property, association_type)
         response = self._request("POST", f"/crm/v3/objects/{object_type}", json=payload)
         if isinstance(response, Outcome):
             return response
@@ -135,3 +158,11 @@ class HubSpotAdapter(Adapter):
               and _crm.dig(response, "policyName") == "TEN_SECONDLY_ROLLING"):
             outcome.retry_after = TEN_SECONDLY_WINDOW
         return outcome
+
+
+def _number(value: str | None) -> float | None:
+    """A numeric header value, or None when absent or not a number."""
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

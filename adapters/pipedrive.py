@@ -6,6 +6,7 @@
    `person_id` read-only); `mode = "note"`: `POST /v1/notes` (notes have no v2 endpoint yet).
 Pipedrive has no idempotency key: the created id is memoized in the delivery context, so a re-run never
 creates a second one. Auth is the `x-api-token` header on every call.
+Pipedrive has no batch API: deliveries stay one per event, paced by its `x-ratelimit-*` headers (`rate_info`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,26 @@ from pydantic import Field, field_validator
 
 from postrelay.adapters import _crm
 from postrelay.adapters._payload import scrub
-from postrelay.adapters.base import Adapter, AdapterSettings, DeliveryContext, Outcome, check_token, check_url, classify
+from postrelay.adapters.base import (
+    Adapter,
+    AdapterSettings,
+    DeliveryContext,
+    Outcome,
+    RateInfo,
+    check_token,
+    check_url,
+    classify,
+)
 from postrelay.core.events import CanonicalEvent
+
+BURST_WINDOW = 2.0  # seconds: Pipedrive's x-ratelimit-limit counts requests per rolling 2-second window
 
 
 class PipedriveAdapter(Adapter):
     """Log each mail event on the matching Pipedrive person."""
 
     type = "pipedrive"
+    reads_rate_headers = True
 
     class Settings(AdapterSettings):
         """`[destinations.NAME]` with `type = "pipedrive"`."""
@@ -105,6 +118,15 @@ class PipedriveAdapter(Adapter):
             "note": _crm.html_text(event),
         }
 
+    def rate_info(self, response: httpx.Response) -> RateInfo | None:
+        """`x-ratelimit-limit` requests per `BURST_WINDOW` (Pipedrive's burst limit), `x-ratelimit-remaining` left,
+        `x-ratelimit-reset` seconds until the window refills."""
+        limit, remaining = _int(response.headers.get("x-ratelimit-limit")), _int(response.headers.get("x-ratelimit-remaining"))
+        if not limit:
+            return None
+        return RateInfo(limit=limit, remaining=remaining, window=BURST_WINDOW,
+                        reset=_int(response.headers.get("x-ratelimit-reset")))
+
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response | Outcome:
         headers = {"x-api-token": self.settings.token}
         return self.call(method, self.settings.base_url + path, headers=headers, **kwargs)
@@ -118,6 +140,11 @@ class PipedriveAdapter(Adapter):
         elif response.status_code == 429 and outcome.retry_after is None and reset.isdigit():
             outcome.retry_after = float(reset)
         return outcome
+
+
+def _int(value: str | None) -> int | None:
+    """A whole-number header value, or None."""
+    return int(value) if value is not None and value.strip().isdigit() else None
 
 
 def _person_ids(response: httpx.Response) -> set[int]:

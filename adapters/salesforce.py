@@ -6,6 +6,7 @@
    `PATCH /services/data/{v}/sobjects/{Object}/{Id}`.
 2. For `task_events`: `POST /services/data/{v}/sobjects/Task` with `WhoId` = the record; the Task id is
    memoized in the delivery context, so a re-run never creates a second Task.
+Batches (`batch_size > 1`) go through sObject Collections instead (`adapters.salesforce_batch`).
 Salesforce answers limits with 403 `REQUEST_LIMIT_EXCEEDED` (no 429) and ambiguous upserts with 300.
 An upsert that updated a record answers 204 with no body before API version 46.0 (and a create may answer
 201 without one): that is a success; when a Task needs the record id, it is read with
@@ -24,6 +25,7 @@ from postrelay.adapters._payload import scrub
 from postrelay.adapters.base import (
     Adapter,
     AdapterSettings,
+    BatchItem,
     DeliveryContext,
     Outcome,
     check_token,
@@ -33,6 +35,7 @@ from postrelay.adapters.base import (
     path_segment,
     retry_after_seconds,
 )
+from postrelay.adapters.salesforce_batch import BATCH_LIMIT, TRANSIENT_ERRORS, CollectionWriter, soql_string, task_record
 from postrelay.core.events import CanonicalEvent, EventType
 
 DEFAULT_FIELDS = {
@@ -42,22 +45,14 @@ DEFAULT_FIELDS = {
     "campaign": "Mail_Campaign__c",
 }
 DEFAULT_TASK_EVENTS = [EventType.RETURNED_TO_SENDER, EventType.PURL_COMPLETED]
-# Error codes that clear up by themselves: API limits (Salesforce has no 429) and record lock contention.
-TRANSIENT_ERRORS = frozenset({"REQUEST_LIMIT_EXCEEDED", "UNABLE_TO_LOCK_ROW"})
-SUBJECT_MAX = 255
-
-
-def soql_string(value: str) -> str:
-    """`value` as a quoted SOQL string literal (backslash, quotes and control characters escaped)."""
-    escapes = {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",
-               "\f": "\\f"}
-    return "'" + "".join(escapes.get(char, char) for char in value) + "'"
+__all__ = ["DEFAULT_FIELDS", "SalesforceAdapter", "soql_string"]
 
 
 class SalesforceAdapter(Adapter):
     """Update the Contact/Lead mail fields; create a Task for the events that need a person."""
 
     type = "salesforce"
+    batch_limit = BATCH_LIMIT
 
     class Settings(AdapterSettings):
         """`[destinations.NAME]` with `type = "salesforce"`."""
@@ -89,6 +84,11 @@ class SalesforceAdapter(Adapter):
     def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
         """Update the record, then create the Task once for task events; ok carries the Task or record id."""
         return scrub(self._deliver(event, ctx), self.secrets())
+
+    def deliver_batch(self, items: list[BatchItem]) -> list[Outcome]:
+        """Records and Tasks through sObject Collections (`adapters.salesforce_batch`)."""
+        writer = CollectionWriter(self._request, self._classify, self.settings)
+        return [scrub(outcome, self.secrets()) for outcome in writer.run(items)]
 
     def _deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:
         # a follow-up rule that names this destination (`do = "salesforce"`) is a task for a rep, whatever its trigger
@@ -160,14 +160,7 @@ class SalesforceAdapter(Adapter):
         return ids[0]
 
     def _create_task(self, event: CanonicalEvent, record_id: str, ctx: DeliveryContext) -> Outcome:
-        task = {
-            "Subject": _crm.summary(event)[:SUBJECT_MAX],
-            "WhoId": record_id,
-            "ActivityDate": _crm.timestamp(event.occurred_at)[:10],
-            "Description": _crm.plain_text(event),
-            "Status": self.settings.task_status,
-            "Priority": self.settings.task_priority,
-        }
+        task = task_record(event, record_id, self.settings.task_status, self.settings.task_priority)
         response = self._request("POST", "/sobjects/Task", json=task)
         if isinstance(response, Outcome):
             return response

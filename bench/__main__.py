@@ -27,12 +27,12 @@ from bench.payloads import write_requests
 from bench.procs import ROOT, BenchRedis
 from bench.profiles import FULL, SMOKE
 from bench.report import Row, failed_row, machine_info, render_document, render_table
-from bench.scenarios import e2e, fanout, followups, ingest, links, memory
+from bench.scenarios import batching, e2e, fanout, followups, ingest, links, memory
 
 OUT = ROOT / "bench" / "out"
 SCENARIOS: dict[str, Callable[[Context], list[Row]]] = {
     "ingest": ingest.run, "e2e": e2e.run, "fanout": fanout.run, "followups": followups.run, "links": links.run,
-    "memory": memory.run,
+    "memory": memory.run, "batching": batching.run,
 }
 
 

@@ -31,6 +31,9 @@ class Profile:
     followups: int  # pending follow-ups scheduled
     followups_fired: int  # follow-ups made due during the run, for the due → fired delay
     followups_window: float  # seconds over which those come due
+    batching_events: int  # events for as many contacts into the HubSpot stand-in, batched
+    batching_per_event: int  # the same, delivered per event (extrapolated to batching_events)
+    batching_timeout: float
 
 
 FULL = Profile(
@@ -38,7 +41,7 @@ FULL = Profile(
     rates=(500, 2000, 5000), rate_warmup=1.0, rate_duration=4.0, rate_rounds=3, drain=5.0,
     e2e_rate=500, e2e_low_rate=50, e2e_warmup=1.0, e2e_duration=6.0, e2e_drain=60.0, second_wave=1000,
     fanout_events=3000, fanout_timeout=90.0, followups=100_000, followups_fired=2000,
-    followups_window=8.0,
+    followups_window=8.0, batching_events=20_000, batching_per_event=200, batching_timeout=300.0,
 )
 
 SMOKE = Profile(
@@ -46,5 +49,5 @@ SMOKE = Profile(
     rates=(200, 400), rate_warmup=0.1, rate_duration=0.5, rate_rounds=1, drain=3.0,
     e2e_rate=40, e2e_low_rate=20, e2e_warmup=0.2, e2e_duration=0.8, e2e_drain=15.0, second_wave=20,
     fanout_events=60, fanout_timeout=20.0, followups=1000, followups_fired=40,
-    followups_window=1.0,
+    followups_window=1.0, batching_events=200, batching_per_event=6, batching_timeout=30.0,
 )

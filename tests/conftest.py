@@ -12,6 +12,18 @@ import redis
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
+# The longest tests (a minute or more of real processes each) run first, so that with `pytest -n 2` the two test
+# processes finish together instead of one of them starting the benchmark smoke as the last test.
+LONG_FIRST = ("tests/test_bench_smoke.py", "tests/faults/", "tests/mailings/test_kill.py", "tests/console/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Reorder (stable): the long tests of LONG_FIRST first, in that order, then everything else as collected."""
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)), len(LONG_FIRST))
+
+    items.sort(key=rank)
+
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print every fault report (tests/faults: `sent=N accepted=N lost=0 duplicated=0`), whatever `-s`/`-q` say.

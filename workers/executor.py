@@ -51,6 +51,7 @@ class DeliveryExecutor:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._running = 0
+        self.limit: Callable[[int], int] | None = None  # a further bound on `room`, set by the worker
 
     def submit(self, dest: str, key: str, seq: str, block: bool = True) -> bool:
         """Start an attempt (waiting for a free slot); False when `dest` already has its cap in flight (and its
@@ -98,6 +99,11 @@ class DeliveryExecutor:
         finally:
             self._done(dest_slot)
 
+    def busy(self, dest: str) -> bool:
+        """True when `dest` has its cap of attempts running (or waiting): a new one would wait in its line."""
+        with self._lock:
+            return self._pending.get(dest, 0) >= self.per_destination
+
     def held(self) -> list[str]:
         """Keys of attempts waiting in a destination's line (their deadlines must stay fresh)."""
         with self._lock:
@@ -113,6 +119,8 @@ class DeliveryExecutor:
         now = time.monotonic()
         limit = self.per_destination + self.max_waiting
         wanted = min(wanted, limit)
+        if self.limit is not None:  # e.g. the batcher's lines (`workers.batching`)
+            wanted = self.limit(wanted)
         with self._lock:
             for dest, pending in self._pending.items():
                 line = self._waiting.get(dest)

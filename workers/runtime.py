@@ -18,7 +18,7 @@ import httpx
 from redis import Redis
 from redis.cluster import RedisCluster
 
-from postrelay.adapters import adapter_class, check_destination
+from postrelay.adapters import ADAPTERS, adapter_class, check_destination
 from postrelay.adapters.base import Adapter
 from postrelay.adapters.client import relay_client
 from postrelay.core.config import Config, ConfigError
@@ -46,6 +46,9 @@ def build_adapters(config: Config, client: httpx.Client) -> dict[str, Adapter]:
                 parse_rate(dest.rate_limit)
             except ValueError as exc:
                 problems.append(f"destinations.{name}.rate_limit: {exc}")
+        if dest.batch_size > 1 and dest.type in ADAPTERS and not adapter_class(dest.type).batch_limit:
+            problems.append(f"destinations.{name}.batch_size: {dest.type} has no batch API (it delivers one"
+                            " event per call): remove batch_size")
     if problems:
         raise ConfigError(located(problems, None, secret_values(config.model_dump())))
     return {name: adapter_class(dest.type)(name, adapter_class(dest.type).Settings.model_validate(dest.settings),
@@ -76,6 +79,24 @@ class Runtime:
         self.rates = {n: parse_rate(d.rate_limit) for n, d in self.config.destinations.items() if d.rate_limit}
         self.breaker = CircuitBreaker(self.redis, self.config.delivery)
         self.limiter = RateLimiter(self.redis)
+        for name, adapter in self.adapters.items():
+            self._wire_rate_limit(name, adapter)
+
+    def _wire_rate_limit(self, name: str, adapter: Adapter) -> None:
+        """Every call of a rate-limited destination takes a slot; header-reading adapters teach the limiter."""
+        if adapter.pace is not None or not (name in self.rates or adapter.reads_rate_headers):
+            return
+        rate = self.rates.get(name)
+        adapter.pace = lambda: self.limiter.pace(name, rate, self.clock, self.sleep)
+        if adapter.reads_rate_headers:
+            adapter.observe = lambda info: self.limiter.observe(name, info, self.clock())
+
+    def batching(self, dest: str) -> int:
+        """Deliveries per batch call for `dest` (1: it delivers one event per call)."""
+        config, adapter = self.config.destinations.get(dest), self.adapters.get(dest)
+        if config is None or adapter is None or not adapter.batch_limit:
+            return 1
+        return config.batch_size
 
     @property
     def piece_store(self) -> Redis | RedisCluster:

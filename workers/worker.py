@@ -8,6 +8,7 @@ per outage, not per try — a full or loading Redis answers PING but refuses wri
   destination's concurrency cap, replays, work of killed workers (`workers.delivery.due`);
 - followups: fires follow-ups when due;
 - mailings: creates the pieces of queued mailings (`workers.mailings`);
+- batches: sends the batches of destinations with `batch_size > 1` when full or lingered (`workers.batching`);
 - housekeeping: the heartbeat, and fresh lease deadlines for attempts waiting in the executor.
 Every attempt runs in the executor's thread pool (`workers.executor`) through `workers.delivery.attempt`.
 """
@@ -30,7 +31,9 @@ from postrelay.core.config import Config
 from postrelay.core.outage import is_outage
 from postrelay.core.stores import deliveries
 from postrelay.workers import runtime
+from postrelay.workers.batching import BATCH, Batcher
 from postrelay.workers.delivery import attempt
+from postrelay.workers.delivery.batch import attempt_batch
 from postrelay.workers.delivery.due import DueLoop, keep_alive
 from postrelay.workers.dispatcher import Dispatcher, RelayHandler
 from postrelay.workers.executor import DeliveryExecutor
@@ -118,21 +121,34 @@ class Worker:
         self.claim_idle = claim_idle
         d = rt.config.delivery
         self.executor = DeliveryExecutor(self.run_attempt, d.concurrency, d.per_destination_concurrency)
+        dests = rt.config.destinations
+        self.batcher = Batcher({n: rt.batching(n) for n in dests}, {n: c.batch_linger for n, c in dests.items()},
+                               lambda dest, key: self.executor.submit(dest, key, ""), self.executor.busy, rt.clock)
+        self.executor.limit = self.batcher.room
         self.dispatcher = Dispatcher(rt, [RelayHandler(rt, self.submit), FollowupHandler(rt)], self.executor,
                                      consumer=self.name, claim_idle=claim_idle)
-        self.due = DueLoop(rt, self.submit, self.executor.free)
+        self.due = DueLoop(rt, self.submit, lambda: self.executor.free() + self.batcher.free())
         self.followups = Scheduler(rt)
         self.mailings = Creator(rt)
         self._last_reclaim = 0.0
 
-    def run_attempt(self, key: str, seq: str) -> str:
-        """The executor's job: one attempt (the one entry point, `workers.delivery.attempt`)."""
+    def run_attempt(self, key: str, seq: str) -> object:
+        """The executor's job: one attempt (the one entry point, `workers.delivery.attempt`), or one batch."""
+        if key.startswith(BATCH):
+            dest, items = self.batcher.take(key)
+            try:
+                return attempt_batch(self.rt, dest, items, self.start_next)
+            finally:
+                self.batcher.done(key)
         return attempt(self.rt, key, seq, self.start_next)
 
     def submit(self, key: str, seq: str) -> None:
-        """Hand a delivery to the executor; at its destination's cap it is made due again in `BUSY_RETRY` s."""
+        """Hand a delivery to the executor (or its destination's batcher line); at its destination's cap it is
+        made due again in `BUSY_RETRY` s."""
+        dest = deliveries.split_key(key)[0]
         try:
-            accepted = self.executor.submit(deliveries.split_key(key)[0], key, seq)
+            accepted = (self.batcher.add(dest, key, seq) if self.batcher.batches(dest)
+                        else self.executor.submit(dest, key, seq))
         except RuntimeError:  # shutting down: its lease deadline brings it back for any worker
             return
         if not accepted:
@@ -141,8 +157,13 @@ class Worker:
     def start_next(self, key: str, seq: str) -> None:
         """From inside an attempt: start its piece's next update now if a slot is free, else make it due now
         (never wait for a slot: every running attempt could be doing the same)."""
+        dest = deliveries.split_key(key)[0]
+        if self.batcher.batches(dest):
+            if not self.batcher.add(dest, key, seq):
+                deliveries.schedule(self.rt.redis, key, self.rt.clock() + BUSY_RETRY)
+            return
         try:
-            accepted = self.executor.submit(deliveries.split_key(key)[0], key, seq, block=False)
+            accepted = self.executor.submit(dest, key, seq, block=False)
         except RuntimeError:
             return
         if not accepted:
@@ -159,7 +180,7 @@ class Worker:
     def housekeeping(self) -> None:
         """Heartbeat; keep the lease deadlines of attempts waiting in the executor's lines fresh."""
         heartbeat(self.rt, self.name)
-        keep_alive(self.rt, self.executor.held())
+        keep_alive(self.rt, [k for k in self.executor.held() if not k.startswith(BATCH)] + self.batcher.held())
 
     def start(self, stop: threading.Event) -> list[threading.Thread]:
         """Start every loop in its own daemon thread."""
@@ -168,6 +189,7 @@ class Worker:
         loops: list[tuple[str, Callable[[], object], float]] = [
             ("dispatcher", self.dispatch_step, 0.0), ("due", self.due.tick, 0.5),
             ("followups", self.followups.tick, 1.0), ("mailings", self.mailings.tick, 1.0),
+            ("batches", self.batcher.tick, 0.05),
             ("housekeeping", self.housekeeping, HEARTBEAT_EVERY)]
         threads = [threading.Thread(target=run_loop, args=(stop, name, step, interval), name=name, daemon=True)
                    for name, step, interval in loops]
@@ -180,10 +202,10 @@ class Worker:
         deadline = time.monotonic() + timeout
         while True:
             moved = (self.dispatcher.run_once(block_ms=1) + self.due.run_once() + self.followups.run_once()
-                     + self.mailings.run_once())
+                     + self.mailings.run_once() + self.batcher.flush_all())
             if not self.executor.wait_idle(max(0.0, deadline - time.monotonic())):
                 raise TimeoutError("delivery attempts still running after the drain timeout")
-            if moved == 0 and not self.executor.held():
+            if moved == 0 and not self.executor.held() and not self.batcher.held():
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError("work kept coming until the drain timeout")

@@ -136,6 +136,12 @@ class DestinationConfig(BaseModel):
 
     type: str
     rate_limit: str | None = None
+    # batching (adapters with a batch API: hubspot, salesforce): deliveries per batch call, and how long the
+    # first delivery of a batch may wait for others (`docs/deliveries.md`, "Batches")
+    batch_size: int = Field(default=1, ge=1, le=1000)
+    batch_linger: float = Field(default=1.0, ge=0, le=60)
+
+    _linger = field_validator("batch_linger", mode="before")(duration)
 
     @property
     def settings(self) -> dict[str, Any]:

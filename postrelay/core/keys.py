@@ -47,6 +47,11 @@ def rate_limit(dest: str) -> str:
     return f"{PREFIX}:rl:{{{dest}}}"
 
 
+def rate_learned(dest: str) -> str:
+    """Hash with what a destination's rate-limit headers taught (`interval` ms, `hold_until` ms)."""
+    return f"{PREFIX}:rl:{{{dest}}}:hdr"
+
+
 def seen(event_id: str) -> str:
     """Dedupe marker of a canonical event id (same slot as the ingest stream)."""
     return f"{PREFIX}:{{in}}:seen:{event_id}"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from postrelay.adapters.base import Adapter, DeliveryContext
+from postrelay.adapters.base import Adapter, BatchItem, DeliveryContext, Outcome
 from postrelay.adapters.customerio import CustomerIOAdapter
 from postrelay.adapters.hubspot import HubSpotAdapter
 from postrelay.adapters.klaviyo import KlaviyoAdapter
@@ -39,6 +39,13 @@ FROM = {"companyName": "Brand", "addressLine1": "9 Sender Rd", "city": "Toronto"
 
 
 def hubspot(req: Recorded) -> Reply:
+    if "/batch/" in req.path:  # every input succeeds; results echo objectWriteTraceId (ids are made up)
+        now = "2024-05-06T14:30:15.000Z"
+        results = [{"id": str(101 + n), "properties": {}, "createdAt": now, "updatedAt": now, "archived": False,
+                    "objectWriteTraceId": item.get("objectWriteTraceId")}
+                   for n, item in enumerate(req.json()["inputs"])]
+        return Reply(201 if req.path.endswith("/create") else 200,
+                     {"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now})
     if "/contacts/" in req.path:
         return Reply(200, {"id": "101", "properties": {}})
     return Reply(201, {"id": "9001"})
@@ -51,8 +58,12 @@ def pipedrive(req: Recorded) -> Reply:
 
 
 def salesforce(req: Recorded) -> Reply:
+    if "/composite/sobjects" in req.path:  # one result per record, in order
+        return Reply(200, [{"id": CONTACT if req.method == "PATCH" else f"00T5g00000000{n:02d}AAA", "success": True,
+                            "errors": [], **({"created": False} if req.method == "PATCH" else {})}
+                           for n, _ in enumerate(req.json()["records"])])
     if req.path.endswith("/query"):
-        return Reply(200, {"totalSize": 1, "done": True, "records": [{"Id": CONTACT}]})
+        return Reply(200, {"totalSize": 1, "done": True, "records": [{"Id": CONTACT, "Email": "ada@example.com"}]})
     if req.path.endswith("/sobjects/Task"):
         return Reply(201, {"id": "00T5g000000001AAA", "success": True, "errors": []})
     if req.method == "GET":
@@ -84,10 +95,15 @@ class Case:
     event: Callable[[], CanonicalEvent] = field(default=lambda: action_event(recipient=FULL))
     ctx: Callable[[], DeliveryContext] = field(default=make_ctx)
     url_key: str = "base_url"
+    batch: list[Callable[[], CanonicalEvent]] = field(default_factory=list)  # a batch call of these events
 
     def run(self, client: Any, url: str) -> Any:
         settings = {**self.settings, self.url_key: url}
         adapter = self.adapter(self.id, self.adapter.Settings(**settings), client)
+        if self.batch:
+            outcomes = adapter.deliver_batch([BatchItem(make(), self.ctx()) for make in self.batch])
+            bad = [o for o in outcomes if not o.ok]
+            return bad[0] if bad else Outcome.success()
         return adapter.deliver(self.event(), self.ctx())
 
 
@@ -120,6 +136,15 @@ CASES: list[Case] = [
          hubspot, _crm(), lambda: DeliveryContext("hs")),
     Case("hubspot-empty-mapping-reads-contact", v.HUBSPOT, HubSpotAdapter, {**HS, "properties": {}}, hubspot,
          _crm("purl_opened"), lambda: DeliveryContext("hs")),
+    # HubSpot batches: contacts by id (batch/update) and by email (batch/upsert), notes / postal mail batch/create
+    Case("hubspot-batch-notes-update-and-upsert", v.HUBSPOT, HubSpotAdapter, HS, hubspot,
+         ctx=lambda: DeliveryContext("hs"),
+         batch=[_crm(metadata={"hubspot_contact_id": "101"}), _crm("delivered", email="bo@example.com",
+                                                                  piece_id="ltr_2", source_event_id="evt_2")]),
+    Case("hubspot-batch-postal-mail-by-id", v.HUBSPOT, HubSpotAdapter, {**HS, "activity": "postal_mail"}, hubspot,
+         ctx=lambda: DeliveryContext("hs"),
+         batch=[_crm("mailed", metadata={"hubspot_contact_id": str(n)}, piece_id=f"ltr_{n}",
+                     source_event_id=f"evt_{n}") for n in (201, 202)]),
     # Pipedrive: person search + activity, known person + activity, note (v1)
     Case("pipedrive-search-then-activity", v.PIPEDRIVE, PipedriveAdapter, PD, pipedrive, _crm(),
          lambda: DeliveryContext("pd")),
@@ -140,6 +165,14 @@ CASES: list[Case] = [
          {**SF, "external_id_field": "Mail_Contact_Id__c", "external_id_metadata_key": "mid", "api_version": "v45.0"},
          lambda req: Reply(204, b"") if req.method == "PATCH" else salesforce(req),
          _crm("returned_to_sender", metadata={"mid": "MC-1"}), lambda: DeliveryContext("sf"), url_key="instance_url"),
+    # Salesforce batches (sObject Collections): external-id upsert + Tasks; by email: SOQL IN + update by Id
+    Case("salesforce-batch-upsert-and-tasks", v.SALESFORCE, SalesforceAdapter,
+         {**SF, "external_id_field": "Mail_Contact_Id__c", "external_id_metadata_key": "mid"}, salesforce,
+         ctx=lambda: DeliveryContext("sf"), url_key="instance_url",
+         batch=[_crm("returned_to_sender", metadata={"mid": f"MC-{n}"}, piece_id=f"ltr_{n}", source_event_id=f"e{n}")
+                for n in (1, 2)]),
+    Case("salesforce-batch-by-email-update", v.SALESFORCE, SalesforceAdapter, SF, salesforce,
+         ctx=lambda: DeliveryContext("sf"), url_key="instance_url", batch=[_crm(), _crm("delivered", piece_id="ltr_2")]),
     # SendGrid: recipient with name / without, a fixed address, sender name
     Case("sendgrid-recipient-with-name", v.SENDGRID, SendGridAdapter, {**SG, "from_name": "Brand"},
          fixed(202, headers={"X-Message-Id": "m1"})),

@@ -113,7 +113,7 @@ class LocalHTTPServer:
     def url(self) -> str:
         """Base URL, e.g. http://127.0.0.1:54321"""
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def __enter__(self) -> LocalHTTPServer:
         self.thread.start()

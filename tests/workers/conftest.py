@@ -110,6 +110,7 @@ def dispatch(rt: Runtime, handlers: list[Any] | None = None, **kwargs: Any) -> D
         rt, handlers if handlers is not None else [relay_handler(rt)], w.executor, consumer="test", **kwargs)
     while d.run_once(block_ms=10):
         pass
+    w.batcher.flush_all()  # batching destinations: what was staged goes out now, whatever its linger
     w.executor.wait_idle(60)
     return d
 
@@ -120,7 +121,7 @@ def drain(rt: Runtime, timeout: float = 60.0) -> None:
     w.executor.wait_idle(timeout)
     deadline = time.monotonic() + timeout
     while True:
-        moved = w.due.run_once()
+        moved = w.due.run_once() + w.batcher.flush_all()
         assert w.executor.wait_idle(max(0.0, deadline - time.monotonic())), "attempts still running"
         if moved == 0:
             return

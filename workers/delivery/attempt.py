@@ -45,7 +45,7 @@ def attempt(rt: Runtime, key: str, seq: str, start: Start) -> str:
     adapter = rt.adapters.get(dest)
     lease = rt.config.delivery.lease
     lock = Lock(r, key, lease)
-    may_lock = "1" if adapter is not None and not rt.rates.get(dest) else "0"
+    may_lock = "1" if adapter is not None and adapter.pace is None else "0"
     rec_key = keys.delivery_record(key)
     prepare = lua("delivery_prepare")
     for _ in range(2):
@@ -97,12 +97,12 @@ def _slow(rt: Runtime, adapter: Adapter | None, key: str, seq: str, record: dict
     if not gate.allowed:
         deliveries.schedule(r, key, now + gate.wait)
         return "circuit_open"
-    rate = rt.rates.get(dest)
-    if rate:
-        wait = rt.limiter.wait(dest, rate, now)
+    if adapter.pace is not None:  # look only: each of the adapter's calls takes its own slot (`Adapter.call`)
+        rate = rt.rates.get(dest)
+        wait = rt.limiter.wait(dest, rate, now, take=False)
         while 0 < wait <= 1.0:
             rt.sleep(wait)
-            wait = rt.limiter.wait(dest, rate, rt.clock())
+            wait = rt.limiter.wait(dest, rate, rt.clock(), take=False)
         if wait > 1.0:
             deliveries.schedule(r, key, rt.clock() + wait)
             return "rate_limited"
@@ -138,7 +138,7 @@ def _run(rt: Runtime, adapter: Adapter, key: str, seq: str, record: dict[str, st
     detail = redact(outcome.detail, adapter.secrets(), mask=MASK)[:500]
     attempts.append({"at": started_iso, "outcome": outcome.status, "status": outcome.http_status, "detail": detail,
                      "duration_ms": round((rt.clock() - started) * 1000, 1)})
-    fields = _log_fields(dest, key, event, attempts)
+    fields = delivery_log_fields(dest, key, event, attempts)
     if outcome.ok:
         log_fields(log, logging.INFO, "delivered", {**fields, "outcome": "ok", "remote_id": outcome.remote_id})
         return "ok"
@@ -157,7 +157,7 @@ def _run(rt: Runtime, adapter: Adapter, key: str, seq: str, record: dict[str, st
     return "retry"
 
 
-def _log_fields(dest: str, key: str, event: CanonicalEvent, attempts: list[dict[str, Any]]) -> dict[str, Any]:
+def delivery_log_fields(dest: str, key: str, event: CanonicalEvent, attempts: list[dict[str, Any]]) -> dict[str, Any]:
     """What every delivery log line carries."""
     last = attempts[-1] if attempts else {}
     fields = {"destination": dest, "event_id": event.id, "mailpiece_id": event.mailpiece.id, "source": event.source,

@@ -47,9 +47,9 @@ def _patience(rt: Runtime) -> float:
     return time.monotonic() + max(OUTCOME_PATIENCE, 2 * rt.config.delivery.lease)
 
 
-def store_success(rt: Runtime, key: str, seq: str, event: CanonicalEvent, lock: Lock, remote_id: str | None,
-                  started_iso: str) -> str:
-    """The one script that makes a success permanent (done marker first); returns the piece's next head or ''."""
+def _complete(rt: Runtime, key: str, seq: str, event: CanonicalEvent, lock: Lock, remote_id: str | None,
+              started_iso: str) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of `delivery_complete.lua` for one success."""
     dest, event_id, tag = deliveries.split_key(key)
     ops = _StatsOps()
     stats.count_delivery(ops, dest, "ok")
@@ -57,18 +57,36 @@ def store_success(rt: Runtime, key: str, seq: str, event: CanonicalEvent, lock: 
         stats.observe(ops, "end_to_end", rt.clock() - event.received_at.timestamp())
     done = json.dumps({"remote_id": remote_id, "at": started_iso})
     rec = keys.delivery_record(key)
+    return ([keys.delivery_done(key), rec, lock.key, deliveries.DUE, keys.circuit(dest), keys.circuit_probe(dest),
+             seq or rec, *ops.keys],
+            [done, int(rt.config.delivery.done_retention), key, lock.token, rt.config.delivery.circuit_cooldown,
+             event_id, seq, dest, rt.clock() + rt.config.delivery.lease, len(ops.keys), *ops.args])
+
+
+def store_success(rt: Runtime, key: str, seq: str, event: CanonicalEvent, lock: Lock, remote_id: str | None,
+                  started_iso: str) -> str:
+    """The one script that makes a success permanent (done marker first); returns the piece's next head or ''."""
+    return store_successes(rt, [(key, seq, event, lock, remote_id)], started_iso)[0]
+
+
+def store_successes(rt: Runtime, done: list[tuple[str, str, CanonicalEvent, Lock, str | None]],
+                    started_iso: str) -> list[str]:
+    """`delivery_complete.lua` for several successes (a batch's) in one transaction; each one's next head or ''."""
     script = lua("delivery_complete")
+    calls = [_complete(rt, key, seq, event, lock, remote_id, started_iso) for key, seq, event, lock, remote_id in done]
 
     def write() -> Any:
-        return script(rt.redis, keys=[keys.delivery_done(key), rec, lock.key, deliveries.DUE, keys.circuit(dest),
-                                      keys.circuit_probe(dest), seq or rec, *ops.keys],
-                      args=[done, int(rt.config.delivery.done_retention), key, lock.token,
-                            rt.config.delivery.circuit_cooldown, event_id, seq, dest,
-                            rt.clock() + rt.config.delivery.lease, len(ops.keys), *ops.args])
+        if len(calls) == 1:
+            return [script(rt.redis, keys=calls[0][0], args=calls[0][1])]
+        pipe = rt.redis.pipeline(transaction=True)
+        for ks, args in calls:
+            script(pipe, keys=ks, args=args)
+        return pipe.execute()
 
-    head = write_through(write, "a done marker", _patience(rt), sleep=rt.sleep)
-    lock.released()
-    return head.decode() if isinstance(head, bytes) else head
+    heads = write_through(write, "a done marker", _patience(rt), sleep=rt.sleep)
+    for entry in done:
+        entry[3].released()
+    return [head.decode() if isinstance(head, bytes) else head for head in heads]
 
 
 def store_retry(rt: Runtime, key: str, attempts: list[dict[str, Any]], due: float) -> None:
@@ -85,10 +103,19 @@ def store_retry(rt: Runtime, key: str, attempts: list[dict[str, Any]], due: floa
 
 def save_step(rt: Runtime, key: str, step: str, remote_id: str) -> None:
     """An adapter finished one step of a multi-call delivery: remember its remote id before the next step."""
+    save_steps(rt, {key: {step: remote_id}})
+
+
+def save_steps(rt: Runtime, steps: dict[str, dict[str, str]]) -> None:
+    """Remember the steps several deliveries finished (delivery key -> step -> remote id), in one round trip."""
+    if not steps:
+        return
+
     def write() -> None:
         pipe = rt.redis.pipeline()
-        pipe.hset(keys.delivery_memo(key), step, remote_id)
-        pipe.expire(keys.delivery_memo(key), int(rt.config.delivery.done_retention))
+        for key, memo in steps.items():
+            pipe.hset(keys.delivery_memo(key), mapping=dict[Any, Any](memo))
+            pipe.expire(keys.delivery_memo(key), int(rt.config.delivery.done_retention))
         pipe.execute()
 
     write_through(write, "an adapter step", _patience(rt), sleep=rt.sleep)

@@ -22,9 +22,13 @@ VENDOR_SPECS = HERE.parents[3] / "shared" / "vendor-specs"
 # copy -> (source file under vendor-specs, [(path, method), ...])
 MANIFEST: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "hubspot/contacts.json": ("hubspot/contacts.json", [("/crm/v3/objects/contacts/{contactId}", "patch"),
-                                                        ("/crm/v3/objects/contacts/{contactId}", "get")]),
-    "hubspot/notes.json": ("hubspot/notes.json", [("/crm/v3/objects/notes", "post")]),
-    "hubspot/postalMail.json": ("hubspot/postalMail.json", [("/crm/v3/objects/postal_mail", "post")]),
+                                                        ("/crm/v3/objects/contacts/{contactId}", "get"),
+                                                        ("/crm/v3/objects/contacts/batch/update", "post"),
+                                                        ("/crm/v3/objects/contacts/batch/upsert", "post")]),
+    "hubspot/notes.json": ("hubspot/notes.json", [("/crm/v3/objects/notes", "post"),
+                                                  ("/crm/v3/objects/notes/batch/create", "post")]),
+    "hubspot/postalMail.json": ("hubspot/postalMail.json", [("/crm/v3/objects/postal_mail", "post"),
+                                                            ("/crm/v3/objects/postal_mail/batch/create", "post")]),
     "pipedrive/pipedrive_openapi-v2.json": ("pipedrive/pipedrive_openapi-v2.yaml",
                                             [("/persons/search", "get"), ("/activities", "post")]),
     "sendgrid/tsg_mail_v3.json": ("sendgrid/tsg_mail_v3.json", [("/v3/mail/send", "post")]),

@@ -186,10 +186,24 @@ def test_circuit_fail_opens_at_the_threshold_and_doubles_the_cooldown(redis_clie
 
 def test_gcra_spaces_requests(redis_client):
     r, gcra = redis_client, lua("ratelimit_gcra")
-    ks = [keys.rate_limit("hook")]
-    assert gcra(r, keys=ks, args=[1000, 250, 0]) == b"0"
-    assert float(gcra(r, keys=ks, args=[1100, 250, 0])) == 150  # the next slot is 150 ms away
-    assert gcra(r, keys=ks, args=[1250, 250, 0]) == b"0"
+    ks = [keys.rate_limit("hook"), keys.rate_learned("hook")]
+    assert gcra(r, keys=ks, args=[1000, 250, 0, 1]) == b"0"
+    assert float(gcra(r, keys=ks, args=[1100, 250, 0, 1])) == 150  # the next slot is 150 ms away
+    assert gcra(r, keys=ks, args=[1250, 250, 0, 0]) == b"0"  # free, only looked at
+    assert gcra(r, keys=ks, args=[1250, 250, 0, 1]) == b"0"  # still free: now taken
+    assert float(gcra(r, keys=ks, args=[1300, 250, 0, 1])) == 200
+
+
+def test_gcra_follows_what_the_headers_taught(redis_client):
+    r, gcra = redis_client, lua("ratelimit_gcra")
+    ks = [keys.rate_limit("crm"), keys.rate_learned("crm")]
+    assert gcra(r, keys=ks, args=[1000, 0, 0, 1]) == b"0"  # no limit configured or learned: always free
+    r.hset(ks[1], mapping={"interval": 500})
+    assert gcra(r, keys=ks, args=[1000, 100, 0, 1]) == b"0"
+    assert float(gcra(r, keys=ks, args=[1200, 100, 0, 1])) == 300  # the learned 500 ms beats the configured 100
+    r.hset(ks[1], "hold_until", 5000)
+    assert float(gcra(r, keys=ks, args=[2000, 100, 0, 1])) == 3000  # held: nothing goes before 5000
+    assert gcra(r, keys=ks, args=[5000, 100, 0, 1]) == b"0"
 
 
 def test_followup_schedule_respects_fired_unless_and_exactness(redis_client):
