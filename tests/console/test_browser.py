@@ -9,7 +9,7 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 
 from tests.console.conftest import OPERATE_TOKEN, READ_TOKEN, Console, piece_event
-from tests.support.browser import browser, chromium, csp_violations, until
+from tests.support.browser import browser, chromium, clicked, csp_violations, until
 from tests.support.processes import wait_for
 
 __all__ = ["browser", "chromium"]
@@ -44,7 +44,7 @@ def test_sign_in_find_a_piece_by_email_read_its_timeline_and_open_its_funnel(con
     sign_in(browser, console, READ_TOKEN, "/ui/mailpieces")
     assert browser.current_url.endswith("/ui/mailpieces")  # back where sign-in was asked for
     browser.find_element(By.ID, "email").send_keys("ADA@example.com")
-    browser.find_element(By.ID, "search-submit").click()
+    clicked(browser, browser.find_element(By.ID, "search-submit"))
     links = until(lambda: browser.find_elements(By.CSS_SELECTOR, "#results a.piece-link"))
     assert [a.text for a in links] == ["ltr_ada"]
     links[0].click()

@@ -84,6 +84,24 @@ def until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float =
     raise AssertionError(f"timed out waiting for {what or predicate}: {last!r}{page}")
 
 
+def clicked(driver: Any, element: Any) -> None:
+    """Click `element` (a console button or link: each loads a page) and wait until the page it was on is gone,
+    so that what the test reads next comes from the new page, never from the old one."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    page = driver.find_element("tag name", "html")
+    element.click()
+
+    def gone() -> bool:
+        try:
+            page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        return False
+
+    until(gone, what="the next page")
+
+
 def csp_violations(driver: Any) -> list[str]:
     """Console messages about a blocked script/style/resource since the last call (there must be none)."""
     return [m["message"] for m in driver.get_log("browser")
