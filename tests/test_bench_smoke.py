@@ -18,7 +18,7 @@ from bench.profiles import SMOKE
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?( \S+)?$")
-RATIO = re.compile(r"^\d+(\.\d+)?x$")
+RATIO = re.compile(r"^-?\d+(\.\d+)?x$")  # smoke loads are tiny: a memory difference may even come out negative
 TIMEOUT = 240  # the smoke run takes ~60-80 s alone; generous: it runs beside the other tests, on shared, noisy machines
 EXPECTED_SECTIONS = {"ingest", "end-to-end", "fan-out", "follow-ups", "memory", "links", "batching"}
 EXPECTED_ROWS = (  # (section, start of the measurement's name, how many such rows)
