@@ -60,6 +60,7 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         freeze_startup()
         yield
+        receiver.queue.close()
         await receiver.redis.aclose()
         if receiver.pieces is not receiver.redis:
             await receiver.pieces.aclose()

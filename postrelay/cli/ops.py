@@ -183,13 +183,15 @@ async def _backfill(source: str, config_path: str | None, since_text: str, until
     # the ingest script's keys (stream, dedupe markers) live on the queue Redis
     redis = async_queue_client(config.server.queue_redis_url or "", max(5.0, config.server.redis_timeout))
     progress = Progress(f"backfill {source}", enabled=not no_progress)
+    queue = IngestQueue(redis, config.server.dedupe_window)
     try:
-        counts = await backfill(source, settings, IngestQueue(redis, config.server.dedupe_window), since, until,
+        counts = await backfill(source, settings, queue, since, until,
                                 page_size=page_size, max_pages=max_pages, progress=progress)
     except BackfillError as exc:
         click.echo(f"backfill {source}: {exc}", err=True)
         return FAILED
     finally:
+        queue.close()
         await redis.aclose()
     if as_json:
         click.echo(json.dumps(counts.as_dict()))
