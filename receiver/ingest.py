@@ -35,7 +35,7 @@ from postrelay.core.scripts import Lua, lua
 from postrelay.receiver.redislane import RedisLane, Replies, bulk
 
 MAX_BATCH_EVENTS = 500
-MAX_IN_FLIGHT = 1  # round trips out at once; what arrives meanwhile waits and goes together in the next one
+MAX_IN_FLIGHT = 2  # round trips out at once; what arrives meanwhile waits and goes together in the next one
 
 Marker = tuple[str, int]
 """(marker id, TTL seconds): what makes an event a duplicate, when it is not its own id within the window."""
@@ -188,7 +188,7 @@ class IngestQueue:
 
     def _replied(self, batch: list[_Waiter], reads: list[_Read], visits: list[_Visit], scripts: list[_Script],
                  retried: bool, replies: Replies) -> None:
-        if isinstance(replies, ConnectionError) and not retried and not self._closed:  # lost in flight: once more on a new connection
+        if isinstance(replies, ConnectionError) and not retried and not self._closed:  # lost in flight: once more
             asyncio.get_running_loop().create_task(self._connect_and_send(batch, reads, visits, retried=True))
             return
         self._in_flight -= 1
