@@ -56,8 +56,9 @@ test: install
 bench: install
 	$(BIN)/python -m bench
 
+# the benchmark in smoke mode (tiny loads, every row printed, no timing asserted); CI runs it after `make test`
 bench-smoke: install
-	$(BIN)/python -m bench --smoke
+	$(BIN)/python -m pytest -q -m bench_smoke tests/test_bench_smoke.py
 
 validate-deploy:
 	bash .ci/validate-deploy
