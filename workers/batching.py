@@ -5,6 +5,9 @@ next update) to `Batcher.add` instead of its executor when the destination batch
 goes to the executor as one item (`BATCH` + id; `workers.delivery.batch.attempt_batch` runs it) as soon as it
 holds `batch_size` deliveries, or `batch_linger` after its first one came, and only while the destination
 has a free attempt slot (`per_destination_concurrency`): a backlog forms full batches instead of many small ones.
+A partial batch whose linger ran out while this worker's dispatcher is still reading a backlog of the ingest
+stream that brings deliveries for its destination (`feeding`) waits up to one more `batch_linger` to fill up:
+a dispatcher short of CPU does not turn a backlog into partial batches.
 
 Nothing here is durable, and nothing needs to be: each waiting delivery keeps its due score in the due-time
 set (a lease deadline, kept fresh by the worker's housekeeping through `held`), so if this process dies, its
@@ -29,11 +32,13 @@ class Batcher:
     """Per-destination lines of deliveries waiting for their batch."""
 
     def __init__(self, sizes: dict[str, int], lingers: dict[str, float], submit: Callable[[str, str], bool],
-                 busy: Callable[[str], bool], clock: Callable[[], float], hold: float = 1.0) -> None:
+                 busy: Callable[[str], bool], clock: Callable[[], float], hold: float = 1.0,
+                 feeding: Callable[[str], bool] = lambda dest: False) -> None:
         self.sizes = {dest: size for dest, size in sizes.items() if size > 1}
         self.lingers = lingers
         self._submit = submit  # (dest, batch key) -> accepted
         self._busy = busy  # dest -> no free attempt slot now
+        self._feeding = feeding  # dest -> more of its deliveries are being read from a backlog now
         self.clock = clock
         self.hold = hold
         self._lock = threading.Lock()
@@ -76,7 +81,10 @@ class Batcher:
                 since = self._since.get(dest) if self._pending[dest] else None
             if since is None:
                 continue
-            left = since + self.lingers.get(dest, 1.0) - now
+            linger = self.lingers.get(dest, 1.0)
+            left = since + linger - now
+            if 0 >= left > -linger and len(self._pending[dest]) < self.sizes[dest] and self._feeding(dest):
+                left += linger  # lingered, but more are on their way: it may fill up (one more linger at most)
             if left <= 0 or len(self._pending[dest]) >= self.sizes[dest]:
                 self._flush(dest, force=False)
             else:

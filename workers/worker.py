@@ -123,9 +123,11 @@ class Worker:
         self.executor = DeliveryExecutor(self.run_attempt, d.concurrency, d.per_destination_concurrency)
         dests = rt.config.destinations
         self.batcher = Batcher({n: rt.batching(n) for n in dests}, {n: c.batch_linger for n, c in dests.items()},
-                               lambda dest, key: self.executor.submit(dest, key, ""), self.executor.busy, rt.clock)
+                               lambda dest, key: self.executor.submit(dest, key, ""), self.executor.busy, rt.clock,
+                               feeding=self.feeding)
         self.executor.limit = self.batcher.room
-        self.dispatcher = Dispatcher(rt, [RelayHandler(rt, self.submit), FollowupHandler(rt)], self.executor,
+        self.relay = RelayHandler(rt, self.submit)
+        self.dispatcher = Dispatcher(rt, [self.relay, FollowupHandler(rt)], self.executor,
                                      consumer=self.name, claim_idle=claim_idle)
         self.due = DueLoop(rt, self.submit, lambda: self.executor.free() + self.batcher.free())
         self.followups = Scheduler(rt)
@@ -141,6 +143,10 @@ class Worker:
             finally:
                 self.batcher.done(key)
         return attempt(self.rt, key, seq, self.start_next)
+
+    def feeding(self, dest: str) -> bool:
+        """True while the dispatcher reads a backlog whose last batch brought deliveries for `dest`."""
+        return self.dispatcher.behind and dest in self.relay.destinations
 
     def submit(self, key: str, seq: str) -> None:
         """Hand a delivery to the executor (or its destination's batcher line); at its destination's cap it is
