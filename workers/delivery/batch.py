@@ -153,10 +153,12 @@ def _run(rt: Runtime, adapter: Adapter, ready: list[_Ready], start: Start, resul
     failed = [(item, o) for item, o in zip(ready, outcomes, strict=True) if not o.ok]
     if failed and not succeeded and any(o.status == "retry" for _, o in failed):
         rt.breaker.failure(dest, rt.clock(), redact(failed[0][1].detail, adapter.secrets(), mask=MASK)[:300])
+    logged = log.isEnabledFor(logging.INFO)
     for item, outcome in succeeded:
-        log_fields(log, logging.INFO, "delivered", {
-            **delivery_log_fields(dest, item.key, item.event, _attempts(item, outcome, started_iso, duration_ms, "")),  # type: ignore[arg-type]
-            "outcome": "ok", "remote_id": outcome.remote_id, "batch": len(ready)})
+        if logged:
+            log_fields(log, logging.INFO, "delivered", {
+                **delivery_log_fields(dest, item.key, item.event, _attempts(item, outcome, started_iso, duration_ms, "")),  # type: ignore[arg-type]
+                "outcome": "ok", "remote_id": outcome.remote_id, "batch": len(ready)})
         results[item.key] = "ok"
     for item, outcome in failed:
         results[item.key] = _settle_failure(rt, adapter, item, outcome, start, started_iso, duration_ms, len(ready))

@@ -161,7 +161,7 @@ def encode_dict(event: dict[str, Any], model: CanonicalEvent | None = None) -> E
         tail = f",{zip_code},{event['source_event_id']}"
         part, pr = _part(event)
         again = decode(event["source"], event["mailpiece"]["id"], None, head + tail[1:], part, pr)
-        if dumps(again) == dumps(whole_doc) and event_key(again["id"]) == eid:
+        if same_json(again, whole_doc) and event_key(again["id"]) == eid:
             return Encoded(eid, head, tail, part, pr, False)
     except (KeyError, ValueError, TypeError, AttributeError, IndexError):
         pass
@@ -169,8 +169,23 @@ def encode_dict(event: dict[str, Any], model: CanonicalEvent | None = None) -> E
 
 
 def encode(event: CanonicalEvent) -> Encoded:
-    """Encode a canonical event (see `encode_dict`)."""
-    return encode_dict(json.loads(event.model_dump_json()), event)
+    """Encode a canonical event (see `encode_dict`; its JSON-mode dump is `json.loads` of its JSON)."""
+    return encode_dict(event.model_dump(mode="json"), event)
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """True only if `dumps(a) == dumps(b)`: same types, same key order, floats of the same repr (cheaper than
+    rendering both; False for what it cannot tell, e.g. keys of other types, which only costs a whole record)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return len(a) == len(b) and all(type(ka) is str and ka == kb and same_json(va, vb)
+                                        for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True))
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float):
+        return repr(a) == repr(b)
+    return bool(a == b)
 
 
 def fields(raw: dict[bytes, bytes]) -> dict[str, bytes]:

@@ -138,3 +138,14 @@ def test_memory_per_piece_against_the_first_layout(redis_client, n_events):
     else:
         assert sizes["indexed"] <= sizes["old"] / 5, sizes
     assert sizes["indexed"] - sizes["new"] < 260, sizes  # the console's state: campaign, email, name, ix_* fields
+
+
+def test_the_writers_exactness_check_says_same_only_when_the_rendered_json_is_the_same():
+    pairs = [({"a": 1}, {"a": 1.0}), ({"a": True}, {"a": 1}), ({"a": 0.0}, {"a": -0.0}), ({"a": 1, "b": 2},
+             {"b": 2, "a": 1}), ([None], []), ({"a": [1, {"x": "y"}]}, {"a": [1, {"x": "z"}]}), ("é", "e"),
+             ({"a": None}, {"a": ""}), ({"a": 1}, {"a": 1, "b": None})]
+    for a, b in pairs:
+        assert codec.dumps(a) != codec.dumps(b) and not codec.same_json(a, b) and not codec.same_json(b, a)
+    for doc in [{"a": [1, 2.5, {"x": None, "y": True}], "b": "é"}, [], {}, 1e300, "x"]:
+        copy = json.loads(codec.dumps(doc))
+        assert codec.same_json(doc, copy)
