@@ -161,7 +161,7 @@ def encode_dict(event: dict[str, Any], model: CanonicalEvent | None = None) -> E
         tail = f",{zip_code},{event['source_event_id']}"
         part, pr = _part(event)
         again = decode(event["source"], event["mailpiece"]["id"], None, head + tail[1:], part, pr)
-        if same_json(again, whole_doc) and event_key(again["id"]) == eid:
+        if rebuilt_exactly(again, whole_doc) and event_key(again["id"]) == eid:
             return Encoded(eid, head, tail, part, pr, False)
     except (KeyError, ValueError, TypeError, AttributeError, IndexError):
         pass
@@ -173,19 +173,14 @@ def encode(event: CanonicalEvent) -> Encoded:
     return encode_dict(event.model_dump(mode="json"), event)
 
 
-def same_json(a: Any, b: Any) -> bool:
-    """True only if `dumps(a) == dumps(b)`: same types, same key order, floats of the same repr (cheaper than
-    rendering both; False for what it cannot tell, e.g. keys of other types, which only costs a whole record)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return len(a) == len(b) and all(type(ka) is str and ka == kb and same_json(va, vb)
-                                        for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True))
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float):
-        return repr(a) == repr(b)
-    return bool(a == b)
+def rebuilt_exactly(again: dict[str, Any], doc: dict[str, Any]) -> bool:
+    """True only if `dumps(again) == dumps(doc)`, for `again` = `decode` of `doc`'s compact form (cheaper than
+    rendering both). Equal dicts render the same JSON unless a key order or a type differs where `==` does not
+    see it (True == 1 == 1.0). `decode` takes the piece part and `metadata.postrelay` back from their JSON, which
+    keeps every type and nested order, so only what it builds itself is checked: the key order of the event, its
+    mailpiece, recipient, location and metadata (`postrelay` goes last), and `estimated`, its only non-string."""
+    return (again == doc and list(again) == list(doc) and type(again["estimated"]) is type(doc["estimated"])
+            and all(list(again[k]) == list(doc[k]) for k in ("mailpiece", "recipient", "location", "metadata")))
 
 
 def fields(raw: dict[bytes, bytes]) -> dict[str, bytes]:
