@@ -55,7 +55,7 @@ class RelayHandler:
     die first, the delivery comes due for any worker when the lease runs out.
     """
 
-    def __init__(self, rt: Runtime, submit: Callable[[str, str], None]) -> None:
+    def __init__(self, rt: Runtime, submit: Callable[[list[tuple[str, str]]], int]) -> None:
         self.rt = rt
         self.submit = submit
         self._staged: list[tuple[str, str]] = []
@@ -79,8 +79,8 @@ class RelayHandler:
     def committed(self) -> None:
         """Start the deliveries just committed."""
         started, self._staged = self._staged, []
-        for key, seq in started:
-            self.submit(key, seq)
+        if started:
+            self.submit(started)
 
 
 def ensure_group(r: redis.Redis) -> None:
