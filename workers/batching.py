@@ -13,7 +13,8 @@ Nothing here is durable, and nothing needs to be: each waiting delivery keeps it
 set (a lease deadline, kept fresh by the worker's housekeeping through `held`), so if this process dies, its
 waiting deliveries come due for any worker when their leases run out. Each destination holds at most
 `MAX_BATCHES` batches' worth; past that a delivery is made due again a second later (`add` says False), and
-while a full destination's batches keep moving the dispatcher reads no more from the stream (`room`).
+while a destination's batches keep moving the dispatcher reads no more from the stream than its line can take
+(`room`).
 """
 
 from __future__ import annotations
@@ -153,11 +154,17 @@ class Batcher:
             return sum(max(0, self.sizes[dest] * MAX_BATCHES - len(line)) for dest, line in self._pending.items())
 
     def room(self, wanted: int) -> int:
-        """0 while a destination's line is full and its batches keep moving (the dispatcher then waits), else
-        `wanted`: a line that has not moved for `hold` seconds does not hold the other destinations back."""
+        """How many stream entries (up to `wanted`) the dispatcher may read: no more than the line of a
+        destination whose batches keep moving can take (0 while it is full: the dispatcher then waits, and what
+        it reads is not turned away); a line that has not moved for `hold` seconds does not hold the other
+        destinations back."""
         now = time.monotonic()
         with self._lock:
             for dest, line in self._pending.items():
-                if len(line) >= self.sizes[dest] * MAX_BATCHES and now - self._moved.get(dest, 0.0) < self.hold:
-                    return 0
-        return wanted
+                if now - self._moved.get(dest, 0.0) < self.hold:
+                    wanted = min(wanted, self.sizes[dest] * MAX_BATCHES - len(line))
+        return max(0, wanted)
+
+    def only(self, dests: list[str]) -> bool:
+        """True when every one of `dests` batches (the due loop then claims only what the lines can take)."""
+        return all(dest in self.sizes for dest in dests)

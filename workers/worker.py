@@ -129,7 +129,8 @@ class Worker:
         self.relay = RelayHandler(rt, self.submit_many)
         self.dispatcher = Dispatcher(rt, [self.relay, FollowupHandler(rt)], self.executor,
                                      consumer=self.name, claim_idle=claim_idle)
-        self.due = DueLoop(rt, self.submit_many, lambda: self.executor.free() + self.batcher.free())
+        every = bool(dests) and self.batcher.only(list(dests))  # no executor slot is any use to a claimed delivery
+        self.due = DueLoop(rt, self.submit_many, lambda: (0 if every else self.executor.free()) + self.batcher.free())
         self.followups = Scheduler(rt)
         self.mailings = Creator(rt)
         self._last_reclaim = 0.0
