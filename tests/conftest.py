@@ -12,11 +12,9 @@ import redis
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
-# The longest tests (a minute or more of real processes each) run first, so that with `pytest -n 2` the two test
-# processes finish together instead of one of them starting the benchmark smoke as the last test.
-# (The fault suites stay where they are collected: beside the CPU-heavy bench smoke their timing bounds would
-# measure the smoke, not postrelay.)
-LONG_FIRST = ("tests/test_bench_smoke.py", "tests/mailings/test_kill.py", "tests/console/")
+# Long tests (seconds of real processes each) run first, so that the `pytest -n` test processes finish together
+# instead of one of them starting a long test last.
+LONG_FIRST = ("tests/mailings/test_kill.py", "tests/console/")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,5 +1,8 @@
 """CI smoke for the benchmark: `python -m bench --smoke` runs end to end and prints a complete table.
 
+`make bench-smoke` runs it (`pytest -m bench_smoke`), as a CI step of its own after `make test`: alone, its
+saturation runs disturb no other test's timing, and the suite's wall time is not one 80 s test long.
+
 Timed numbers never gate CI (shared, noisy machines): this only checks that every row is printed with
 numeric values, that no scenario failed and that no request or delivery errored.
 """
@@ -19,7 +22,7 @@ from bench.profiles import SMOKE
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?( \S+)?$")
 RATIO = re.compile(r"^-?\d+(\.\d+)?x$")  # smoke loads are tiny: a memory difference may even come out negative
-TIMEOUT = 240  # the smoke run takes ~60-80 s alone; generous: it runs beside the other tests, on shared, noisy machines
+TIMEOUT = 240  # the smoke run takes ~60-80 s alone; generous for shared, noisy machines
 EXPECTED_SECTIONS = {"ingest", "end-to-end", "fan-out", "follow-ups", "memory", "links", "batching"}
 EXPECTED_ROWS = (  # (section, start of the measurement's name, how many such rows)
     ("ingest", "saturation, postrelay, 1 worker", 2),
@@ -44,7 +47,8 @@ EXPECTED_ROWS = (  # (section, start of the measurement's name, how many such ro
     ("batching", "HubSpot", 4),  # drain vs ideal, events per call, 429s, per event extrapolated
 )
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+pytestmark = [pytest.mark.bench_smoke,  # `make bench-smoke` (CI runs it after `make test`)
+              pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")]
 
 
 def _table_rows(text: str) -> list[list[str]]:

@@ -1,4 +1,4 @@
-"""The real `postrelay` command as a subprocess, as a newcomer or an operator types it.
+"""The real `postrelay` command in a process of its own, as a newcomer or an operator types it.
 
 Every call checks what any command must never print: a traceback, or a secret of the config it was given.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli_fork import run_cli
 from tests.support.processes import ROOT, wait_for
 
 DEV_CONFIG = ROOT / "examples" / "dev.toml"
@@ -52,11 +53,11 @@ def check_output(text: str, secrets: Sequence[str] = ()) -> None:
 
 def postrelay(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60,
               secrets: Sequence[str] = ()) -> Result:
-    """Run `postrelay ARGS` to completion."""
-    proc = subprocess.run([sys.executable, "-m", "postrelay.cli", *args], cwd=cwd or ROOT, env=env or clean_env(),
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    check_output(proc.stdout + proc.stderr, secrets)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    """Run `postrelay ARGS` to completion, in its own process (forked from one that imported the CLI already:
+    tests/support/cli_fork.py)."""
+    code, out, err = run_cli(args, cwd or ROOT, env or clean_env(), timeout)
+    check_output(out + err, secrets)
+    return Result(code, out, err)
 
 
 def descendants(pid: int) -> set[int]:

@@ -7,6 +7,7 @@ Reusable by other suites: import the fixtures (`make_service`, `service`) into a
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import socket
 import threading
@@ -77,6 +78,36 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _PromptServer(uvicorn.Server):
+    """uvicorn.Server that notices `should_exit` within milliseconds and shuts down without fixed sleeps.
+
+    uvicorn polls `should_exit` every 100 ms and sleeps another 100 ms before closing connections: ~0.2 s per
+    test for the ~150 tests that start a receiver. The shutdown keeps uvicorn's order (stop accepting, ask
+    connections to close, wait for them and the background tasks, lifespan shutdown), polling every 2 ms.
+    """
+
+    async def main_loop(self) -> None:
+        ticks = 0
+        while not await self.on_tick(0 if ticks % 200 == 0 else 1):  # on_tick's housekeeping: once per second
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        deadline = time.monotonic() + 5
+        while (self.server_state.connections or self.server_state.tasks) and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+        for server in self.servers:
+            await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+
 class UvicornThread:
     """uvicorn.Server running the app in a daemon thread on an already bound loopback socket."""
 
@@ -88,7 +119,7 @@ class UvicornThread:
         # `options`: what `postrelay serve` passes (receiver.server.uvicorn_options), unless a test says otherwise
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
                                 **(options if options is not None else {}))
-        self.server = uvicorn.Server(config)
+        self.server = _PromptServer(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def start(self) -> UvicornThread:
