@@ -5,12 +5,16 @@ next update) to `Batcher.add` instead of its executor when the destination batch
 goes to the executor as one item (`BATCH` + id; `workers.delivery.batch.attempt_batch` runs it) as soon as it
 holds `batch_size` deliveries, or `batch_linger` after its first one came, and only while the destination
 has a free attempt slot (`per_destination_concurrency`): a backlog forms full batches instead of many small ones.
+A partial batch whose linger ran out while this worker's dispatcher is still reading a backlog of the ingest
+stream that brings deliveries for its destination (`feeding`) waits up to one more `batch_linger` to fill up:
+a dispatcher short of CPU does not turn a backlog into partial batches.
 
 Nothing here is durable, and nothing needs to be: each waiting delivery keeps its due score in the due-time
 set (a lease deadline, kept fresh by the worker's housekeeping through `held`), so if this process dies, its
 waiting deliveries come due for any worker when their leases run out. Each destination holds at most
 `MAX_BATCHES` batches' worth; past that a delivery is made due again a second later (`add` says False), and
-while a full destination's batches keep moving the dispatcher reads no more from the stream (`room`).
+while a destination's batches keep moving the dispatcher reads no more from the stream than its line can take
+(`room`).
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ class Batcher:
     """Per-destination lines of deliveries waiting for their batch."""
 
     def __init__(self, sizes: dict[str, int], lingers: dict[str, float], submit: Callable[[str, str], bool],
-                 busy: Callable[[str], bool], clock: Callable[[], float], hold: float = 1.0) -> None:
+                 busy: Callable[[str], bool], clock: Callable[[], float], hold: float = 1.0,
+                 feeding: Callable[[str], bool] = lambda dest: False) -> None:
         self.sizes = {dest: size for dest, size in sizes.items() if size > 1}
         self.lingers = lingers
         self._submit = submit  # (dest, batch key) -> accepted
         self._busy = busy  # dest -> no free attempt slot now
+        self._feeding = feeding  # dest -> more of its deliveries are being read from a backlog now
         self.clock = clock
         self.hold = hold
         self._lock = threading.Lock()
@@ -76,7 +82,10 @@ class Batcher:
                 since = self._since.get(dest) if self._pending[dest] else None
             if since is None:
                 continue
-            left = since + self.lingers.get(dest, 1.0) - now
+            linger = self.lingers.get(dest, 1.0)
+            left = since + linger - now
+            if 0 >= left > -linger and len(self._pending[dest]) < self.sizes[dest] and self._feeding(dest):
+                left += linger  # lingered, but more are on their way: it may fill up (one more linger at most)
             if left <= 0 or len(self._pending[dest]) >= self.sizes[dest]:
                 self._flush(dest, force=False)
             else:
@@ -145,11 +154,17 @@ class Batcher:
             return sum(max(0, self.sizes[dest] * MAX_BATCHES - len(line)) for dest, line in self._pending.items())
 
     def room(self, wanted: int) -> int:
-        """0 while a destination's line is full and its batches keep moving (the dispatcher then waits), else
-        `wanted`: a line that has not moved for `hold` seconds does not hold the other destinations back."""
+        """How many stream entries (up to `wanted`) the dispatcher may read: no more than the line of a
+        destination whose batches keep moving can take (0 while it is full: the dispatcher then waits, and what
+        it reads is not turned away); a line that has not moved for `hold` seconds does not hold the other
+        destinations back."""
         now = time.monotonic()
         with self._lock:
             for dest, line in self._pending.items():
-                if len(line) >= self.sizes[dest] * MAX_BATCHES and now - self._moved.get(dest, 0.0) < self.hold:
-                    return 0
-        return wanted
+                if now - self._moved.get(dest, 0.0) < self.hold:
+                    wanted = min(wanted, self.sizes[dest] * MAX_BATCHES - len(line))
+        return max(0, wanted)
+
+    def only(self, dests: list[str]) -> bool:
+        """True when every one of `dests` batches (the due loop then claims only what the lines can take)."""
+        return all(dest in self.sizes for dest in dests)

@@ -55,10 +55,11 @@ class RelayHandler:
     die first, the delivery comes due for any worker when the lease runs out.
     """
 
-    def __init__(self, rt: Runtime, submit: Callable[[str, str], None]) -> None:
+    def __init__(self, rt: Runtime, submit: Callable[[list[tuple[str, str]]], int]) -> None:
         self.rt = rt
         self.submit = submit
         self._staged: list[tuple[str, str]] = []
+        self.destinations: frozenset[str] = frozenset()  # those the last batch staged deliveries for
 
     def stage(self, pipe: Pipeline, events: Sequence[CanonicalEvent]) -> None:
         """Stage deliveries for every destination whose routes match."""
@@ -73,12 +74,13 @@ class RelayHandler:
                 if event.id not in dumped:
                     dumped[event.id] = event.model_dump_json()
                 self._staged.append(deliveries.stage(pipe, dest, event, now=now, due=due, event_json=dumped[event.id]))
+        self.destinations = frozenset(deliveries.split_key(key)[0] for key, _ in self._staged)
 
     def committed(self) -> None:
         """Start the deliveries just committed."""
         started, self._staged = self._staged, []
-        for key, seq in started:
-            self.submit(key, seq)
+        if started:
+            self.submit(started)
 
 
 def ensure_group(r: redis.Redis) -> None:
@@ -104,6 +106,7 @@ class Dispatcher:
         self.claim_idle_ms = int(claim_idle * 1000)
         self.timeline = TimelineWriter(rt.piece_store, rt.config.server.timeline_retention, index=rt.redis)
         self.links = LinkBinder(rt.redis)
+        self.behind = False  # the last read got as many entries as it asked for: more are waiting in the stream
         ensure_group(rt.redis)
 
     def reclaim(self) -> int:
@@ -118,7 +121,7 @@ class Dispatcher:
         """Read one batch of new entries (waiting up to `block_ms`) and process it; returns entries handled.
 
         Reads no more than the executor has room for: a backlog stays in the stream, where any worker can
-        take it, instead of piling up in this process.
+        take it, instead of piling up in this process. `behind` tells whether the read was full.
         """
         count = self.executor.room(self.batch)
         if count == 0:
@@ -126,9 +129,9 @@ class Dispatcher:
             return 0
         resp = self.rt.redis.xreadgroup(keys.INGEST_GROUP, self.consumer, {keys.INGEST_STREAM: ">"},
                                         count=count, block=self.block_ms if block_ms is None else block_ms)
-        if not resp:
-            return 0
-        return self.process(stream_entries(resp))
+        entries = stream_entries(resp) if resp else []
+        self.behind = len(entries) >= count
+        return self.process(entries)
 
     def process(self, entries: StreamEntries) -> int:
         """Apply, stage effects and acknowledge a batch of stream entries."""

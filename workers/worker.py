@@ -123,11 +123,14 @@ class Worker:
         self.executor = DeliveryExecutor(self.run_attempt, d.concurrency, d.per_destination_concurrency)
         dests = rt.config.destinations
         self.batcher = Batcher({n: rt.batching(n) for n in dests}, {n: c.batch_linger for n, c in dests.items()},
-                               lambda dest, key: self.executor.submit(dest, key, ""), self.executor.busy, rt.clock)
+                               lambda dest, key: self.executor.submit(dest, key, ""), self.executor.busy, rt.clock,
+                               feeding=self.feeding)
         self.executor.limit = self.batcher.room
-        self.dispatcher = Dispatcher(rt, [RelayHandler(rt, self.submit), FollowupHandler(rt)], self.executor,
+        self.relay = RelayHandler(rt, self.submit_many)
+        self.dispatcher = Dispatcher(rt, [self.relay, FollowupHandler(rt)], self.executor,
                                      consumer=self.name, claim_idle=claim_idle)
-        self.due = DueLoop(rt, self.submit, lambda: self.executor.free() + self.batcher.free())
+        every = bool(dests) and self.batcher.only(list(dests))  # no executor slot is any use to a claimed delivery
+        self.due = DueLoop(rt, self.submit_many, lambda: (0 if every else self.executor.free()) + self.batcher.free())
         self.followups = Scheduler(rt)
         self.mailings = Creator(rt)
         self._last_reclaim = 0.0
@@ -142,17 +145,26 @@ class Worker:
                 self.batcher.done(key)
         return attempt(self.rt, key, seq, self.start_next)
 
-    def submit(self, key: str, seq: str) -> None:
-        """Hand a delivery to the executor (or its destination's batcher line); at its destination's cap it is
-        made due again in `BUSY_RETRY` s."""
-        dest = deliveries.split_key(key)[0]
-        try:
-            accepted = (self.batcher.add(dest, key, seq) if self.batcher.batches(dest)
-                        else self.executor.submit(dest, key, seq))
-        except RuntimeError:  # shutting down: its lease deadline brings it back for any worker
-            return
-        if not accepted:
-            deliveries.schedule(self.rt.redis, key, self.rt.clock() + BUSY_RETRY)
+    def feeding(self, dest: str) -> bool:
+        """True while the dispatcher reads a backlog whose last batch brought deliveries for `dest`."""
+        return self.dispatcher.behind and dest in self.relay.destinations
+
+    def submit_many(self, items: list[tuple[str, str]]) -> int:
+        """Hand deliveries (the dispatcher's, the due loop's) to the executor or their destination's batcher
+        line; those at their destination's cap are made due again in `BUSY_RETRY` s, in one round trip.
+        Returns how many started."""
+        busy: dict[str, float] = {}
+        for key, seq in items:
+            dest = deliveries.split_key(key)[0]
+            try:
+                accepted = (self.batcher.add(dest, key, seq) if self.batcher.batches(dest)
+                            else self.executor.submit(dest, key, seq))
+            except RuntimeError:  # shutting down: its lease deadline brings it back for any worker
+                return len(items) - len(busy)
+            if not accepted:
+                busy[key] = self.rt.clock() + BUSY_RETRY
+        deliveries.schedule_many(self.rt.redis, busy)
+        return len(items) - len(busy)
 
     def start_next(self, key: str, seq: str) -> None:
         """From inside an attempt: start its piece's next update now if a slot is free, else make it due now

@@ -127,6 +127,7 @@ def measure(ctx: Context, count: int, batched: bool, timeout: float, vendor: str
                     raise RuntimeError(f"postrelay worker exited: {proc.log_tail()}")
                 time.sleep(0.2)
             time.sleep(1.0)  # anything sent twice would arrive now
+            cpu = proc.cpu_seconds()
         finally:
             proc.stop()
     calls, throttled = standin.total_calls, standin.throttled if hubspot else standin.refused
@@ -135,6 +136,7 @@ def measure(ctx: Context, count: int, batched: bool, timeout: float, vendor: str
     return {"events": count, "seconds": round(seconds, 2), "calls": calls, "throttled": throttled,
             "lost": count - len(notes), "duplicated": sum(notes.values()) - len(notes),
             "events_per_call": round(count / max(1, calls), 2), "batch_sizes": standin.batch_sizes[:3],
+            "worker_cpu_s": round(cpu, 2),
             "calls_by_route": dict(standin.calls)}
 
 
@@ -147,7 +149,7 @@ def rows(batched: dict[str, Any], single: dict[str, Any]) -> list[Row]:
                 f"{LIMIT} req/{WINDOW:g} s", "s", batched["seconds"], "ideal events/(batch x rate) x 2 calls per batch",
                 ideal, "≤ 1.5x", errors=errors,
                 note=f"lost {batched['lost']}, duplicated {batched['duplicated']} (counted at the stand-in); "
-                     f"{batched['calls']} calls: {batched['calls_by_route']}")
+                     f"{batched['calls']} calls: {batched['calls_by_route']}; worker CPU {batched['worker_cpu_s']} s")
     drain.met = drain.ratio is not None and drain.ratio <= 1.5 and errors == 0
     per_call = Row("batching", "HubSpot events per API call, batched", "events", batched["events_per_call"],
                    "per event (contact PATCH + note POST)", single["events_per_call"], "≥ 50",
@@ -177,7 +179,7 @@ def sf_rows(batched: dict[str, Any], single: dict[str, Any]) -> list[Row]:
                 f"{LINGER}), stand-in {LIMIT} req/{WINDOW:g} s", "s", batched["seconds"],
                 "ideal events/(batch x rate) x 2 calls per batch", ideal, "≤ 1.5x", errors=errors,
                 note=f"lost {batched['lost']}, duplicated {batched['duplicated']} (Tasks at the stand-in); "
-                     f"{batched['calls']} calls: {batched['calls_by_route']}")
+                     f"{batched['calls']} calls: {batched['calls_by_route']}; worker CPU {batched['worker_cpu_s']} s")
     drain.met = drain.ratio is not None and drain.ratio <= 1.5 and errors == 0
     per_call = Row("batching", "Salesforce events per API call, batched", "events", batched["events_per_call"],
                    "per event (upsert PATCH + Task POST)", single["events_per_call"], "≥ 50", errors=errors)

@@ -107,8 +107,12 @@ class TimelineWriter:
                 raise RuntimeError(f"mailpiece {event.piece_key} stays in the first layout")
             stage = codec.stage_of(_text(answer[1]))
             applied = event.model_copy(update={"stage": EventType(stage) if stage else None})
-            own = dict(codec.part_attrs(call[1][5]))  # the event's own attributes (its piece part)
-            stored = codec.merged_attrs([bytes(b) for b in answer[2:]])
+            part, blobs = call[1][5], [bytes(b) for b in answer[2:]]
+            if all(blob == part for blob in blobs):  # the piece knows only what this event sent
+                out.append(applied.with_piece({}))
+                continue
+            own = dict(codec.part_attrs(part))  # the event's own attributes (its piece part)
+            stored = codec.merged_attrs(blobs)
             out.append(applied.with_piece({p: v for p, v in stored.items() if p not in own}))  # those it lacks
         return out
 

@@ -47,7 +47,7 @@ def test_sign_in_find_a_piece_by_email_read_its_timeline_and_open_its_funnel(con
     clicked(browser, browser.find_element(By.ID, "search-submit"))
     links = until(lambda: browser.find_elements(By.CSS_SELECTOR, "#results a.piece-link"))
     assert [a.text for a in links] == ["ltr_ada"]
-    links[0].click()
+    clicked(browser, links[0])
     until(lambda: text(browser, "piece-id") == "ltr_ada")
     rows = browser.find_elements(By.CSS_SELECTOR, "#timeline tr.event")
     assert [r.find_element(By.CSS_SELECTOR, ".etype").text for r in rows] == [
@@ -60,7 +60,7 @@ def test_sign_in_find_a_piece_by_email_read_its_timeline_and_open_its_funnel(con
     assert not raw.find_element(By.CSS_SELECTOR, "pre").is_displayed()
     raw.find_element(By.CSS_SELECTOR, "summary").click()  # raw events expand in place
     assert '"type": "mailed"' in until(lambda: raw.find_element(By.CSS_SELECTOR, "pre").text)
-    browser.find_element(By.LINK_TEXT, "spring").click()
+    clicked(browser, browser.find_element(By.LINK_TEXT, "spring"))
     until(lambda: text(browser, "campaign-id") == "spring")
     funnel = {td.get_attribute("data-stage"): int(td.text)
               for td in browser.find_elements(By.CSS_SELECTOR, "#funnel-table td")}
@@ -83,7 +83,7 @@ def test_replay_a_dead_letter_and_see_it_delivered(console: Console, browser) ->
     row = until(lambda: browser.find_element(By.CSS_SELECTOR, "#dead-letters tr.dead-letter"))
     assert "crm" in row.text and "contact locked" in row.text
     console.crm.failing = False
-    row.find_element(By.CSS_SELECTOR, "button.replay-one").click()
+    clicked(browser, row.find_element(By.CSS_SELECTOR, "button.replay-one"))
     assert "Replayed 1 dead letter(s)." in until(lambda: text(browser, "flash"))
     assert wait_for(lambda: len(console.crm.received()) == 2, 30)
     assert "ltr_dl" in json.dumps(console.crm.received()[-1])
@@ -97,13 +97,13 @@ def test_replay_a_dead_letter_and_see_it_delivered(console: Console, browser) ->
 
 def test_pause_and_resume_a_destination(console: Console, browser) -> None:
     sign_in(browser, console, OPERATE_TOKEN, "/ui/deliveries")
-    until(lambda: browser.find_element(By.ID, "pause-crm")).click()
+    clicked(browser, until(lambda: browser.find_element(By.ID, "pause-crm")))
     assert "Paused crm" in until(lambda: text(browser, "flash"))
     assert browser.find_element(By.CSS_SELECTOR, "#dest-crm .paused").text == "paused"
     console.feed(piece_event("ltr_pz", "mailed", 1))
     assert wait_for(lambda: console.redis.llen("pr:dest:{crm}:parked") == 1, 30)
     assert console.crm.received() == []
-    browser.find_element(By.ID, "resume-crm").click()
+    clicked(browser, browser.find_element(By.ID, "resume-crm"))  # the page with "Paused crm" must be gone
     assert "Resumed crm: 1 parked" in until(lambda: text(browser, "flash"))
     assert wait_for(lambda: len(console.crm.received()) == 1, 30)
 
@@ -115,7 +115,7 @@ def test_cancel_a_follow_up(console: Console, browser) -> None:
     rows = until(lambda: browser.find_elements(By.CSS_SELECTOR, "#followups tr.followup"))
     assert len(rows) == 2
     target = next(r for r in rows if "ltr_f" in r.text)
-    target.find_element(By.CSS_SELECTOR, "button.cancel").click()
+    clicked(browser, target.find_element(By.CSS_SELECTOR, "button.cancel"))
     assert "Cancelled nudge|lob|ltr_f." in until(lambda: text(browser, "flash"))
     left = browser.find_elements(By.CSS_SELECTOR, "#followups tr.followup")
     assert len(left) == 1 and "ltr_g" in left[0].text

@@ -18,7 +18,7 @@ from tests.mailings.test_triggers import HUBSPOT_TRIGGER, hubspot_workflow
 from tests.receiver.harness import API_TOKEN, PG_SECRETS
 from tests.receiver.links_support import LINKS, apply_visits
 from tests.support import payloads, signing
-from tests.support.browser import browser, chromium, csp_violations, until
+from tests.support.browser import browser, chromium, clicked, csp_violations, until
 from tests.support.http_server import Reply
 
 __all__ = ["browser", "chromium", "lob", "make_env", "postgrid"]
@@ -67,7 +67,7 @@ def test_list_filters_detail_and_the_way_to_and_from_the_mailpiece(menv: Env, br
     assert "address_line1 is undeliverable" in rows[1].text and "dry run" in rows[0].text
     assert csp_violations(browser) == []
     Select(browser.find_element(By.ID, "m-status")).select_by_value("failed")
-    browser.find_element(By.ID, "m-filter").click()
+    clicked(browser, browser.find_element(By.ID, "m-filter"))
     until(lambda: "status=failed" in browser.current_url)
     assert [r.find_element(By.CSS_SELECTOR, "a.mailing-link").text
             for r in browser.find_elements(By.CSS_SELECTOR, "#mailings tr.mailing")] == [failed]
@@ -93,9 +93,9 @@ def test_list_filters_detail_and_the_way_to_and_from_the_mailpiece(menv: Env, br
     body = browser.find_element(By.ID, "request-body").get_attribute("textContent")
     assert view["link"]["url"] in body and '"pasted_key": "***"' in body
     assert PG_KEY not in browser.page_source and LOB_KEY not in browser.page_source
-    browser.find_element(By.ID, "mailing-piece-link").click()
+    clicked(browser, browser.find_element(By.ID, "mailing-piece-link"))
     until(lambda: text(browser, "piece-id") == piece["id"])
-    browser.find_element(By.ID, "piece-mailing").click()  # the piece came from a mailing: back to it
+    clicked(browser, browser.find_element(By.ID, "piece-mailing"))  # the piece came from a mailing: back to it
     until(lambda: text(browser, "mailing-id") == created)
 
     # a failed mailing names the provider's reason; a dry run shows what would have been sent
@@ -151,7 +151,7 @@ def test_the_list_pages_newest_first(menv: Env, browser) -> None:
     sign_in(browser, menv_console(menv), READ_TOKEN, "/ui/mailings")
     first = [a.text for a in until(lambda: browser.find_elements(By.CSS_SELECTOR, "a.mailing-link"))]
     assert first == ids[::-1][:25]
-    browser.find_element(By.ID, "next-page").click()
+    clicked(browser, browser.find_element(By.ID, "next-page"))
     until(lambda: "cursor=" in browser.current_url)
     second = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "a.mailing-link")]
     assert second == ids[::-1][25:] and browser.find_elements(By.ID, "next-page") == []

@@ -81,7 +81,7 @@ def close_worker(rt: Runtime) -> None:
 
 def relay_handler(rt: Runtime) -> RelayHandler:
     """A relay handler that starts its deliveries in `rt`'s worker executor."""
-    return RelayHandler(rt, worker_for(rt).submit)
+    return RelayHandler(rt, worker_for(rt).submit_many)
 
 
 def event(type: str = "processed_for_delivery", *, piece: str = "ltr_1", sid: str | None = None,

@@ -45,6 +45,30 @@ def test_waiting_deliveries_are_held_until_their_batch_starts_and_lines_are_boun
     assert batcher.held() == []
     for batch in sent:
         batcher.done(batch)
-    assert batcher.free() == 3 * MAX_BATCHES and batcher.room(50) == 50
+    assert batcher.free() == 3 * MAX_BATCHES and batcher.room(50) == 3 * MAX_BATCHES  # what its moving line takes
     assert all(batcher.add("crm", f"crm|n{n}", "") for n in range(3 * MAX_BATCHES))
     assert batcher.room(50) == 0  # full while its batches keep moving: the dispatcher waits
+
+
+def test_a_lingered_partial_batch_waits_one_more_linger_while_its_destination_is_being_fed():
+    clock = FakeClock()
+    sent: list[str] = []
+    fed = {"crm": True}
+    batcher = Batcher({"crm": 3}, {"crm": 1.0}, lambda dest, key: sent.append(key) or True, lambda dest: False,
+                      clock, feeding=lambda dest: fed[dest])
+    batcher.add("crm", "crm|e0", "")
+    clock.advance(1.1)
+    batcher.tick()
+    assert sent == []  # lingered, but the dispatcher is reading a backlog with deliveries for crm
+    batcher.add("crm", "crm|e1", "")
+    batcher.add("crm", "crm|e2", "")
+    assert len(sent) == 1 and len(batcher.take(sent[0])[1]) == 3  # it filled up
+    batcher.add("crm", "crm|e3", "")
+    clock.advance(2.1)
+    batcher.tick()
+    assert len(sent) == 2  # at most one more linger, whatever the backlog
+    batcher.add("crm", "crm|e4", "")
+    fed["crm"] = False
+    clock.advance(1.1)
+    batcher.tick()
+    assert len(sent) == 3 and batcher.take(sent[2])[1] == [("crm|e4", "")]  # no backlog: it goes at its linger

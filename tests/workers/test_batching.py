@@ -150,6 +150,20 @@ def test_hubspot_rate_limit_headers_make_the_limiter_back_off_before_a_429(make_
     assert all(gap >= 0.1 for gap in gaps)
 
 
+def test_a_formed_batch_waits_in_its_thread_for_a_rate_slot_a_few_seconds_away(make_runtime, hubspot, clock):
+    cfg = config(hubspot.url)
+    cfg["delivery"]["lease"] = "60s"
+    rt = make_runtime(cfg)
+    evs = events(10)
+    rt.redis.hset(keys.rate_learned("crm"), "hold_until", int((clock.now + 3) * 1000))  # the next slot: in 3 s
+    push(rt, *evs)
+    start = clock.now
+    dispatch(rt)  # no due loop runs: the batch itself waited for its slot
+    assert hubspot.notes == {e.id: 1 for e in evs} and done(rt, evs) == 10
+    assert clock.now - start >= 3 and scheduled(rt) == []
+    assert hubspot.calls["POST /crm/v3/objects/contacts/batch/upsert"] == 1
+
+
 def test_429_with_retry_after_on_a_batch_retries_every_item_after_it(make_runtime, hubspot, clock):
     rt = make_runtime(config(hubspot.url))
     evs = events(100)
@@ -258,3 +272,24 @@ def test_batch_size_on_an_adapter_without_a_batch_api_is_a_config_error(make_run
     with pytest.raises(ConfigError, match=r"destinations\.pd\.batch_size: pipedrive has no batch API"):
         make_runtime({"destinations": {"pd": {"type": "pipedrive", "token": "pd-token-0000", "batch_size": 50}},
                       "routes": [{"events": ["*"], "to": ["pd"]}]})
+
+
+def test_deliveries_a_full_batcher_line_cannot_take_are_due_again_at_once_and_the_due_loop_does_not_spin(
+        make_runtime, hubspot, clock):
+    from postrelay.workers.delivery.due import DueLoop
+    from postrelay.workers.worker import BUSY_RETRY
+    from tests.workers.conftest import worker_for
+
+    rt = make_runtime(config(hubspot.url, batch_size=2))
+    w = worker_for(rt)
+    w.batcher._busy = lambda dest: True  # no free attempt slot: the line (2 batches' worth) fills and stays
+    items = [(deliveries.delivery_key("crm", f"mev_{i}"), "") for i in range(6)]
+    assert w.submit_many(items) == 4
+    assert sorted(scheduled(rt)) == [(key, clock.now + BUSY_RETRY) for key, _ in items[4:]]
+    rt.redis.zadd(deliveries.DUE, {f"crm|mev_due{i}": clock.now - 1 for i in range(5)})
+    offered: list[list[tuple[str, str]]] = []
+    loop = DueLoop(rt, lambda batch: offered.append(batch) or 0, lambda: 3, batch=3)
+    assert loop.tick() > 0 and len(offered[0]) == 3  # a full claim of which nothing started: no spin
+    loop = DueLoop(rt, lambda batch: offered.append(batch) or len(batch), lambda: 2, batch=2)
+    clock.advance(61)  # past the first claim's lease
+    assert loop.tick() == 0.0  # a full claim that started: more may be due now

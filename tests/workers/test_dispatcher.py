@@ -186,3 +186,19 @@ def test_deliveries_committed_but_never_handed_over_are_recovered(make_runtime, 
         clock.advance(rt.config.delivery.lease + 1)
         drain(rt)
         assert sorted(r.json()["id"] for r in hook.requests) == sorted(e.id for e in events)
+
+
+def test_the_worker_knows_while_its_dispatcher_reads_a_backlog_for_a_destination(make_runtime):
+    rt = make_runtime({"destinations": {"crm": {"type": "hubspot", "token": "pat-na1-0000", "batch_size": 100,
+                                                "base_url": "http://127.0.0.1:9"},
+                                        "hook": {"type": "webhook", "url": "http://127.0.0.1:9/h"}},
+                       "routes": [{"events": ["mailed"], "to": ["crm"]}]})
+    w = worker_for(rt)
+    w.dispatcher.batch = 3
+    push(rt, *[event("mailed", piece=f"ltr_{i}") for i in range(5)])
+    assert w.dispatcher.run_once(block_ms=10) == 3
+    assert w.feeding("crm") and not w.feeding("hook")  # a full read: more entries wait in the stream
+    assert w.dispatcher.run_once(block_ms=10) == 2
+    assert not w.feeding("crm")  # the stream is read to its end
+    assert sorted(w.batcher.held()) == sorted(deliveries.delivery_key("crm", event("mailed", piece=f"ltr_{i}").id)
+                                              for i in range(5))

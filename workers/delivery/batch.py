@@ -2,8 +2,10 @@
 
 The same records, locks, done markers and due-time set as a single attempt (`workers.delivery.attempt`):
 1. Destination gates once for the batch: paused (each delivery is parked by its own attempt), circuit (open:
-   all wait; half-open: the batch is the probe), rate limit (no slot within a second: all wait for it).
-2. `delivery_prepare.lua` for every delivery, in one pipeline: done or dead-lettered ones are finished, one that
+   all wait; half-open: the batch is the probe), rate limit (a slot within `RATE_PATIENCE`: the batch waits
+   for it in its thread and stays formed; later: all are made due when it comes).
+2. `delivery_prepare.lua` for every delivery, in one pipeline (those the record names another sequence for, e.g.
+   claimed by the due loop, in a second one): done or dead-lettered ones are finished, one that
    is not its piece's turn or is locked elsewhere drops out (its piece's head starts it later), the rest are
    locked with a fresh lease deadline. A piece has one delivery in flight, so a batch holds at most one
    update of each piece; its next update starts after this one finishes, in a later batch: order is kept.
@@ -38,6 +40,7 @@ from postrelay.workers.policy import next_attempt
 from postrelay.workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.delivery")
+RATE_PATIENCE = 10.0  # seconds a formed batch waits in its thread for its rate slot (longer: made due again)
 
 
 @dataclass
@@ -65,6 +68,12 @@ def attempt_batch(rt: Runtime, dest: str, items: list[tuple[str, str]], start: S
         return dict.fromkeys((key for key, _ in items), "circuit_open")
     if adapter.pace is not None:
         wait = rt.limiter.wait(dest, rt.rates.get(dest), now, take=False)
+        patience = now + min(RATE_PATIENCE, rt.config.delivery.lease / 4)  # well inside the waiting leases
+        for _ in range(int(RATE_PATIENCE) + 1):  # a formed batch waits for a near slot in its thread
+            if wait <= 1.0 or rt.clock() + wait > patience:
+                break
+            rt.sleep(min(wait - 1.0, 1.0))
+            wait = rt.limiter.wait(dest, rt.rates.get(dest), rt.clock(), take=False)
         if wait > 1.0:
             deliveries.schedule_many(r, {key: now + wait for key, _ in items})
             return dict.fromkeys((key for key, _ in items), "rate_limited")
@@ -94,16 +103,22 @@ def _prepare(rt: Runtime, dest: str, items: list[tuple[str, str]], start: Start,
                        args=[deliveries.split_key(key)[1], seq, lock.token, lock.ttl_ms, rt.clock() + lease, key,
                              "1", dest])
 
-    pipe = rt.redis.pipeline(transaction=False)
-    for key, seq in items:
-        call(pipe, key, seq)
+    seqs = dict(items)
+    answers: dict[str, Any] = {}
+    todo = list(seqs)
+    for _ in range(3):  # the record's own sequence wins: those called with another are called again with it
+        pipe = rt.redis.pipeline(transaction=False)
+        for key in todo:
+            call(pipe, key, seqs[key])
+        answers.update(zip(todo, pipe.execute(), strict=True))
+        todo = [key for key in todo if answers[key][0] == b"seq"]
+        if not todo:
+            break
+        for key in todo:
+            seqs[key] = answers[key][1].decode()
     ready: list[_Ready] = []
-    for (key, seq), res in zip(items, pipe.execute(), strict=True):
-        for _ in range(2):
-            if res[0] != b"seq":
-                break
-            seq = res[1].decode()  # the record's own sequence wins
-            res = call(rt.redis, key, seq)
+    for key, _ in items:
+        seq, res = seqs[key], answers[key]
         status = res[0].decode()
         if status in ("done", "dead", "unknown"):
             finish(rt, key, (res[1].decode() if len(res) > 1 else "") or seq, start)
@@ -153,10 +168,12 @@ def _run(rt: Runtime, adapter: Adapter, ready: list[_Ready], start: Start, resul
     failed = [(item, o) for item, o in zip(ready, outcomes, strict=True) if not o.ok]
     if failed and not succeeded and any(o.status == "retry" for _, o in failed):
         rt.breaker.failure(dest, rt.clock(), redact(failed[0][1].detail, adapter.secrets(), mask=MASK)[:300])
+    logged = log.isEnabledFor(logging.INFO)
     for item, outcome in succeeded:
-        log_fields(log, logging.INFO, "delivered", {
-            **delivery_log_fields(dest, item.key, item.event, _attempts(item, outcome, started_iso, duration_ms, "")),  # type: ignore[arg-type]
-            "outcome": "ok", "remote_id": outcome.remote_id, "batch": len(ready)})
+        if logged:
+            log_fields(log, logging.INFO, "delivered", {
+                **delivery_log_fields(dest, item.key, item.event, _attempts(item, outcome, started_iso, duration_ms, "")),  # type: ignore[arg-type]
+                "outcome": "ok", "remote_id": outcome.remote_id, "batch": len(ready)})
         results[item.key] = "ok"
     for item, outcome in failed:
         results[item.key] = _settle_failure(rt, adapter, item, outcome, start, started_iso, duration_ms, len(ready))

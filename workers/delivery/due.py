@@ -20,14 +20,16 @@ from postrelay.workers.runtime import Runtime
 
 
 class DueLoop:
-    """Claims due deliveries (at most what the executor has room for) and submits them."""
+    """Claims due deliveries (at most what the executor has room for) and submits them, all at once
+    (`submit` makes those it could not start due again and says how many it started)."""
 
-    def __init__(self, rt: Runtime, submit: Callable[[str, str], None], room: Callable[[], int],
+    def __init__(self, rt: Runtime, submit: Callable[[list[tuple[str, str]]], int], room: Callable[[], int],
                  batch: int = 200) -> None:
         self.rt = rt
         self.submit = submit
         self.room = room
         self.batch = batch
+        self.started = 0  # how many of the last claim started
 
     def run_once(self) -> int:
         """Claim and submit what is due now; returns how many."""
@@ -36,14 +38,14 @@ class DueLoop:
             return 0
         rt = self.rt
         claimed = lua("due_claim")(rt.redis, keys=[deliveries.DUE], args=[rt.clock(), rt.config.delivery.lease, n])
-        for i in range(0, len(claimed), 2):
-            self.submit(claimed[i].decode(), "")  # the attempt reads the sequence from the record
+        # the attempt reads the sequence from the record
+        self.started = self.submit([(claimed[i].decode(), "") for i in range(0, len(claimed), 2)]) if claimed else 0
         return len(claimed) // 2
 
     def tick(self, longest: float = 0.5) -> float:
         """Run what is due, then how long to sleep: until the next due time, at most `longest`."""
         count = self.run_once()
-        if count >= self.batch:
+        if count >= self.batch and self.started:  # more may be due (not when nothing could start: no spin)
             return 0.0
         head = scored(self.rt.redis.zrange(deliveries.DUE, 0, 0, withscores=True))
         if not head:

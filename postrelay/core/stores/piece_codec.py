@@ -161,7 +161,7 @@ def encode_dict(event: dict[str, Any], model: CanonicalEvent | None = None) -> E
         tail = f",{zip_code},{event['source_event_id']}"
         part, pr = _part(event)
         again = decode(event["source"], event["mailpiece"]["id"], None, head + tail[1:], part, pr)
-        if dumps(again) == dumps(whole_doc) and event_key(again["id"]) == eid:
+        if rebuilt_exactly(again, whole_doc) and event_key(again["id"]) == eid:
             return Encoded(eid, head, tail, part, pr, False)
     except (KeyError, ValueError, TypeError, AttributeError, IndexError):
         pass
@@ -169,8 +169,18 @@ def encode_dict(event: dict[str, Any], model: CanonicalEvent | None = None) -> E
 
 
 def encode(event: CanonicalEvent) -> Encoded:
-    """Encode a canonical event (see `encode_dict`)."""
-    return encode_dict(json.loads(event.model_dump_json()), event)
+    """Encode a canonical event (see `encode_dict`; its JSON-mode dump is `json.loads` of its JSON)."""
+    return encode_dict(event.model_dump(mode="json"), event)
+
+
+def rebuilt_exactly(again: dict[str, Any], doc: dict[str, Any]) -> bool:
+    """True only if `dumps(again) == dumps(doc)`, for `again` = `decode` of `doc`'s compact form (cheaper than
+    rendering both). Equal dicts render the same JSON unless a key order or a type differs where `==` does not
+    see it (True == 1 == 1.0). `decode` takes the piece part and `metadata.postrelay` back from their JSON, which
+    keeps every type and nested order, so only what it builds itself is checked: the key order of the event, its
+    mailpiece, recipient, location and metadata (`postrelay` goes last), and `estimated`, its only non-string."""
+    return (again == doc and list(again) == list(doc) and type(again["estimated"]) is type(doc["estimated"])
+            and all(list(again[k]) == list(doc[k]) for k in ("mailpiece", "recipient", "location", "metadata")))
 
 
 def fields(raw: dict[bytes, bytes]) -> dict[str, bytes]:

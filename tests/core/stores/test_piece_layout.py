@@ -138,3 +138,20 @@ def test_memory_per_piece_against_the_first_layout(redis_client, n_events):
     else:
         assert sizes["indexed"] <= sizes["old"] / 5, sizes
     assert sizes["indexed"] - sizes["new"] < 260, sizes  # the console's state: campaign, email, name, ix_* fields
+
+
+def test_the_writers_exactness_check_sees_what_equal_dicts_hide():
+    base = postgrid.normalize(postgrid_status_update("letter", "printing", order_id="letter_eq"),
+                              codec.time_of("0").replace(year=2024)).events[0]
+    doc = base.model_dump(mode="json")
+    assert doc == json.loads(base.model_dump_json()) and codec.encode_dict(doc).whole is False
+    odd = [
+        {**doc, "estimated": int(doc["estimated"])},  # 0 == False, but renders "0"
+        {**doc, "recipient": dict(reversed(list(doc["recipient"].items())))},  # the same fields in another order
+        {**doc, "mailpiece": {**doc["mailpiece"], "extra": None}},  # a field the compact form does not know
+        {**doc, "metadata": {"postrelay": {"a": 1}, "b": 1}},  # postrelay not last
+        {k: doc[k] for k in reversed(list(doc))},  # the event's own keys in another order
+    ]
+    for variant in odd:
+        enc = codec.encode_dict(variant)
+        assert enc.whole and json.loads(enc.part) == dict(variant, stage=None)
