@@ -39,6 +39,7 @@ async def _together(url: str, flush_scripts: bool = False) -> tuple[list, list, 
         results = await asyncio.gather(queue.enqueue([_event(1)]), queue.get("k1"), queue.get("nope"),
                                        queue.enqueue([_event(2)], [("marker-2", 60)]))
         after = await _calls(client)
+        queue.close()
         return results, [await client.xlen(keys.INGEST_STREAM) - 1, await client.ttl(keys.seen("marker-2"))], \
             {name: after.get(name, 0) - before.get(name, 0) for name in after}
     finally:
