@@ -10,7 +10,7 @@ import redis
 from starlette.responses import JSONResponse
 
 from postrelay.core import keys
-from postrelay.core.events import PIECE_ATTRS, CanonicalEvent, Location, Mailpiece, event_id
+from postrelay.core.events import PIECE_ATTRS, CanonicalEvent, EventType, Location, Mailpiece, event_id
 from postrelay.core.stores import piece_codec as codec
 from postrelay.core.timeline import TimelineWriter, load_piece, seen_types
 from postrelay.core.timeline_legacy import LegacyTimelineWriter
@@ -112,7 +112,7 @@ def test_memory_per_piece_against_the_first_layout(redis_client, n_events):
                                                          metadata={"crm_contact_id": f"0031x0000{i:06d}",
                                                                    "campaign_id": "spring-24", "segment": "b2c"}),
                                   codec.time_of("0").replace(year=2024)).events[0] for s in statuses]
-        out += [e.model_copy(update={"id": e.id[:-2] + f"{k:02d}", "type": "in_transit", "stage": None,
+        out += [e.model_copy(update={"id": e.id[:-2] + f"{k:02d}", "type": EventType.IN_TRANSIT, "stage": None,
                                      "mailpiece": Mailpiece(**{**e.mailpiece.model_dump(), "id": oid})})
                 for k, e in enumerate(out[:2])]
         return out[:n_events]
