@@ -51,10 +51,11 @@ def test_worker_killed_after_the_provider_answered_leaves_one_piece_found_again(
         search_works: bool) -> None:
     stand_in: StandIn = postgrid if provider == "pg" else lob
     trigger = {**HUBSPOT_TRIGGER, "provider": provider}
-    # a loaded CI machine must not turn a loopback call into a timeout (a third attempt): 3 s for an instant answer;
-    # the lease (4 s) is what the recovery waits for after the kill
+    # a loaded CI machine must not turn a loopback call into a timeout: with 3 s (four test processes, load 6) the
+    # first call once timed out before the stand-in answered and the retry found the piece before the kill; the
+    # lease (9 s, longer than an attempt may take) is what the recovery waits for after the kill
     data: dict[str, Any] = mailing_config(redis_url, postgrid.url, lob.url, {
-        "triggers": [trigger], "delivery": {"timeout": "3s", "lease": "4s"}})
+        "triggers": [trigger], "delivery": {"timeout": "8s", "lease": "9s"}})
     config = write_config(tmp_path / "postrelay.toml", data)
     receiver = ReceiverProcess(config, tmp_path / "receiver.log").start()
     worker = WorkerProcess(config, tmp_path / "worker.log")
@@ -109,7 +110,7 @@ def test_worker_killed_between_minting_the_link_and_creating_the_piece_leaves_on
 
     trigger = {**HUBSPOT_TRIGGER, "link": {"target_url": "https://shop.example.com/winback/{objectId}"}}
     data: dict[str, Any] = mailing_config(redis_url, postgrid.url, lob.url, {
-        "triggers": [trigger], "links": LINKS, "delivery": {"timeout": "3s", "lease": "4s"}})
+        "triggers": [trigger], "links": LINKS, "delivery": {"timeout": "8s", "lease": "9s"}})
     config = write_config(tmp_path / "postrelay.toml", data)
     receiver = ReceiverProcess(config, tmp_path / "receiver.log").start()
     worker = WorkerProcess(config, tmp_path / "worker.log")
