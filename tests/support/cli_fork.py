@@ -23,9 +23,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -85,36 +86,44 @@ class ForkServer:
 
     def __init__(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("POSTRELAY_")}
-        self.proc: subprocess.Popen[str] = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.cli_fork"], cwd=ROOT, env=env, text=True,
+        self.proc: subprocess.Popen[bytes] = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.cli_fork"], cwd=ROOT, env=env, bufsize=0,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
         self.dir = Path(tempfile.mkdtemp(prefix="postrelay-cli-"))
+        self._pending = b""  # answer bytes read but not parsed yet (the pid and code lines may arrive together)
 
-    def _read(self, stream: IO[str], timeout: float) -> dict[str, Any]:
+    def _read(self, timeout: float) -> dict[str, Any]:
+        """The server's next answer line; TimeoutError if none arrives within `timeout` seconds."""
         import select
 
-        ready, _, _ = select.select([stream], [], [], timeout)
-        if not ready:
-            raise TimeoutError
-        line = stream.readline()
-        if not line:
-            raise RuntimeError("the CLI fork server exited")
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise TimeoutError
+            data = os.read(fd, 65536)
+            if not data:
+                raise RuntimeError("the CLI fork server exited")
+            self._pending += data
+        line, _, self._pending = self._pending.partition(b"\n")
         return dict(json.loads(line))
 
     def run(self, args: Sequence[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str, str]:
         """Run one command to completion: (exit code, stdout, stderr)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         out, err = self.dir / "out", self.dir / "err"
-        self.proc.stdin.write(json.dumps({"args": list(args), "cwd": str(cwd), "env": env, "out": str(out),
-                                          "err": str(err)}) + "\n")
+        self.proc.stdin.write((json.dumps({"args": list(args), "cwd": str(cwd), "env": env, "out": str(out),
+                                           "err": str(err)}) + "\n").encode())
         self.proc.stdin.flush()
-        pid = self._read(self.proc.stdout, 30)["pid"]
+        pid = self._read(30)["pid"]
         try:
-            code = int(self._read(self.proc.stdout, timeout)["code"])
+            code = int(self._read(timeout)["code"])
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            self._read(self.proc.stdout, 30)
+            self._read(30)
             raise subprocess.TimeoutExpired(["postrelay", *args], timeout) from None
         return code, out.read_text(errors="replace"), err.read_text(errors="replace")
 
@@ -138,7 +147,13 @@ def run_cli(args: Sequence[str], cwd: Path, env: dict[str, str], timeout: float)
     if _server is None or _server.proc.poll() is not None:
         _server = ForkServer()
         atexit.register(_server.close)
-    return _server.run(args, cwd, env, timeout)
+    try:
+        return _server.run(args, cwd, env, timeout)
+    except (TimeoutError, RuntimeError):  # the server itself is stuck or gone: the next call starts a new one
+        _server.proc.kill()
+        _server.close()
+        _server = None
+        raise
 
 
 if __name__ == "__main__":
