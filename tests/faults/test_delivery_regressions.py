@@ -153,8 +153,8 @@ def test_success_answered_during_a_redis_outage_is_not_sent_again(tmp_path: Path
 
             def restart() -> None:
                 time.sleep(6.0)  # longer than redis-py's own reconnect retries (~4 s)
+                restarted.set()  # before start(): the attempt may finish as soon as Redis listens, before start() returns
                 server.start()
-                restarted.set()
 
             threading.Thread(target=restart, daemon=True).start()
         return Behaviour()

@@ -196,7 +196,9 @@ def test_worker_restarted_within_seconds_retries_on_time_and_leaves_no_child(ben
     emit(Report("worker_restart_retries", n, n, len(set(ids) - set(b.sink.answered_2xx())), dup,
                 {"retry_late_max_s": round(max(late), 2), "orphans": len(orphans)}))
     assert dup == 0
-    assert max(late) < 5.0, f"retries ran up to {max(late):.1f} s late after the worker restart"
+    # at most the lease (3 s: retries the killed worker had claimed wait for it) plus the new worker's start-up,
+    # which took up to ~2.7 s with four test processes on two cores (RQ's scheduler: 61 s and more)
+    assert max(late) < 3.0 + 4.0, f"retries ran up to {max(late):.1f} s late after the worker restart"
 
 
 def test_full_redis_during_deliveries_each_event_once_and_no_hot_loop(tmp_path: Path) -> None:
