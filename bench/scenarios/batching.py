@@ -35,37 +35,23 @@ SF_BATCH, SF_RATE = 200, "95/10s"
 SF_EXT = "Mail_Contact_Id__c"
 
 
-def _config(work: Path, name: str, redis_url: str, url: str, batched: bool) -> Path:
-    batching = f'batch_size = {BATCH}\nbatch_linger = "{LINGER}"\n' if batched else ""
+HUBSPOT_LINES = f'type = "hubspot"\ntoken = "{TOKEN}"\n'
+SALESFORCE_LINES = (f'type = "salesforce"\naccess_token = "00D5g!AQ0bench"\nexternal_id_field = "{SF_EXT}"\n'
+                    f'external_id_metadata_key = "mid"\nrate_limit = "{SF_RATE}"\n')
+
+
+def _config(work: Path, name: str, redis_url: str, url: str, batched: bool, hubspot: bool) -> Path:
+    """The worker's config: one `crm` destination (the HubSpot or Salesforce stand-in at `url`), every event to it,
+    batched (`batch_size`, `batch_linger`) or per event."""
+    size = BATCH if hubspot else SF_BATCH
+    batching = f'batch_size = {size}\nbatch_linger = "{LINGER}"\n' if batched else ""
+    url_key = "base_url" if hubspot else "instance_url"
     path = work / f"{name}.toml"
     path.write_text(f"""[server]
 redis_url = "{redis_url}"
 
 [destinations.crm]
-type = "hubspot"
-token = "{TOKEN}"
-base_url = "{url}"
-{batching}
-[[routes]]
-events = ["*"]
-to = ["crm"]
-""", encoding="utf-8")
-    return path
-
-
-def _sf_config(work: Path, name: str, redis_url: str, url: str, batched: bool) -> Path:
-    batching = f'batch_size = {SF_BATCH}\nbatch_linger = "{LINGER}"\n' if batched else ""
-    path = work / f"{name}.toml"
-    path.write_text(f"""[server]
-redis_url = "{redis_url}"
-
-[destinations.crm]
-type = "salesforce"
-access_token = "00D5g!AQ0bench"
-instance_url = "{url}"
-external_id_field = "{SF_EXT}"
-external_id_metadata_key = "mid"
-rate_limit = "{SF_RATE}"
+{HUBSPOT_LINES if hubspot else SALESFORCE_LINES}{url_key} = "{url}"
 {batching}
 [[routes]]
 events = ["*"]
@@ -116,8 +102,7 @@ def measure(ctx: Context, count: int, batched: bool, timeout: float, vendor: str
                           else "returned_to_sender")
         if hubspot:
             standin.add_contacts(emails)
-        make = _config if hubspot else _sf_config
-        config = make(ctx.work, f"batching-{name}", ctx.redis.url, server.url, batched)
+        config = _config(ctx.work, f"batching-{name}", ctx.redis.url, server.url, batched, hubspot)
         proc = Proc(f"worker-batching-{name}", python("-m", "postrelay.cli", "worker", "--config", str(config)),
                     ctx.logs, {"POSTRELAY_LOG_LEVEL": "WARNING"}).start()
         try:
