@@ -146,6 +146,7 @@ def test_attempt_longer_than_the_lease_is_never_run_twice(make_runtime, clock: F
 def test_success_answered_during_a_redis_outage_is_not_sent_again(tmp_path: Path) -> None:
     server = RedisServer().start()
     restarted = threading.Event()
+    started: list[threading.Thread] = []
 
     def kill_redis_then_answer(wid: str, n: int) -> Behaviour:
         if n == 0:
@@ -156,7 +157,8 @@ def test_success_answered_during_a_redis_outage_is_not_sent_again(tmp_path: Path
                 restarted.set()  # before start(): the attempt may finish as soon as Redis listens, before start() returns
                 server.start()
 
-            threading.Thread(target=restart, daemon=True).start()
+            started.append(threading.Thread(target=restart, daemon=True))
+            started[-1].start()
         return Behaviour()
 
     try:
@@ -175,6 +177,8 @@ def test_success_answered_during_a_redis_outage_is_not_sent_again(tmp_path: Path
             close_worker(rt)
             rt.close()
     finally:
+        for thread in started:  # its start() may still wait for PING: not cleaned up under it
+            thread.join(15)
         server.cleanup()
 
 
