@@ -72,10 +72,12 @@ def _saturate_python(port: int, file: Path, total_lines: int, offset: int, conne
 
 
 def fixed_rate(port: int, file: Path, offset: int, rate: float, warmup: float, duration: float, drain: float,
-               path: str = WEBHOOK_PATH, visits: bool = False) -> dict[str, Any]:
-    """Open-loop run at `rate` req/s; see bench.loadgen (`visits`: GET link visits, see `saturate`)."""
+               path: str = WEBHOOK_PATH, visits: bool = False, latencies: Path | None = None) -> dict[str, Any]:
+    """Open-loop run at `rate` req/s; see bench.loadgen (`visits`: GET link visits, see `saturate`;
+    `latencies`: a file to receive every measured latency)."""
     out = loadgen(port, file, offset, ["--rate", str(rate), "--warmup", str(warmup), "--duration", str(duration),
-                                       "--drain", str(drain), "--path", path, *(["--visits"] if visits else [])])
+                                       "--drain", str(drain), "--path", path, *(["--visits"] if visits else []),
+                                       *(["--latencies", str(latencies)] if latencies else [])])
     out["next_offset"] = offset + out["requests_sent"]
     return out
 

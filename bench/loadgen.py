@@ -8,7 +8,9 @@ happened to earlier ones; latency is measured from that intended time, not from 
 free, so a stalled server is charged for the whole queue it caused (no coordinated omission). Requests
 go out on idle keep-alive connections; when none is idle a new one is opened (up to `--max-conns`),
 beyond that they wait in a backlog (still charged from their due time). After the last send the driver
-waits up to `--drain` seconds; what is still outstanding then counts as `timeouts`.
+waits up to `--drain` seconds; what is still outstanding then counts as `timeouts`. `measured_wall` is the
+epoch interval from the first measured request's due time to the last answer (or send); `--latencies FILE`
+writes every measured latency, for pooling rounds (bench.scenarios.links' host-quiet rounds).
 
 Closed loop: `C` connections send back to back; used only when `wrk` is missing.
 
@@ -234,7 +236,11 @@ async def open_loop(args: argparse.Namespace) -> dict[str, Any]:
     out.update(mode="open", offered_rate=rate, requests_sent=total, t0_wall=t0_wall, first_index=args.offset,
                send_lag_s=round(sent_end - (t0 + (total - 1) / rate), 4),
                driver_lag_ms=summarize(driver.lags, scale=1000.0),
-               throughput=_throughput(driver, measure_start))
+               throughput=_throughput(driver, measure_start),
+               measured_wall=[round(t0_wall + warm_n / rate, 4),
+                              round(t0_wall + (max(driver.last_measured_done, sent_end) - t0), 4)])
+    if args.latencies:
+        Path(args.latencies).write_text(json.dumps([round(x, 6) for x in driver.latencies]))
     return out
 
 
@@ -312,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--initial-conns", type=int, default=32, help="connections opened before the clock starts")
     p.add_argument("--drain", type=float, default=5.0, help="seconds to wait for stragglers")
     p.add_argument("--visits", action="store_true", help="GET link visits (bench.payloads.write_visits); a 302 is ok")
+    p.add_argument("--latencies", help="open loop: also write the measured latencies (s, JSON list) to this file")
     args = p.parse_args(argv)
     import uvloop
 

@@ -22,10 +22,13 @@ when the visit was due (open loop, same clock). The worker's CPU seconds per vis
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from bench import drivers
+from bench.canary import Canary
 from bench.context import Context, Server
 from bench.payloads import VISIT_TARGET, write_visits
 from bench.procs import ROOT
@@ -36,6 +39,7 @@ from postrelay.core.stores import links as store
 
 LINK_COUNT, SMOKE_LINK_COUNT = 60_000, 500
 RATIO_TARGET, P99_RATE, P99_TARGET_MS, CRM_RATE = 0.45, 2000, 10.0, 200
+QUIET_ROUNDS, SMOKE_QUIET_ROUNDS, QUIET_WARMUP, QUIET_DURATION = 16, 2, 0.5, 1.0
 STREAM = "pr:{in}:stream"
 CONFIG = LinksConfig(base_url="https://go.example.com", allowed_hosts=["shop.example.com"])
 TARGETS = (("redirect", 1), ("postrelay", 1))
@@ -84,6 +88,7 @@ def _median(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     ordered = sorted(runs, key=lambda r: r[key] if key != "p99" else r["latency_ms"].get("p99", float("inf")))
     chosen = dict(ordered[len(ordered) // 2])
     chosen["rounds"] = [round(r["rps"]) if key == "rps" else r["latency_ms"].get("p99") for r in runs]
+    chosen["host_slow"] = [r.get("host_slow_ms") for r in runs]
     chosen["errors"] = sum(int(r.get("errors") or 0) + int(r.get("unexplained") or 0) for r in runs)
     return chosen
 
@@ -117,6 +122,38 @@ def _crm(ctx: Context, count: int) -> dict[str, Any]:
             "worker_cpu_ms_per_visit": round(worker_ms, 2)}
 
 
+def _short_rounds(ctx: Context, servers: dict[tuple[str, int], Server], count: int,
+                  rounds: int) -> list[tuple[str, dict[str, Any], Path]]:
+    """`rounds` short fixed-rate rounds per side, interleaved, each writing its latencies to a file."""
+    p = ctx.profile
+    per_round = int((QUIET_WARMUP + QUIET_DURATION) * P99_RATE)
+    lines = max(count, rounds * per_round)
+    path = _visits_file(ctx, mint(ctx, count), "visits-short.txt", lines)
+    out = []
+    for i in range(rounds):
+        for kind, _ in TARGETS:
+            latencies = ctx.work / f"short-{kind}-{i}.json"
+            run = drivers.fixed_rate(servers[(kind, 1)].port, path, i * per_round % lines, P99_RATE, QUIET_WARMUP,
+                                     QUIET_DURATION, p.drain, visits=True, latencies=latencies)
+            out.append((kind, run, latencies))
+    return out
+
+
+def _slow_ms(canary: Canary, run: dict[str, Any]) -> float:
+    """Milliseconds of host slow windows (bench.canary) inside the run's measured interval."""
+    start, end = run["measured_wall"]
+    return round(sum(min(end, w[1]) - max(start, w[0]) for w in canary.slow_in(start, end)) * 1000, 1)
+
+
+def _pool_quiet(canary: Canary, runs: list[tuple[dict[str, Any], Path]]) -> dict[str, Any]:
+    """The latencies of the short rounds in which the canary saw the CPU at full speed, pooled."""
+    quiet = [(run, path) for run, path in runs if not canary.slow_in(*run["measured_wall"])]
+    latencies = [x for _, path in quiet for x in json.loads(path.read_text())]
+    return {"rounds": len(runs), "quiet_rounds": len(quiet), "latency_ms": summarize(latencies, 1000.0),
+            "errors": sum(int(run.get("errors") or 0) for run, _ in quiet),
+            "round_p99": [[r["latency_ms"].get("p99"), _slow_ms(canary, r)] for r, _ in runs]}
+
+
 def measure(ctx: Context) -> dict[str, Any]:
     """Saturation rounds (interleaved), the fixed-rate p99 rounds, then visit → CRM."""
     p = ctx.profile
@@ -127,14 +164,21 @@ def measure(ctx: Context) -> dict[str, Any]:
         rounds = [_round(ctx, servers, count, lines) for _ in range(p.sat_rounds)]
         for kind, _ in TARGETS:
             res[kind] = {"saturation": _median([r[kind] for r in rounds], "rps")}
+        runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind, _ in TARGETS}
+        with Canary() as canary:
+            for kind, _ in TARGETS:
+                for _ in range(p.rate_rounds):
+                    tokens = mint(ctx, count)
+                    path = _visits_file(ctx, tokens, "visits-rate.txt", lines)
+                    runs[kind].append(drivers.fixed_rate(servers[(kind, 1)].port, path, 0, P99_RATE, p.rate_warmup,
+                                                         p.rate_duration, p.drain, visits=True))
+            short = _short_rounds(ctx, servers, count, SMOKE_QUIET_ROUNDS if p.name == "smoke" else QUIET_ROUNDS)
         for kind, _ in TARGETS:
-            runs = []
-            for _ in range(p.rate_rounds):
-                tokens = mint(ctx, count)
-                path = _visits_file(ctx, tokens, "visits-rate.txt", lines)
-                runs.append(drivers.fixed_rate(servers[(kind, 1)].port, path, 0, P99_RATE, p.rate_warmup,
-                                               p.rate_duration, p.drain, visits=True))
-            res[kind]["rate"] = _median(runs, "p99")
+            for run in runs[kind]:
+                run["host_slow_ms"] = _slow_ms(canary, run)
+            res[kind]["rate"] = _median(runs[kind], "p99")
+            res[kind]["quiet"] = _pool_quiet(canary, [(run, lat) for k, run, lat in short if k == kind])
+        res["canary"] = {"chunk_us": canary.report.get("chunk_us"), "windows": len(canary.report["windows"])}
     res["crm"] = _crm(ctx, count)
     ctx.redis.reset()
     return res
@@ -158,9 +202,12 @@ def rows(ctx: Context, res: dict[str, Any]) -> list[Row]:
             errors=rate["errors"], note=f"p99 of the rounds {rate['rounds']} (bare {bare_rate['rounds']}); p50 "
                                         f"{rate['latency_ms'].get('p50', float('nan')):.2f} ms; achieved "
                                         f"{rate['throughput']:,.0f}/s; answers {rate['statuses']}; the driver's own "
-                                        f"lateness p99 {_lag(rate)} ms (bare run {_lag(bare_rate)} ms)")
+                                        f"lateness p99 {_lag(rate)} ms (bare run {_lag(bare_rate)} ms); host slow "
+                                        f"windows (bench.canary) in these rounds: {rate['host_slow']} ms (bare "
+                                        f"{bare_rate['host_slow']} ms)")
     r.met = bool(at_most(r.value, P99_TARGET_MS)) and r.errors == 0
     out.append(r)
+    out.append(_quiet_row(res))
     crm = res["crm"]
     for q in ("p50", "p99"):
         out.append(Row(s, f"visit → CRM (HubSpot adapter) {q}, @{CRM_RATE}/s, 1 worker", "ms",
@@ -170,6 +217,27 @@ def rows(ctx: Context, res: dict[str, Any]) -> list[Row]:
                              "(contact PATCH + note POST, against the sink; bench/links.toml); worker CPU "
                              f"{crm.get('worker_cpu_ms_per_visit', '?')} ms per visit") if q == "p50" else ""))
     return out
+
+
+def _quiet_row(res: dict[str, Any]) -> Row:
+    """p99 at P99_RATE pooled over the short rounds the canary saw at full CPU speed, both sides."""
+    pr, bare = res["postrelay"]["quiet"], res["redirect"]["quiet"]
+    name = f"host-quiet rounds: /t/{{token}} p99 @{P99_RATE:,} visits/s, postrelay, 1 worker"
+    base = f"bare Starlette 302, its host-quiet rounds p99 @{P99_RATE:,}"
+    target = f"≤ {P99_TARGET_MS:g} ms"
+    if not pr["quiet_rounds"] or not bare["quiet_rounds"]:
+        return Row("links", name, "ms", None, base, None, target,
+                   na=f"n/a: no host-quiet round (postrelay {pr['quiet_rounds']} of {pr['rounds']}, bare "
+                      f"{bare['quiet_rounds']} of {bare['rounds']})")
+    r = Row("links", name, "ms", pr["latency_ms"].get("p99"), base, bare["latency_ms"].get("p99"), target,
+            errors=pr["errors"],
+            note=(f"{QUIET_DURATION:g} s rounds after {QUIET_WARMUP:g} s of warm-up, interleaved; pooled over the "
+                  f"{pr['quiet_rounds']} of {pr['rounds']} rounds (bare {bare['quiet_rounds']} of {bare['rounds']}) "
+                  f"in which bench.canary saw no host slow window ({res['canary']['windows']} windows in the "
+                  f"fixed-rate phase); p50 {pr['latency_ms'].get('p50')} ms, {pr['latency_ms'].get('count')} "
+                  f"visits; every round [p99 ms, host-slow ms]: {pr['round_p99']} (bare {bare['round_p99']})"))
+    r.met = bool(at_most(r.value, P99_TARGET_MS)) and r.errors == 0
+    return r
 
 
 def _lag(run: dict[str, Any]) -> str:

@@ -65,3 +65,18 @@ def test_nothing_is_applied_twice_after_recovery(make_service, outage: RedisServ
     apply_visits(svc)
     piece = svc.get_piece("links", token).json()
     assert [e["type"] for e in piece["events"]] == ["purl_opened", "purl_opened"]
+
+
+def test_the_record_cache_keeps_the_newest_reads(make_service, outage: RedisServer,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full cache drops the record read longest ago (the others still redirect while Redis is down)."""
+    monkeypatch.setattr("postrelay.receiver.links.MAX_CACHE", 2)
+    svc: Service = make_service({"links": {**LINKS, "cache_ttl": "1h"}})
+    tokens = [mint(svc, target_url=f"https://shop.example.com/{name}")["token"] for name in ("a", "b", "c")]
+    for token in tokens:
+        assert visit(svc, token).status_code == 302
+    outage.stop()
+    assert visit(svc, tokens[0]).status_code == 503  # dropped when the third was read
+    for token, name in zip(tokens[1:], ("b", "c"), strict=True):
+        resp = visit(svc, token, agent="Mozilla/5.0 Safari later")
+        assert resp.status_code == 302 and resp.headers["location"] == f"https://shop.example.com/{name}"
