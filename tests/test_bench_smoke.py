@@ -4,7 +4,8 @@
 saturation runs disturb no other test's timing, and the suite's wall time is not one 80 s test long.
 
 Timed numbers never gate CI (shared, noisy machines): this only checks that every row is printed with
-numeric values, that no scenario failed and that no request or delivery errored.
+numeric values (or n/a with its reason where a row allows it), that no scenario failed and that no request or
+delivery errored.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ EXPECTED_ROWS = (  # (section, start of the measurement's name, how many such ro
     ("memory", "peak RSS, receiver", 1),
     ("links", "/t/{token} redirects", 1),
     ("links", "/t/{token} @", 1),
+    ("links", "host-quiet rounds", 1),  # n/a when bench.canary saw the host slow in every short round
     ("links", "visit → CRM", 2),
     ("memory", "peak RSS, worker", 1),
     ("memory", "Redis per mailpiece", 1),
@@ -73,7 +75,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         found = [r for r in rows if r[0] == section and r[1].startswith(prefix)]
         assert len(found) == count, f"{section} / {prefix!r}: {len(found)} rows, expected {count}"
     for section, name, value, _baseline, baseline_value, ratio, _target, met, errors in rows:
-        if section == "follow-ups" and value.startswith("n/a"):
+        if (section == "follow-ups" or name.startswith("host-quiet")) and value.startswith("n/a"):
             assert met == "n/a"
             continue
         assert NUMBER.match(value), f"{name}: value {value!r}"
