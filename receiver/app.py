@@ -24,6 +24,7 @@ from postrelay.receiver.links_api import LinksAPI
 from postrelay.receiver.openapi import openapi_json
 from postrelay.receiver.service import Receiver
 from postrelay.receiver.ui.routes import console_routes
+from postrelay.receiver.visitroutes import VisitRoutes
 from postrelay.receiver.webhook import WebhookEndpoint
 
 _frozen = False
@@ -75,8 +76,8 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
     routes: list[BaseRoute] = [
         Route("/webhooks/{source}", webhook, methods=["POST"]),
         Route("/webhooks/postalytics/{token}", webhook, methods=["POST"]),
-        Route("/t/{token}", visits, methods=["GET", "HEAD"]),  # tracking-link visits carry load too
-        Route("/t/{token}/goal", visits, methods=["GET", "HEAD"]),
+        visit_route := Route("/t/{token}", visits, methods=["GET", "HEAD"]),  # visits carry load too
+        goal_route := Route("/t/{token}/goal", visits, methods=["GET", "HEAD"]),
         Route("/v1/links", links.mint, methods=["POST"]),
         Route("/v1/links/batch", links.mint_batch, methods=["POST"]),
         Route("/v1/links/{token}", links.show, methods=["GET"]),
@@ -96,6 +97,7 @@ def create_app(config: Config, redis_client: Redis | None = None, clock: Callabl
     app = ReceiverApp(routes=routes, lifespan=lifespan,
                       middleware=[Middleware(Edge, metrics=receiver.prom, server=server)])
     app.router.redirect_slashes = False  # receiver.errors.routing_error answers those with JSON
+    app.front = lambda router: VisitRoutes(router, visit_route, goal_route)  # /t/ without the route search
     app.state.receiver = receiver
     app.state.link_visits = visits
     return app

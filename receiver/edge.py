@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
+from starlette.routing import Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from postrelay.core.config import ServerConfig
@@ -40,10 +42,13 @@ CLIENT_ABORT = 499  # nginx's "client closed request": logged and counted, never
 
 
 class ReceiverApp(Starlette):
-    """Starlette whose stack is the user middleware (`Edge` first) around the router, nothing else."""
+    """Starlette whose stack is the user middleware (`Edge` first) around the router, nothing else; `front`
+    (when set before the first request) wraps the router, e.g. `receiver.visitroutes.VisitRoutes`."""
+
+    front: Callable[[Router], ASGIApp] | None = None
 
     def build_middleware_stack(self) -> ASGIApp:
-        app: ASGIApp = self.router
+        app: ASGIApp = self.router if self.front is None else self.front(self.router)
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
         return app
