@@ -41,6 +41,17 @@ def parse_rate(spec: str) -> float:
     return float(m.group(1)) / per
 
 
+def slot_keys(dest: str) -> list[str]:
+    """The keys of `dest`'s limit (`ratelimit_gcra.lua`'s KEYS; `delivery_prepare.lua` looks at them too)."""
+    return [keys.rate_limit(dest), keys.rate_learned(dest)]
+
+
+def slot_args(rate_per_second: float | None, now: float, burst: int = 1) -> list[float]:
+    """now (ms), the configured interval (ms) and the burst allowance (ms), as the scripts take them."""
+    interval_ms = 1000.0 / rate_per_second if rate_per_second else 0.0
+    return [math.floor(now * 1000), interval_ms, interval_ms * max(0, burst - 1)]
+
+
 class RateLimiter:
     """Answers "how long must this call wait?" per destination (0 = go now), and learns from headers."""
 
@@ -50,10 +61,8 @@ class RateLimiter:
     def wait(self, dest: str, rate_per_second: float | None, now: float, burst: int = 1, take: bool = True) -> float:
         """Take one slot if available now (only look with `take=False`); else the seconds until one is (the
         slot is not taken). `rate_per_second` is the configured rate (None: only the headers limit `dest`)."""
-        interval_ms = 1000.0 / rate_per_second if rate_per_second else 0.0
-        result = lua("ratelimit_gcra")(self.redis, keys=[keys.rate_limit(dest), keys.rate_learned(dest)],
-                                       args=[math.floor(now * 1000), interval_ms, interval_ms * max(0, burst - 1),
-                                             "1" if take else "0"])
+        result = lua("ratelimit_gcra")(self.redis, keys=slot_keys(dest),
+                                       args=[*slot_args(rate_per_second, now, burst), "1" if take else "0"])
         return float(result) / 1000.0
 
     def pace(self, dest: str, rate_per_second: float | None, clock: Callable[[], float],

@@ -1,7 +1,7 @@
 """One delivery attempt — the only code that calls an adapter — run by the worker's executor.
 
 `attempt(rt, key, seq, start)` prepares the attempt in one script (`delivery_prepare.lua`: done? its piece's
-turn? paused, circuit, rate limit? then lock), calls the adapter, and stores the outcome
+turn? paused, circuit, a rate-limit slot free now? then lock), calls the adapter, and stores the outcome
 (`workers.delivery.outcome`): after a 2xx the done marker is the first thing written. A retry, a circuit or
 rate-limit wait makes the delivery due later in the due-time set; whichever worker is alive then claims it.
 `start(key, seq)` hands a piece's next update to the executor when this one finishes.
@@ -25,6 +25,7 @@ from postrelay.core.stores import deliveries, destinations
 from postrelay.workers.delivery.lock import Lock
 from postrelay.workers.delivery.outcome import Start, dead_letter, finish, save_step, store_retry, store_success
 from postrelay.workers.policy import next_attempt
+from postrelay.workers.ratelimit import slot_args, slot_keys
 from postrelay.workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.delivery")
@@ -40,18 +41,14 @@ def attempt(rt: Runtime, key: str, seq: str, start: Start) -> str:
     Returns what happened: ok, retry, dead, already_done, unknown, waiting_for_turn, locked, parked,
     circuit_open, rate_limited.
     """
-    dest, event_id, _ = deliveries.split_key(key)
+    dest = deliveries.split_key(key)[0]
     r = rt.redis
     adapter = rt.adapters.get(dest)
     lease = rt.config.delivery.lease
     lock = Lock(r, key, lease)
-    may_lock = "1" if adapter is not None and adapter.pace is None else "0"
-    rec_key = keys.delivery_record(key)
-    prepare = lua("delivery_prepare")
+    may_lock = "0" if adapter is None else "1" if adapter.pace is None else "2"  # 2: once a rate slot is free
     for _ in range(2):
-        res = prepare(r, keys=[keys.delivery_done(key), rec_key, keys.delivery_memo(key), lock.key, deliveries.DUE,
-                               seq or rec_key, keys.destination_paused(dest), keys.circuit(dest), keys.DLQ],
-                      args=[event_id, seq, lock.token, lock.ttl_ms, rt.clock() + lease, key, may_lock, dest])
+        res = prepare(rt, r, key, seq, lock, may_lock)
         if res[0] != b"seq":
             break
         seq = res[1].decode()  # the record's own sequence wins over the caller's
@@ -76,6 +73,19 @@ def attempt(rt: Runtime, key: str, seq: str, start: Start) -> str:
         finally:
             lock.release()
     return _slow(rt, adapter, key, seq, record, lock, start)
+
+
+def prepare(rt: Runtime, client: Any, key: str, seq: str, lock: Lock, may_lock: str) -> Any:
+    """Call `delivery_prepare.lua` for delivery `key` on `client` (a Redis client or a pipeline); `may_lock` as
+    its ARGV[7] says ('1': lock when nothing stops it, '2': only when a rate-limit slot is free now too)."""
+    dest, event_id, _ = deliveries.split_key(key)
+    rec_key = keys.delivery_record(key)
+    now = rt.clock()
+    return lua("delivery_prepare")(
+        client, keys=[keys.delivery_done(key), rec_key, keys.delivery_memo(key), lock.key, deliveries.DUE,
+                      seq or rec_key, keys.destination_paused(dest), keys.circuit(dest), keys.DLQ, *slot_keys(dest)],
+        args=[event_id, seq, lock.token, lock.ttl_ms, now + rt.config.delivery.lease, key, may_lock, dest,
+              *slot_args(rt.rates.get(dest), now)])
 
 
 def _slow(rt: Runtime, adapter: Adapter | None, key: str, seq: str, record: dict[str, str], lock: Lock,

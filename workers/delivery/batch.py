@@ -31,9 +31,8 @@ from postrelay.core.events import CanonicalEvent
 from postrelay.core.logs import log_fields
 from postrelay.core.redaction import MASK, redact
 from postrelay.core.replies import text_map
-from postrelay.core.scripts import lua
 from postrelay.core.stores import deliveries, destinations
-from postrelay.workers.delivery.attempt import attempt, delivery_log_fields
+from postrelay.workers.delivery.attempt import attempt, delivery_log_fields, prepare
 from postrelay.workers.delivery.lock import Lock
 from postrelay.workers.delivery.outcome import Start, dead_letter, finish, save_steps, store_retry, store_successes
 from postrelay.workers.policy import next_attempt
@@ -91,25 +90,15 @@ def attempt_batch(rt: Runtime, dest: str, items: list[tuple[str, str]], start: S
 def _prepare(rt: Runtime, dest: str, items: list[tuple[str, str]], start: Start,
              results: dict[str, str]) -> list[_Ready]:
     """Prepare and lock every delivery of the batch (one pipeline); the ones that may run now."""
-    prepare = lua("delivery_prepare")
     lease = rt.config.delivery.lease
     locks = {key: Lock(rt.redis, key, lease) for key, _ in items}
-
-    def call(client: Any, key: str, seq: str) -> Any:
-        rec = keys.delivery_record(key)
-        lock = locks[key]
-        return prepare(client, keys=[keys.delivery_done(key), rec, keys.delivery_memo(key), lock.key, deliveries.DUE,
-                                     seq or rec, keys.destination_paused(dest), keys.circuit(dest), keys.DLQ],
-                       args=[deliveries.split_key(key)[1], seq, lock.token, lock.ttl_ms, rt.clock() + lease, key,
-                             "1", dest])
-
     seqs = dict(items)
     answers: dict[str, Any] = {}
     todo = list(seqs)
     for _ in range(3):  # the record's own sequence wins: those called with another are called again with it
         pipe = rt.redis.pipeline(transaction=False)
         for key in todo:
-            call(pipe, key, seqs[key])
+            prepare(rt, pipe, key, seqs[key], locks[key], "1")
         answers.update(zip(todo, pipe.execute(), strict=True))
         todo = [key for key in todo if answers[key][0] == b"seq"]
         if not todo:

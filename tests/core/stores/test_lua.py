@@ -82,12 +82,12 @@ def test_a_script_is_loaded_again_after_redis_forgot_it(redis_client):
     assert script(redis_client, keys=["pr:lock:{x}"], args=["t"]) == 0
 
 
-def _prepare(r, seq="", may_lock="1", token="tok", deadline=100.0):
+def _prepare(r, seq="", may_lock="1", token="tok", deadline=100.0, now_ms=1000, interval_ms=0):
     return lua("delivery_prepare")(
         r, keys=[keys.delivery_done(K), keys.delivery_record(K), keys.delivery_memo(K), keys.delivery_lock(K),
                  keys.DELIVERIES_DUE, seq or keys.delivery_record(K), keys.destination_paused("hook"),
-                 keys.circuit("hook"), keys.DLQ],
-        args=["mev_1", seq, token, 5000, deadline, K, may_lock, "hook"])
+                 keys.circuit("hook"), keys.DLQ, keys.rate_limit("hook"), keys.rate_learned("hook")],
+        args=["mev_1", seq, token, 5000, deadline, K, may_lock, "hook", now_ms, interval_ms, 0])
 
 
 def test_prepare_decides_each_case(redis_client):
@@ -117,6 +117,22 @@ def test_prepare_decides_each_case(redis_client):
     assert _prepare(r, seq) == [b"dead", seq.encode()]
     r.set(keys.delivery_done(K), "{}")
     assert _prepare(r, seq) == [b"done", seq.encode()]
+
+
+def test_prepare_runs_a_rate_limited_delivery_only_when_a_slot_is_free_now(redis_client):
+    r = redis_client
+    r.hset(keys.delivery_record(K), "event", "{}")
+    assert _prepare(r, may_lock="2")[0] == b"run"  # nothing configured or learned: free
+    assert not r.exists(keys.rate_limit("hook"))  # only looked at: each of the adapter's calls takes its slot
+    r.delete(keys.delivery_lock(K))
+    r.set(keys.rate_limit("hook"), 1500)  # the next slot is at 1500 ms
+    assert _prepare(r, may_lock="2", now_ms=1000, interval_ms=250)[0] == b"slow"
+    assert not r.exists(keys.delivery_lock(K))  # not locked: the caller waits or reschedules
+    assert _prepare(r, may_lock="2", now_ms=1500, interval_ms=250)[0] == b"run"
+    r.delete(keys.delivery_lock(K))
+    r.hset(keys.rate_learned("hook"), "hold_until", 9000)  # the headers said the budget is spent
+    assert _prepare(r, may_lock="2", now_ms=2000)[0] == b"slow"
+    assert _prepare(r, may_lock="1", now_ms=2000)[0] == b"run"  # no rate limit on this destination's adapter
 
 
 def test_complete_stores_everything_about_a_success_atomically(redis_client):
