@@ -2,10 +2,10 @@
 
 `python -m bench.canary` (started by `Canary`) runs a fixed piece of pure computation every 2 ms and reads
 how much *thread CPU time* it took. Being descheduled by the guest's own scheduler does not add CPU time;
-a host that slows or time-slices the virtual CPUs behind the guest's back does (the guest still counts the
-thread as running). On the 2-vCPU Firecracker machines this bench was written on, an idle machine showed
-both vCPUs running the chunk 20-28x slower at once for 40-90 ms, about once every 2 s, with no steal time
-reported: a server cannot answer in 10 ms while the CPU runs at a tenth of its speed.
+a host that stops the virtual CPUs behind the guest's back does (the guest counts the gap as the thread
+running, and reports no steal). On the 2-vCPU Firecracker machines this bench was written on, an idle machine
+showed both vCPUs running the chunk 15-28x slower at once for 20-90 ms, about once every 2 s: a server cannot
+answer in 10 ms while its CPU runs at a twentieth of its speed.
 
 A *slow window* is a run of chunks whose CPU time was at least `SLOW_FACTOR` times the calibrated one,
 chunks closer than `MERGE_GAP_S` merged, spanning at least `MIN_WINDOW_S`. Costs ~4% of one core. When
