@@ -8,9 +8,10 @@ showed both vCPUs running the chunk 15-28x slower at once for 20-90 ms, about on
 answer in 10 ms while its CPU runs at a twentieth of its speed.
 
 A *slow window* is a run of chunks whose CPU time was at least `SLOW_FACTOR` times the calibrated one,
-chunks closer than `MERGE_GAP_S` merged, spanning at least `MIN_WINDOW_S`. Costs ~4% of one core. When
-stdin closes (the parent is done), the child prints one JSON object: the calibrated chunk (µs), the number
-of chunks and the windows as `[start, end, worst factor]` in epoch seconds.
+chunks closer than `MERGE_GAP_S` merged, spanning at least `MIN_WINDOW_S`. Costs ~4% of one core. The
+child prints `ready` once calibrated (`Canary` waits for it), and when stdin closes (the parent is done)
+one JSON object: the calibrated chunk (µs), the number of chunks and the windows as
+`[start, end, worst factor]` in epoch seconds.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def windows(chunks: list[tuple[float, float]], base: float) -> list[list[float]]
 def main() -> None:
     """Run chunks until stdin closes, then print the JSON report."""
     base = calibrate()
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
     chunks: list[tuple[float, float]] = []
     while not select.select([sys.stdin], [], [], INTERVAL_S)[0]:
         chunks.append((time.time(), _cpu_of_chunk()))
@@ -87,6 +90,9 @@ class Canary:
     def __enter__(self) -> Canary:
         self.proc = subprocess.Popen(python("-m", "bench.canary"), cwd=ROOT, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline() != "ready\n":  # calibrated and sampling from here on
+            raise RuntimeError("bench.canary did not start")
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
