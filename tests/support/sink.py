@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+SETTLE_S = 2.0  # how long a result waits for an answer that is being written to be noted
+
 
 @dataclass
 class Behaviour:
@@ -44,7 +46,7 @@ class SinkRecord:
     webhook_id: str
     path: str
     arrived: float
-    outcome: str = "pending"  # answered | abandoned | reset | hung | error
+    outcome: str = "pending"  # answering (its last bytes) | answered | abandoned | reset | hung | error
     status: int | None = None
     finished: float | None = None
     answering_wall: float | None = None  # time.time() just before the answer is written (vs Redis MONITOR times)
@@ -134,22 +136,30 @@ class RecordingSink:
 
     # --- results ---------------------------------------------------------------------------------------------
 
+    def _settled(self) -> list[SinkRecord]:
+        """The records, once none is writing its last bytes (`answering`): a client that has read its answer
+        may ask before the handler has noted it (bounded: SETTLE_S)."""
+        deadline = time.monotonic() + SETTLE_S
+        while True:
+            with self._lock:
+                records = list(self.records)
+            if time.monotonic() > deadline or not any(r.outcome == "answering" for r in records):
+                return records
+            time.sleep(0.002)
+
     def answered_2xx(self) -> Counter[str]:
         """webhook-id -> how many times a 2xx answer reached a connected client."""
-        with self._lock:
-            return Counter(r.webhook_id for r in self.records
-                           if r.outcome == "answered" and r.status is not None and 200 <= r.status < 300)
+        return Counter(r.webhook_id for r in self._settled()
+                       if r.outcome == "answered" and r.status is not None and 200 <= r.status < 300)
 
     def outcomes(self) -> Counter[str]:
         """How many requests ended each way."""
-        with self._lock:
-            return Counter(r.outcome for r in self.records)
+        return Counter(r.outcome for r in self._settled())
 
     def answered_times(self) -> list[float]:
         """Monotonic times at which 2xx answers went out."""
-        with self._lock:
-            return sorted(r.finished for r in self.records
-                          if r.outcome == "answered" and r.finished is not None and r.status and r.status < 300)
+        return sorted(r.finished for r in self._settled()
+                      if r.outcome == "answered" and r.finished is not None and r.status and r.status < 300)
 
     # --- the handler -----------------------------------------------------------------------------------------
 
@@ -204,9 +214,12 @@ class RecordingSink:
                         rec.outcome = "abandoned"
                         h.close_connection = True
                         return
+                    if i == len(payload) - 1:
+                        rec.outcome = "answering"
                     h.wfile.write(payload[i:i + 1])
                     h.wfile.flush()
             else:
+                rec.outcome = "answering"  # the client may have it before `answered` is set below
                 h.wfile.write(payload)
                 h.wfile.flush()
         except OSError:
