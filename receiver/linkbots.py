@@ -27,32 +27,37 @@ def load_scanners(text: str | None = None) -> list[str]:
 
 
 _WORD = re.compile(r"[a-z0-9]+")
+_SEPARATORS = bytes(c if (0x30 <= c <= 0x39 or 0x61 <= c <= 0x7A) else 0x20 for c in range(256))
+"""`bytes.translate` table: a lower-case ASCII letter or digit stays, anything else becomes a space."""
 
 
-def _index(entries: list[str]) -> dict[str, list[str]]:
+def _index(entries: list[str]) -> dict[bytes, list[bytes]]:
     """Lower-cased entries by their first word (a User-Agent is only searched for entries one of its words starts)."""
-    index: dict[str, list[str]] = {}
+    index: dict[bytes, list[bytes]] = {}
     for entry in entries:
         low = entry.lower()
         first = _WORD.search(low)
         if first is not None:
-            index.setdefault(first.group(0), []).append(low)
+            index.setdefault(first.group(0).encode("ascii"), []).append(low.encode("latin-1", "replace"))
     return index
 
 
 _SCANNERS = _index(load_scanners())
+_FIRST_WORDS = _SCANNERS.keys()
 
 
 @lru_cache(maxsize=4096)
 def is_scanner(user_agent: str) -> bool:
     """True when the User-Agent contains a listed entry (case-insensitive) starting at one of its words.
 
-    One regex pass splits the User-Agent into words; only entries whose first word is one of them are looked
-    for: a few microseconds per User-Agent however long the list grows (one big alternation took ~80).
+    The User-Agent's words (runs of ASCII letters and digits) come from one `bytes.translate` and `split`, and
+    only entries whose first word is one of them are looked for: ~2.5 µs per new User-Agent however long the
+    list grows (a regex word split took ~7.5, one big alternation ~80). A User-Agent is latin-1 (the header's
+    bytes); any other character counts as a separator.
     """
-    low = user_agent.lower()
-    for word in set(_WORD.findall(low)):
-        for entry in _SCANNERS.get(word, ()):
+    low = user_agent.encode("latin-1", "replace").lower()
+    for word in _FIRST_WORDS & set(low.translate(_SEPARATORS).split()):
+        for entry in _SCANNERS[word]:
             if entry in low:
                 return True
     return False

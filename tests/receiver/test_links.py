@@ -7,6 +7,8 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from postrelay.core import keys
 from tests.receiver.harness import Service, assert_canonical_shape, assert_error
@@ -286,3 +288,25 @@ def test_batch_mints_in_order_all_or_nothing(links_service: Service) -> None:
 def test_links_not_configured(service: Service) -> None:
     resp = service.http.post("/v1/links", json={"target_url": "https://shop.example.com/"}, headers=AUTH)
     assert_error(resp, 404, "links_not_configured")
+
+
+def _scanner_by_regex_words(agent: str) -> bool:
+    """The scanner test as first written (a regex word split of the lower-cased text): the reference."""
+    from postrelay.receiver.linkbots import load_scanners
+
+    low = agent.lower()
+    words = set(re.findall(r"[a-z0-9]+", low))
+    return any(entry.lower() in low for entry in load_scanners()
+               if (first := re.search(r"[a-z0-9]+", entry.lower())) and first.group(0) in words)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(["Slackbot", "ms-office", "MS Office", "googlebot", "Google", "check",
+                                           "Mozilla/5.0", "(compatible;", " ", "/", "-", "é", "\u00c9", "\u00ff",
+                                           "HeadlessChrome", "x"]),
+                          st.text(alphabet=st.characters(max_codepoint=0xFF), max_size=8)), max_size=8))
+def test_the_scanner_check_matches_the_reference_on_any_latin1_agent(parts: list[str]) -> None:
+    from postrelay.receiver.linkbots import is_scanner
+
+    agent = "".join(parts)
+    assert is_scanner.__wrapped__(agent) == _scanner_by_regex_words(agent)  # type: ignore[attr-defined]
