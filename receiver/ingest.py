@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError, NoScriptError
 from postrelay.core import keys
 from postrelay.core.events import CanonicalEvent
 from postrelay.core.scripts import Lua, lua
-from postrelay.receiver.redislane import RedisLane, Replies, bulk
+from postrelay.receiver.redislane import RedisLane, Replies, pack
 
 MAX_BATCH_EVENTS = 500
 MAX_IN_FLIGHT = 2  # round trips out at once; what arrives meanwhile waits and goes together in the next one
@@ -43,8 +43,7 @@ _Waiter = tuple[Sequence[CanonicalEvent], Sequence[Marker] | None, "asyncio.Futu
 _Read = tuple[str, "asyncio.Future[bytes | None]"]
 # (event, marker, link record key, now, future of (flag, record))
 _Visit = tuple[Any, Marker, str, float, "asyncio.Future[tuple[str, bytes | None]]"]
-_Script = tuple[Lua, int, bytes]  # (script, count of its numkeys/KEYS/ARGV elements, those packed)
-_GET = b"*2\r\n$3\r\nGET\r\n"
+_Script = tuple[Lua, tuple[Any, ...]]  # (script, its numkeys, KEYS and ARGV)
 
 
 class IngestQueue:
@@ -62,8 +61,6 @@ class IngestQueue:
         self.link_hosts = json.dumps(list(link_hosts))
         self._lua = lua("ingest_enqueue")
         self._visit_lua = lua("ingest_visit")
-        self._visit_head = bulk(b"1") + bulk(keys.INGEST_STREAM.encode())
-        self._hosts = bulk(self.link_hosts.encode())
         self._lane = RedisLane(redis)
         self._pending: list[_Waiter] = []
         self._reads: list[_Read] = []
@@ -160,26 +157,25 @@ class IngestQueue:
             marker_keys = [keys.seen(e.id) for e in events]
         return [keys.INGEST_STREAM, *marker_keys], args
 
-    def _visit_args(self, visits: list[_Visit]) -> bytes:
-        """numkeys, KEYS and ARGV of `ingest_visit.lua` for `visits`, packed (KEYS: the stream): every visit on
-        one line of one string."""
+    def _visit_args(self, visits: list[_Visit]) -> tuple[Any, ...]:
+        """numkeys, KEYS and ARGV of `ingest_visit.lua` for `visits` (KEYS: the stream): every visit on one line
+        of one string."""
         seen = keys.seen
         lines = "\n".join(f"{link_key}\t{seen(marker)}\t{ttl}\t{event.model_dump_json()}"
                           for event, (marker, ttl), link_key, _, _ in visits)
-        return self._visit_head + bulk(repr(visits[0][3]).encode()) + self._hosts + bulk(lines.encode())
+        return 1, keys.INGEST_STREAM, visits[0][3], self.link_hosts, lines
 
     def _transmit(self, batch: list[_Waiter], reads: list[_Read], visits: list[_Visit], retried: bool) -> None:
         """Write the round trip: the reads' GETs, then the events' script, then the visits' script."""
         try:
-            parts = [_GET + bulk(key.encode()) for key, _ in reads]
+            parts = [pack(b"GET", key) for key, _ in reads]
             scripts: list[_Script] = []
             if batch:
                 k, a = self._call(batch)
-                scripts.append((self._lua, 1 + len(k) + len(a), b"".join(
-                    bulk(str(v).encode()) for v in (len(k), *k, *a))))
+                scripts.append((self._lua, (len(k), *k, *a)))
             if visits:
-                scripts.append((self._visit_lua, 5, self._visit_args(visits)))
-            parts += [_script_command(b"EVALSHA", script.sha.encode(), n, tail) for script, n, tail in scripts]
+                scripts.append((self._visit_lua, self._visit_args(visits)))
+            parts += [pack(b"EVALSHA", script.sha, *args) for script, args in scripts]
         except BaseException as exc:
             self._in_flight -= 1
             _fail(batch, reads, visits, exc)
@@ -199,8 +195,7 @@ class IngestQueue:
         answers = replies[len(reads):]
         missing = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
         if missing and self._lane.ready:  # a restarted Redis forgot a script: EVAL loads it and runs the call
-            payload = b"".join(_script_command(b"EVAL", scripts[i][0].source.encode(), *scripts[i][1:])
-                               for i in missing)
+            payload = b"".join(pack(b"EVAL", scripts[i][0].source, *scripts[i][1]) for i in missing)
             self._lane.send(payload, len(missing), partial(self._reloaded, batch, reads, visits, replies, missing))
             return
         self._deliver(batch, reads, visits, replies)
@@ -242,11 +237,6 @@ class IngestQueue:
             if not future.done():
                 accepted = mine.count("1")
                 future.set_result((accepted, len(evs) - accepted))
-
-
-def _script_command(verb: bytes, script: bytes, count: int, tail: bytes) -> bytes:
-    """EVALSHA <sha> (or EVAL <source>) followed by `count` packed numkeys/KEYS/ARGV elements."""
-    return b"*%d\r\n" % (count + 2) + bulk(verb) + bulk(script) + tail
 
 
 def _fail(batch: list[_Waiter], reads: list[_Read], visits: list[_Visit], exc: BaseException) -> None:
