@@ -66,16 +66,19 @@ class RateLimiter:
         return float(result) / 1000.0
 
     def pace(self, dest: str, rate_per_second: float | None, clock: Callable[[], float],
-             sleep: Callable[[float], None], patience: float = PACE_PATIENCE) -> float | None:
-        """Block until a slot is taken; None when taken, else the wait left after `patience` seconds."""
+             sleep: Callable[[float], None], patience: float = PACE_PATIENCE, take: bool = True,
+             near: float = 0.0) -> float | None:
+        """Block (sleeping at most a second at a time) until a slot is free now and taken (`take=False`: only
+        until one is free, or within `near` seconds); None then, else the wait left when it would end after
+        `patience` seconds (nothing is taken)."""
         deadline = clock() + patience
         while True:
-            wait = self.wait(dest, rate_per_second, clock())
-            if wait <= 0:
+            wait = self.wait(dest, rate_per_second, clock(), take=take)
+            if wait <= near:
                 return None
             if clock() + wait > deadline:
                 return wait
-            sleep(min(wait, 1.0))
+            sleep(min(wait - near, 1.0))
 
     def observe(self, dest: str, info: RateInfo, now: float) -> None:
         """Learn from one answer's rate-limit headers (and a 429's Retry-After)."""

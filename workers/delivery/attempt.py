@@ -108,12 +108,8 @@ def _slow(rt: Runtime, adapter: Adapter | None, key: str, seq: str, record: dict
         deliveries.schedule(r, key, now + gate.wait)
         return "circuit_open"
     if adapter.pace is not None:  # look only: each of the adapter's calls takes its own slot (`Adapter.call`)
-        rate = rt.rates.get(dest)
-        wait = rt.limiter.wait(dest, rate, now, take=False)
-        while 0 < wait <= 1.0:
-            rt.sleep(wait)
-            wait = rt.limiter.wait(dest, rate, rt.clock(), take=False)
-        if wait > 1.0:
+        wait = rt.limiter.pace(dest, rt.rates.get(dest), rt.clock, rt.sleep, patience=1.0, take=False)
+        if wait is not None:
             deliveries.schedule(r, key, rt.clock() + wait)
             return "rate_limited"
     if not lock.acquire():

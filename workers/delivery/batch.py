@@ -65,16 +65,11 @@ def attempt_batch(rt: Runtime, dest: str, items: list[tuple[str, str]], start: S
     if not gate.allowed:
         deliveries.schedule_many(r, {key: now + gate.wait for key, _ in items})
         return dict.fromkeys((key for key, _ in items), "circuit_open")
-    if adapter.pace is not None:
-        wait = rt.limiter.wait(dest, rt.rates.get(dest), now, take=False)
-        patience = now + min(RATE_PATIENCE, rt.config.delivery.lease / 4)  # well inside the waiting leases
-        for _ in range(int(RATE_PATIENCE) + 1):  # a formed batch waits for a near slot in its thread
-            if wait <= 1.0 or rt.clock() + wait > patience:
-                break
-            rt.sleep(min(wait - 1.0, 1.0))
-            wait = rt.limiter.wait(dest, rt.rates.get(dest), rt.clock(), take=False)
-        if wait > 1.0:
-            deliveries.schedule_many(r, {key: now + wait for key, _ in items})
+    if adapter.pace is not None:  # a formed batch waits in its thread until its slot is within a second
+        wait = rt.limiter.pace(dest, rt.rates.get(dest), rt.clock, rt.sleep, take=False, near=1.0,
+                               patience=min(RATE_PATIENCE, rt.config.delivery.lease / 4))  # inside the leases
+        if wait is not None:
+            deliveries.schedule_many(r, {key: rt.clock() + wait for key, _ in items})
             return dict.fromkeys((key for key, _ in items), "rate_limited")
     results: dict[str, str] = {}
     ready = _prepare(rt, dest, items, start, results)
