@@ -1,9 +1,10 @@
 """A worker SIGKILLed between the provider's answer and the local record: still one piece, found again.
 
 Real processes: `postrelay serve` and `postrelay worker`. The provider stand-in stores the piece, stops the
-worker (SIGSTOP) before writing its answer, writes the whole answer into the worker's socket, and only then
-is the worker SIGKILLed: the piece exists at the provider, the answer was sent, postrelay never recorded it.
-A new worker claims the mailing again once the lease expired and must adopt that piece, not mail another.
+worker (SIGSTOP, then waits until every one of its threads is stopped) before writing its answer, writes the
+whole answer into the worker's socket, and only then is the worker SIGKILLed: the piece exists at the
+provider, the answer was sent, postrelay never recorded it. A new worker claims the mailing again once the
+lease expired and must adopt that piece, not mail another.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tests.mailings.conftest import TRIGGER_TOKEN, mailing_config
 from tests.mailings.test_triggers import HUBSPOT_TRIGGER, hubspot_workflow
 from tests.receiver.harness import API_TOKEN
 from tests.support.http_server import Reply
-from tests.support.processes import ReceiverProcess, WorkerProcess, wait_for, write_config
+from tests.support.processes import ReceiverProcess, WorkerProcess, stop_group, wait_for, write_config
 from tests.support.providers import LobStandIn, PostGridStandIn, StandIn
 
 
@@ -35,7 +36,7 @@ def _stop_then_kill(stand_in: StandIn, worker: WorkerProcess, killed: threading.
     answered = stand_in.server.answered
     pid = worker.pid
     assert pid is not None
-    os.killpg(pid, signal.SIGSTOP)
+    stop_group(pid)  # every thread stopped before the answer is written
 
     def kill_after_answer() -> None:
         wait_for(lambda: stand_in.server.answered > answered, 10, 0.005)

@@ -35,6 +35,34 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         time.sleep(interval)
 
 
+
+def group_threads(pgid: int) -> list[str]:
+    """The scheduler state letter of every thread of every process in process group `pgid`."""
+    states: list[str] = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            if int(stat[stat.rindex(")") + 2:].split()[2]) != pgid:
+                continue
+            for task in (proc / "task").iterdir():
+                task_stat = (task / "stat").read_text()
+                states.append(task_stat[task_stat.rindex(")") + 2])
+        except (OSError, ValueError):  # exited while we looked
+            continue
+    return states
+
+
+def stop_group(pgid: int, timeout: float = 10.0) -> None:
+    """SIGSTOP a process group and return only once every one of its threads is stopped.
+
+    `kill(SIGSTOP)` returns before that: the kernel wakes one thread to take the group stop, and until it has
+    run, another thread blocked in `recv` can still wake on data that arrives and act on it."""
+    os.killpg(pgid, signal.SIGSTOP)
+    if not wait_for(lambda: all(s in "tTZX" for s in group_threads(pgid) or "?"), timeout, 0.001):
+        raise AssertionError(f"process group {pgid} not stopped after {timeout} s: {group_threads(pgid)}")
+
 # --- a minimal TOML writer for config files ------------------------------------------------------------------
 
 
