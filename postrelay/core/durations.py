@@ -69,5 +69,8 @@ def parse_when(text: str, now: float | None = None) -> datetime:
             ago = parse_seconds(text)
         except ValueError:
             raise ValueError(f"{text!r} is neither an ISO date/time nor a duration such as 36h or 3d") from None
-        return datetime.fromtimestamp((time.time() if now is None else now) - ago, UTC)
+        try:
+            return datetime.fromtimestamp((time.time() if now is None else now) - ago, UTC)
+        except (ValueError, OverflowError, OSError):  # before the year 1, or past what the platform's time_t holds
+            raise ValueError(f"{text!r} is too far in the past; use an ISO date/time or a shorter duration") from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)

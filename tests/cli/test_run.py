@@ -199,6 +199,13 @@ def test_unknown_command_and_bad_flag_are_usage_errors() -> None:
         assert result.code == 2, (args, result)
 
 
+
+def test_a_since_too_far_back_is_a_usage_error_naming_it() -> None:
+    result = postrelay("dlq", "list", "--since", "9999999999999d", env=clean_env())
+    assert result.code == 2, result
+    assert result.lines[-1] == ("Error: Invalid value for '--since': '9999999999999d' is too far in the past; "
+                                "use an ISO date/time or a shorter duration")
+
 def test_run_stops_the_rest_when_its_embedded_redis_dies(tmp_path: Path, running: list[Running]) -> None:
     proc, port = start_run(tmp_path, running)
     children = descendants(proc.proc.pid)
