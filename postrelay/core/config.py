@@ -309,11 +309,14 @@ def read_document(path: str | os.PathLike[str] | None = None) -> tuple[str, dict
         raise ConfigError(f"no config file: pass --config FILE or set {CONFIG_ENV}")
     p = Path(path)
     try:
-        return str(p), tomllib.loads(p.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not a TOML error
+        return str(p), tomllib.loads(p.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{p}: invalid TOML: {err}") from None
+    except RecursionError:  # tomllib recurses per nesting level of arrays and inline tables
+        raise ConfigError(f"{p}: invalid TOML: arrays or inline tables nested too deeply") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{p}: not UTF-8 text (byte {err.start})") from None
     except OSError as err:  # a directory, no permission, ...

@@ -113,3 +113,18 @@ def test_file_problems_are_one_line(tmp_path: Path) -> None:
     result = postrelay("check-config")
     assert (result.code, result.lines) == (2, ["config error: no config file: pass --config FILE or set "
                                                "POSTRELAY_CONFIG"])
+
+
+def test_toml_nested_too_deeply_is_one_config_error_line(tmp_path: Path) -> None:
+    deep = write(tmp_path, "x = " + "[" * 5000 + "]" * 5000 + "\n", "deep.toml")
+    result = postrelay("check-config", str(deep))
+    assert (result.code, result.lines) == (2, [f"config error: {deep}: invalid TOML: arrays or inline tables "
+                                               "nested too deeply"])
+
+
+def test_a_byte_order_mark_is_not_a_toml_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "notepad.toml"
+    cfg.write_bytes(b"\xef\xbb\xbf" + (BASE + "[server]\nport = 8001\n").encode())
+    result = postrelay("check-config", str(cfg))
+    assert (result.code, result.err) == (0, ""), result
+    assert result.out.startswith("ok: 1 source(s) ['lob']")
