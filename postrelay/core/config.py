@@ -28,7 +28,7 @@ from postrelay.core.config_sources import (
     Strict,
     duration,
 )
-from postrelay.core.durations import DELAY_FORMS, parse_delay
+from postrelay.core.durations import DELAY_FORMS, TooLong, parse_delay
 from postrelay.core.events import ALL_TYPES, filter_field_error
 from postrelay.core.linkconfig import LinksConfig
 from postrelay.core.redaction import secret_values
@@ -214,6 +214,8 @@ class FollowupConfig(Strict):
     def _delay_ok(cls, v: Any) -> str:
         try:
             parse_delay(v)
+        except TooLong:
+            raise
         except ValueError:
             raise ValueError(f"cannot parse delay {v!r}; expected {DELAY_FORMS}") from None
         return str(v)
@@ -238,6 +240,8 @@ class EstimatesConfig(Strict):
         for key, value in v.items():
             try:
                 parse_delay(value)
+            except TooLong as exc:
+                raise KeyProblem(key, str(exc)) from None
             except ValueError:
                 raise KeyProblem(key, f"cannot parse transit time {value!r}; expected {DELAY_FORMS}") from None
         return v

@@ -35,6 +35,13 @@ MISTAKES = {
     "bad duration": ("[delivery]\ntimeout = \"soon\"\n",
                      "delivery.timeout: cannot parse duration 'soon'; expected a duration such as '30s', '5m', '36h', "
                      "'8d' or '14 days' (a bare number is seconds)"),
+    "duration too long": ("[server]\ndedupe_window = \"99999999999999d\"\n",
+                          "server.dedupe_window: duration '99999999999999d' is longer than 100 years"),
+    "infinite duration": ("[delivery]\nlease = inf\n", "delivery.lease: duration must be a finite number, not inf"),
+    "follow-up delay too long": (HOOK + '[[followups]]\nname = "nudge"\nafter = "delivered"\n'
+                                        'delay = "99999999999 business days"\ndo = "crm"\n',
+                                 "followups[0].delay: delay '99999999999 business days' is longer than 10000 "
+                                 "business days"),
     "bad follow-up delay": (HOOK + '[[followups]]\nname = "nudge"\nafter = "delivered"\ndelay = "2 bizness days"\n'
                                    'do = "crm"\n',
                             "followups[0].delay: cannot parse delay '2 bizness days'; expected '0', a duration such as "
