@@ -68,6 +68,13 @@ MISTAKES = {
                               'queue_url = "redis://q:6379/0"\n',
                               "server.redis_url: Redis Cluster URL 'redis+cluster://c1:x/': port 'x' of 'c1' is not a "
                               "number"),
+    "not a Redis URL": ('[server]\nredis_url = "localhost:6379"\n',
+                        "server.redis_url: not a Redis URL (no scheme); it starts with redis://, rediss://, "
+                        "unix://, redis+sentinel:// or redis+cluster://"),
+    "bad Redis port": (f'[server]\nqueue_url = "redis://:{SECRET_PASSWORD}@q:99999/0"\n',
+                       "server.queue_url: redis:// URL: the port must be a number from 1 to 65535"),
+    "bad Redis database": ('[server]\nredis_url = "redis://127.0.0.1:6379/redis"\n',
+                           "server.redis_url: redis:// URL: the database must be a number (redis://host:6379/0)"),
     "unknown destination setting": (HOOK + "retries = 3\n",
                                     "destinations.crm.retries: unknown key; known: url, secret, headers, timeout"),
 }

@@ -17,7 +17,7 @@ import redis
 from postrelay.core import keys
 from tests.cli.conftest import DEV_CONFIG, Running, alive, check_output, clean_env, descendants, postrelay
 from tests.support.processes import wait_for
-from tests.support.redis_server import free_port
+from tests.support.redis_server import RedisServer, free_port
 
 BAD_TOKEN = "pat-na1 with-a-space-9f8e7d6c5b4a"
 BAD_DEST = f'[destinations.hs]\ntype = "hubspot"\ntoken = "{BAD_TOKEN}"\n\n[[routes]]\nto = ["hs"]\n'
@@ -205,6 +205,19 @@ def test_a_since_too_far_back_is_a_usage_error_naming_it() -> None:
     assert result.code == 2, result
     assert result.lines[-1] == ("Error: Invalid value for '--since': '9999999999999d' is too far in the past; "
                                 "use an ISO date/time or a shorter duration")
+
+
+def test_operator_commands_reach_a_redis_on_a_unix_socket(tmp_path: Path) -> None:
+    server = RedisServer(unixsocket=True).start()
+    try:
+        cfg = tmp_path / "unix.toml"
+        cfg.write_text(f'[server]\nredis_url = "unix://{server.unixsocket}"\n', encoding="utf-8")
+        status = postrelay("status", "--config", str(cfg))
+        assert status.code == 0, status
+        assert f"(redis unix://{server.unixsocket})" in status.out
+        assert postrelay("dlq", "list", "--config", str(cfg)).out == "dead-letter store is empty\n"
+    finally:
+        server.cleanup()
 
 def test_run_stops_the_rest_when_its_embedded_redis_dies(tmp_path: Path, running: list[Running]) -> None:
     proc, port = start_run(tmp_path, running)
