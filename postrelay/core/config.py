@@ -72,8 +72,8 @@ class ServerConfig(Strict):
     body_timeout: float = 10.0
     dedupe_window: float = 8 * 86400
     timeline_retention: float = 400 * 86400
-    redis_timeout: float = 2.0
-    retry_after: int = 30
+    redis_timeout: float = Field(default=2.0, gt=0)  # 0 would time every command out: a fake outage
+    retry_after: int = Field(default=30, ge=0)
     appendfsync: Literal["everysec", "always", "no"] = "everysec"
     # /readyz, /metrics and `postrelay status`: a worker is alive while its heartbeat is younger than this.
     worker_stale_after: float = 60.0
@@ -111,15 +111,15 @@ class ServerConfig(Strict):
 class DeliveryConfig(Strict):
     """`[delivery]`: retries, timeouts, leases, circuit breaker and idempotency-marker retention."""
 
-    max_attempts: int = 30
+    max_attempts: int = Field(default=30, ge=1)
     max_age: float = 24 * 3600
     base_delay: float = 2.0
     max_delay: float = 3600.0
-    timeout: float = 15.0  # per HTTP request; 15 s is what Standard Webhooks asks senders to wait
-    lease: float = 60.0
+    timeout: float = Field(default=15.0, gt=0)  # per HTTP request; 15 s is what Standard Webhooks asks senders to wait
+    lease: float = Field(default=60.0, gt=0)
     concurrency: int = Field(default=32, ge=1, le=512)
     per_destination_concurrency: int = Field(default=8, ge=1, le=512)
-    circuit_threshold: int = 5
+    circuit_threshold: int = Field(default=5, ge=1)
     circuit_cooldown: float = 30.0
     circuit_max_cooldown: float = 600.0
     done_retention: float = 30 * 86400

@@ -68,6 +68,8 @@ MISTAKES = {
                               'queue_url = "redis://q:6379/0"\n',
                               "server.redis_url: Redis Cluster URL 'redis+cluster://c1:x/': port 'x' of 'c1' is not a "
                               "number"),
+    "zero Redis timeout": ("[server]\nredis_timeout = 0\n", "server.redis_timeout: expected greater than 0"),
+    "zero lease": ("[delivery]\nlease = \"0s\"\n", "delivery.lease: expected greater than 0"),
     "not a Redis URL": ('[server]\nredis_url = "localhost:6379"\n',
                         "server.redis_url: not a Redis URL (no scheme); it starts with redis://, rediss://, "
                         "unix://, redis+sentinel:// or redis+cluster://"),
