@@ -32,6 +32,9 @@ class Mailer(Protocol):
     def mailing_body(self, request: MailingRequest, mid: str) -> dict[str, Any]:
         """The provider's create body for this mailing."""
 
+    def unusable_merge_variables(self, variables: dict[str, Any]) -> list[str]:
+        """Names among `variables` the provider refuses as merge variable names ([] when all are fine)."""
+
     def mailing_target(self, kind: str) -> tuple[str, dict[str, Any]]:
         """(collection URL for `kind`, the `call` keywords that authenticate: `headers` and/or `auth`)."""
 

@@ -20,6 +20,9 @@ from postrelay.core.events import CanonicalEvent
 from postrelay.core.mailing import Address, MailingRequest, provider_metadata
 
 MAIL_TYPES = {"first_class": "usps_first_class", "standard_class": "usps_standard", "standard": "usps_standard"}
+NAME_FORBIDDEN = frozenset("!\"#%&'()*+,/;<=>@[\\]^`{|}~")
+"""Lob's OpenAPI on `merge_variables`: "Your variable names cannot contain any whitespace or any of the following
+special characters" (these)."""
 
 
 class LobAdapter(Adapter):
@@ -92,6 +95,10 @@ class LobAdapter(Adapter):
         if request.send_date:
             body["send_date"] = request.send_date
         return body
+
+    def unusable_merge_variables(self, variables: dict[str, Any]) -> list[str]:
+        """Names Lob refuses: any whitespace or one of `NAME_FORBIDDEN` (a Postalytics column like `First Name`)."""
+        return [name for name in variables if not name or any(c.isspace() or c in NAME_FORBIDDEN for c in name)]
 
     def mailing_target(self, kind: str) -> tuple[str, dict[str, Any]]:
         """`/v1/postcards` or `/v1/letters`, HTTP Basic with the API key as the user name."""

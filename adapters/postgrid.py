@@ -237,6 +237,10 @@ class PostGridAdapter(Adapter):
             body["sendDate"] = request.send_date
         return body
 
+    def unusable_merge_variables(self, variables: dict[str, Any]) -> list[str]:
+        """None: PostGrid documents no rule for `mergeVariables` names (they must match the template's)."""
+        return []
+
     def mailing_target(self, kind: str) -> tuple[str, dict[str, Any]]:
         """`/print-mail/v1/postcards` or `…/letters`, the API key as `X-API-Key`."""
         return (f"{self.settings.base_url.rstrip('/')}/print-mail/v1/{kind}s",

@@ -35,10 +35,11 @@ from postrelay.core.config_mailings import LINK_FIELDS
 from postrelay.core.events import CanonicalEvent
 from postrelay.core.mailing import (
     MAILER_TYPES,
-    MAX_METADATA_KEYS,
+    PROVIDER_METADATA_KEYS,
     Address,
     LinkRequest,
     MailingRequest,
+    added_keys,
     mailing_id,
     stored_request,
     with_link,
@@ -49,6 +50,8 @@ from postrelay.workers.policy import next_attempt
 from postrelay.workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.mailings")
+FOLLOWUP_KEYS = ("postrelay_previous_mailpiece", "postrelay_followup")
+"""The metadata a follow-up's piece carries to link it to the first piece (next to `added_keys`)."""
 
 
 class Creator:
@@ -182,16 +185,21 @@ def followup_request(rt: Runtime, destination: str, event: CanonicalEvent,
     crm = {k: v for k, v in event.metadata.items() if k != "postrelay" and not k.startswith("postrelay")
            and isinstance(v, str | int | float | bool) and len(k) <= 40 and len(str(v)) <= 500
            and not any(c in k + str(v) for c in '"\\')}
+    if "campaign_id" in crm:  # first, so trimming never drops it (it would be added again as an extra key)
+        crm = {"campaign_id": crm["campaign_id"], **crm}
+    link = followup_link(rt, event, extra)
+    campaign = event.mailpiece.campaign_id
+    room = PROVIDER_METADATA_KEYS - len(FOLLOWUP_KEYS) - len(added_keys(crm, campaign, bool(link)))
+    variables = {k: v for k, v in event.metadata.items() if k != "postrelay"}
+    unusable = set(adapter.unusable_merge_variables(variables))  # type: ignore[union-attr]
     try:
         to = Address(name=r.name or fallback, address_line1=r.address_line1 or "", address_line2=r.address_line2,
                      city=r.city, region=r.region,
                      postal_code=r.postal_code, country=r.country or event.mailpiece.country or "", email=r.email,
                      phone=r.phone)
-        request = MailingRequest(provider=destination, kind=kind, to=to,
-                                 metadata=dict(list(crm.items())[:MAX_METADATA_KEYS - 3]),
-                                 merge_variables={k: v for k, v in event.metadata.items() if k != "postrelay"},
-                                 campaign_id=event.mailpiece.campaign_id)
-        link = followup_link(rt, event, extra)
+        request = MailingRequest(provider=destination, kind=kind, to=to, metadata=dict(list(crm.items())[:room]),
+                                 merge_variables={k: v for k, v in variables.items() if k not in unusable},
+                                 campaign_id=campaign)
         if link:
             request = request.model_copy(update={"link": LinkRequest.model_validate(link)})
     except ValidationError as exc:
@@ -201,8 +209,8 @@ def followup_request(rt: Runtime, destination: str, event: CanonicalEvent,
             return f"the follow-up's link is not valid: link.{loc}: {err['msg']}"
         return f"the event's recipient cannot be mailed: {loc}: {err['msg']}"
     request = request.with_defaults(adapter.mailing_defaults())  # type: ignore[union-attr]
-    request.metadata.update({"postrelay_previous_mailpiece": event.mailpiece.id,
-                             "postrelay_followup": str(extra.get("followup") or "")})
+    request.metadata.update(dict(zip(FOLLOWUP_KEYS, (event.mailpiece.id, str(extra.get("followup") or "")),
+                                     strict=True)))
     return request
 
 

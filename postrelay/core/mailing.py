@@ -23,7 +23,10 @@ KINDS = ("postcard", "letter")
 STATUSES = ("queued", "created", "failed", "dry_run")
 RESERVED_KEY = "postrelay_mailing"
 LINK_KEY = "postrelay_link"
-MAX_METADATA_KEYS = 19  # Lob allows 20 key-value pairs; one is `postrelay_mailing` (and one `postrelay_link`)
+PROVIDER_METADATA_KEYS = 20
+"""Lob's metadata: "Must be an object with up to 20 key-value pairs" (applied to both providers): the caller's
+keys plus what postrelay adds (`added_keys`) must fit."""
+MAX_METADATA_KEYS = PROVIDER_METADATA_KEYS - 1  # of the caller's: `postrelay_mailing` is always added
 LINK_VARIABLES = {"purl": "url", "qr_url": "qr_png_url"}
 """The merge variables a mailing's link fills: `purl` = the link itself (`<base_url>/t/<token>`, to print as text
 or encode in the template's own QR code), `qr_url` = a PNG image of the QR code of that link (`<img src>`)."""
@@ -108,11 +111,12 @@ class MailingRequest(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _room_for_link(self, info: ValidationInfo) -> MailingRequest:
+    def _room_for_added_keys(self, info: ValidationInfo) -> MailingRequest:
         stored = bool(info.context and info.context.get("stored"))
-        if self.link is not None and not stored and len(self.metadata) > MAX_METADATA_KEYS - 1:
-            raise ValueError(f"metadata: at most {MAX_METADATA_KEYS - 1} keys with a link (postrelay adds "
-                             f"{RESERVED_KEY} and {LINK_KEY}; the provider allows 20)")
+        added = added_keys(self.metadata, self.campaign_id, self.link is not None)
+        if not stored and len(self.metadata) + len(added) > PROVIDER_METADATA_KEYS:
+            raise ValueError(f"metadata: at most {PROVIDER_METADATA_KEYS - len(added)} keys here: the provider "
+                             f"allows {PROVIDER_METADATA_KEYS} and postrelay adds {', '.join(added)}")
         return self
 
     def with_defaults(self, defaults: dict[str, Any]) -> MailingRequest:
@@ -169,6 +173,15 @@ def with_link(request: MailingRequest, link: dict[str, str]) -> MailingRequest:
     variables = {**request.merge_variables, **{name: link[field] for name, field in LINK_VARIABLES.items()}}
     return request.model_copy(update={"merge_variables": variables,
                                       "metadata": {**request.metadata, LINK_KEY: link["token"]}})
+
+
+def added_keys(metadata: dict[str, Any], campaign_id: str | None, link: bool) -> list[str]:
+    """The keys postrelay writes into a piece's provider metadata next to the caller's (`provider_metadata`):
+    `campaign_id` (unless the caller's keys have one), `postrelay_link` (with a link), `postrelay_mailing`."""
+    keys = ["campaign_id"] if campaign_id and "campaign_id" not in metadata else []
+    if link and LINK_KEY not in metadata:
+        keys.append(LINK_KEY)
+    return [*keys, RESERVED_KEY]
 
 
 def provider_metadata(request: MailingRequest, mid: str) -> dict[str, str]:

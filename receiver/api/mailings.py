@@ -143,6 +143,10 @@ class Mailings:
         missing = full.missing()
         if missing:
             raise bad_request("invalid_mailing", missing)
+        unusable = self.mailer(request.provider).unusable_merge_variables(full.merge_variables)
+        if unusable:
+            raise bad_request("invalid_mailing", f"merge_variables.{unusable[0]}: {ptype} refuses this variable "
+                              "name (no whitespace and none of !\"#%&'()*+,/;<=>@[\\]^`{|}~)")
         if full.link is not None:
             self.check_link(request)
         return ptype, full

@@ -6,7 +6,10 @@ provider's documented shape, keep the pieces they "print", honour `Idempotency-K
   Postcard / Create Letter body variants, contact fields, mailing classes, sizes) and the `postgrid-python`
   SDK's order shapes (`{"id": "postcard_…", "object": "postcard", "status": "ready", …}`).
 - Lob: every request is validated with `openapi-core` against Lob's own OpenAPI document
-  (`tests/vendor/lob_mail.json`, bundled from lob/lob-openapi: method, path, query, headers, body, auth).
+  (`tests/vendor/lob_mail.json`, bundled from lob/lob-openapi: method, path, query, headers, body, auth),
+  plus the limits that document states only in prose, read from its text (`LobRules`): `metadata` "up to 20
+  key-value pairs", `merge_variables` at most 25,000 characters and variable names without whitespace or
+  the listed special characters.
 
 A request that breaks the contract is answered 400 and recorded in `violations` (tests assert it is empty).
 `script` holds replies to give instead (429, 5xx, address errors); `before_answer(piece)` runs after a
@@ -18,6 +21,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -189,6 +193,56 @@ class PostGridStandIn(StandIn):
         return None
 
 
+def _descriptions(node: Any, name: str) -> list[str]:
+    """The `description` of every property schema called `name` in a (bundled) OpenAPI document."""
+    found: list[str] = []
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            props = item.get("properties")
+            if isinstance(props, dict) and isinstance(props.get(name), dict) and "description" in props[name]:
+                found.append(props[name]["description"])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+class LobRules:
+    """The request limits Lob's OpenAPI document states in its field descriptions (JSON Schema cannot say
+    them: `maxLength` on an object is ignored), parsed from the document's own words."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        [metadata] = set(_descriptions(spec, "metadata"))
+        [variables] = set(_descriptions(spec, "merge_variables"))
+        self.metadata_text, self.variables_text = metadata, variables
+        self.max_metadata_pairs = int(re.search(r"up to (\d+) key-value pairs", metadata).group(1))  # type: ignore[union-attr]
+        size = re.search(r"can be no longer than ([\d,]+) characters", variables)
+        self.max_variables_chars = int(size.group(1).replace(",", ""))  # type: ignore[union-attr]
+        listed = variables.split("special characters:", 1)[1].split(". ", 1)[0]
+        self.forbidden = {a or b for a, b in re.findall(r"`` (`) ``|`(.)`", listed)}
+        assert "cannot contain any whitespace" in variables and len(self.forbidden) > 20
+
+    def problem(self, body: Any) -> str | None:
+        """Why `body` breaks a prose-stated limit, else None."""
+        if not isinstance(body, dict):
+            return None
+        metadata = body.get("metadata")
+        if isinstance(metadata, dict) and len(metadata) > self.max_metadata_pairs:
+            return (f"metadata has {len(metadata)} key-value pairs; Lob: \"Must be an object with up to "
+                    f"{self.max_metadata_pairs} key-value pairs\"")
+        variables = body.get("merge_variables")
+        if isinstance(variables, dict):
+            if len(json.dumps(variables)) > self.max_variables_chars:
+                return f"merge_variables is longer than {self.max_variables_chars} characters as JSON"
+            for name in variables:
+                if any(c.isspace() or c in self.forbidden for c in name):
+                    return (f"merge variable name {name!r}: Lob: \"Your variable names cannot contain any "
+                            "whitespace or any of the following special characters\"")
+        return None
+
+
 class LobStandIn(StandIn):
     """`/v1/postcards` and `/v1/letters`: create (POST) and list (GET, `metadata[...]` filter), each request
     validated against Lob's OpenAPI document."""
@@ -197,7 +251,9 @@ class LobStandIn(StandIn):
         super().__init__(api_key)
         from openapi_core import OpenAPI
 
-        self.api = OpenAPI.from_dict(json.loads(LOB_SPEC.read_text()))
+        spec = json.loads(LOB_SPEC.read_text())
+        self.api = OpenAPI.from_dict(spec)
+        self.rules = LobRules(spec)
 
     def piece(self, kind: str, n: int, body: dict[str, Any]) -> dict[str, Any]:
         prefix = {"postcard": "psc", "letter": "ltr"}[kind]
@@ -219,6 +275,11 @@ class LobStandIn(StandIn):
             self.api.validate_request(WerkzeugOpenAPIRequest(Request(env)))
         except Exception as exc:  # openapi-core's validation errors (with the schema error as the cause)
             return f"{type(exc).__name__}: {exc} {exc.__cause__ or ''}"[:1500]
+        if req.method == "POST":
+            try:
+                return self.rules.problem(req.json())
+            except ValueError:
+                return None
         return None
 
     def handle(self, req: Recorded) -> Reply:

@@ -1,0 +1,117 @@
+"""Mailings stay inside the limits the providers' documents state in prose (fidelity audit).
+
+Lob's OpenAPI document (`tests/vendor/lob_mail.json`) says of `metadata`: "Must be an object with up to 20
+key-value pairs", and of `merge_variables`: "Your variable names cannot contain any whitespace or any of the
+following special characters". The Lob stand-in reads both rules from that text (`LobRules`) and refuses a
+request that breaks them, as Lob does.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+
+from postrelay.core.events import CanonicalEvent, Mailpiece, Recipient
+from postrelay.core.stores import mailings as store
+from postrelay.workers.followups import FollowupHandler, Scheduler
+from postrelay.workers.mailings import Creator
+from tests.mailings.conftest import LOB_KEY, SENDER, Env, mailing
+from tests.receiver.harness import assert_error
+from tests.support.providers import LOB_SPEC, LobRules, LobStandIn
+from tests.workers.conftest import dispatch, push
+
+RULES = LobRules(json.loads(LOB_SPEC.read_text()))
+
+
+def test_the_rules_come_from_lobs_own_words() -> None:
+    assert "Must be an object with up to 20 key-value pairs." in RULES.metadata_text
+    assert RULES.max_metadata_pairs == 20
+    assert RULES.max_variables_chars == 25_000
+    assert {"!", '"', "#", "%", "&", "'", "(", ")", "*", "+", ",", "/", ";", "<", "=", ">", "@", "[", "\\", "]",
+            "^", "`", "{", "|", "}", "~"} == RULES.forbidden
+    assert RULES.problem({"metadata": {f"k{i}": "v" for i in range(21)}}) is not None  # negative controls
+    assert RULES.problem({"merge_variables": {"First Name": "Ada"}}) is not None
+    assert RULES.problem({"merge_variables": {"first_name": "Ada"}, "metadata": {"a": "b"}}) is None
+
+
+@pytest.mark.parametrize("provider", ["pg", "lob"])
+def test_nineteen_keys_and_a_campaign_id_would_be_21_pairs_so_the_request_is_refused(env: Env,
+                                                                                      provider: str) -> None:
+    """`campaign_id` is written into the metadata next to `postrelay_mailing`: with 19 keys of the caller's
+    the piece would carry 21 pairs (Lob refuses it; the mailing used to be accepted and then fail)."""
+    body = mailing(provider, metadata={f"k{i}": "v" for i in range(19)}, campaign_id="winback")
+    err = assert_error(env.post_mailing(body), 400, "invalid_mailing")
+    assert "campaign_id" in err["detail"] and "20" in err["detail"]
+    assert env.redis.zcard("pr:ml:index") == 0
+
+
+def test_eighteen_keys_and_a_campaign_id_fill_exactly_the_20_pairs_lob_allows(env: Env) -> None:
+    body = mailing("lob", metadata={f"k{i}": "v" for i in range(18)}, campaign_id="winback")
+    assert env.post_mailing(body).status_code == 202
+    assert env.work() == 1
+    assert env.lob.violations == []
+    [create] = [r for r in env.lob.requests if r.method == "POST"]
+    assert len(create.json()["metadata"]) == 20
+
+
+def test_a_campaign_id_already_among_the_keys_is_not_counted_twice(env: Env) -> None:
+    keys = {f"k{i}": "v" for i in range(18)} | {"campaign_id": "winback"}
+    assert env.post_mailing(mailing("lob", metadata=keys, campaign_id="winback")).status_code == 202
+    assert env.work() == 1
+    assert env.lob.violations == [] and len(env.lob.pieces) == 1
+
+
+def test_lob_merge_variable_names_lob_refuses_are_a_400_at_the_request(env: Env) -> None:
+    body = mailing("lob", merge_variables={"First Name": "Ada"})
+    err = assert_error(env.post_mailing(body), 400, "invalid_mailing")
+    assert "merge_variables" in err["detail"] and "First Name" in err["detail"]
+    assert env.post_mailing(mailing("pg", merge_variables={"First Name": "Ada"}), key="k2").status_code == 202
+
+
+def _event(metadata: dict) -> CanonicalEvent:
+    return CanonicalEvent.build(
+        source="postalytics", source_event_id="pl_fu_1", type="delivered",
+        occurred_at=datetime.fromisoformat("2026-11-20T10:00:00+00:00"),
+        mailpiece=Mailpiece(id="pl_first", kind="postcard", country="US", campaign_id="spring"),
+        recipient=Recipient(name="Ada Lovelace", address_line1="145 Mulberry St", city="New York", region="NY",
+                            postal_code="10013", country="US"),
+        metadata={**metadata, "postrelay": {"event_type": 6}})
+
+
+@pytest.mark.parametrize("with_link", [False, True])
+def test_a_followup_of_a_piece_with_many_crm_keys_stays_inside_lobs_limits(make_runtime, clock,
+                                                                          with_link: bool) -> None:
+    """A Postalytics piece's `meta.fields` are the list's columns ("First Name", ...): as Lob merge variable
+    names they are refused, and with `campaign_id`, the follow-up keys and a link they overflow 20 pairs."""
+    crm = {f"crm_{i}": str(i) for i in range(20)} | {"First Name": "Ada", "zip+4": "10013-1234"}
+    followup = {"name": "second-touch", "after": "delivered", "delay": "0", "do": "second"}
+    config: dict = {"destinations": {"second": {"type": "lob", "api_key": LOB_KEY, "kind": "postcard",
+                                                "front_template": "tmpl_f", "back_template": "tmpl_b",
+                                                "from_address": SENDER}},
+                    "followups": [followup]}
+    if with_link:
+        followup["link"] = {"target_url": "https://shop.example.com/again/{mailpiece.id}"}
+        config["links"] = {"base_url": "https://go.example.com", "allowed_hosts": ["shop.example.com"]}
+    with LobStandIn(LOB_KEY) as lob:
+        config["destinations"]["second"]["base_url"] = lob.url
+        rt = make_runtime(config)
+        clock.now = datetime.fromisoformat("2026-11-20T10:00:05+00:00").timestamp()
+        push(rt, _event(crm))
+        dispatch(rt, handlers=[FollowupHandler(rt)])
+        assert Scheduler(rt).run_once() == 1
+        Creator(rt).run_once()
+        assert lob.violations == [] and len(lob.pieces) == 1
+        [view] = store.listing(rt.redis)
+        assert view["status"] == "created"
+        body = lob.requests[-1].json()
+        metadata = body["metadata"]
+        assert len(metadata) == 20
+        assert metadata["campaign_id"] == "spring"
+        assert metadata["postrelay_mailing"] == view["mailing_id"]
+        assert metadata["postrelay_previous_mailpiece"] == "pl_first"
+        assert metadata["postrelay_followup"] == "second-touch"
+        assert ("postrelay_link" in metadata) is with_link
+        assert "First Name" not in body["merge_variables"] and "zip+4" not in body["merge_variables"]
+        assert body["merge_variables"]["crm_19"] == "19"  # every usable name still reaches the template
