@@ -104,6 +104,9 @@ def destinations(ctx: click.Context, config: str | None, as_json: bool) -> int |
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return OK
+    if not rows:
+        click.echo("no destinations configured (one [destinations.NAME] table each: docs/adapters.md)")
+        return OK
     click.echo(f"{'destination':<18}{'type':<12}{'state':<11}{'paused':<8}{'backlog':>8}{'dead':>6}  last error")
     for row in rows:
         click.echo(f"{row['name']:<18}{row['type']:<12}{row['state']:<11}{'yes' if row['paused'] else 'no':<8}"
@@ -116,7 +119,7 @@ def _pause_or_resume(ctx: click.Context, action: str, name: str, config: str | N
 
     rt = runtime(config or (ctx.obj or {}).get("config"))
     if name not in rt.config.destinations:
-        click.echo(f"unknown destination {name!r}", err=True)
+        click.echo(f"unknown destination {name!r}; known: {', '.join(rt.config.destinations) or 'none'}", err=True)
         return CONFIG_ERROR
     if action == "pause":
         store.pause(rt.redis, name)

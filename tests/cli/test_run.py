@@ -244,6 +244,17 @@ def test_dlq_list_shows_the_newest_first_and_limit_keeps_the_newest(tmp_path: Pa
     assert result.code == 0, result
     assert [line.split()[2] for line in result.out.splitlines()] == ["mev_1", "mev_2"]
 
+
+def test_destinations_without_any_and_an_unknown_name_say_so(tmp_path: Path, redis_url: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[server]\nredis_url = "{redis_url}"\n', encoding="utf-8")
+    listed = postrelay("destinations", "--config", str(cfg))
+    assert (listed.code, listed.out) == (0, "no destinations configured (one [destinations.NAME] table each: "
+                                            "docs/adapters.md)\n")
+    cfg.write_text(cfg.read_text() + '[destinations.crm]\ntype = "webhook"\nurl = "https://hooks.example.com/x"\n')
+    paused = postrelay("destinations", "pause", "crn", "--config", str(cfg))
+    assert (paused.code, paused.lines) == (2, ["unknown destination 'crn'; known: crm"])
+
 def test_run_stops_the_rest_when_its_embedded_redis_dies(tmp_path: Path, running: list[Running]) -> None:
     proc, port = start_run(tmp_path, running)
     children = descendants(proc.proc.pid)
