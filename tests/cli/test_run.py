@@ -255,6 +255,18 @@ def test_destinations_without_any_and_an_unknown_name_say_so(tmp_path: Path, red
     paused = postrelay("destinations", "pause", "crn", "--config", str(cfg))
     assert (paused.code, paused.lines) == (2, ["unknown destination 'crn'; known: crm"])
 
+
+def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    data_dir = tmp_path / "a-file" / "data"  # under a regular file: even root cannot make it
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[server]\ndata_dir = "{data_dir}"\n', encoding="utf-8")
+    port = free_port()
+    result = postrelay("run", "--config", str(cfg), "--port", str(port), cwd=tmp_path)
+    assert (result.code, result.lines) == (1, [f"postrelay: cannot keep the embedded Redis's data in {data_dir}/redis "
+                                               f"([server] data_dir = '{data_dir}'): Not a directory"])
+    assert refused(port)
+
 def test_run_stops_the_rest_when_its_embedded_redis_dies(tmp_path: Path, running: list[Running]) -> None:
     proc, port = start_run(tmp_path, running)
     children = descendants(proc.proc.pid)
