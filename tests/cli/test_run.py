@@ -267,6 +267,19 @@ def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
                                                f"([server] data_dir = '{data_dir}'): Not a directory"])
     assert refused(port)
 
+
+def test_serve_says_where_it_receives(tmp_path: Path, redis_url: str, running: list[Running]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[server]\nredis_url = "{redis_url}"\nlog_format = "text"\n', encoding="utf-8")
+    port = free_port()
+    serve = Running(["serve", "--config", str(cfg), "--port", str(port)], tmp_path)
+    running.append(serve)
+    assert serve.wait_for_output(f"postrelay.serve: receiving on http://127.0.0.1:{port} (1 process(es)); stop with "
+                                 "Ctrl-C or SIGTERM", 60), serve.output()
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    serve.stop(signal.SIGTERM)  # uvicorn exits by the signal it stopped on (-15), after its graceful shutdown
+    check_output(serve.output())
+
 def test_run_stops_the_rest_when_its_embedded_redis_dies(tmp_path: Path, running: list[Running]) -> None:
     proc, port = start_run(tmp_path, running)
     children = descendants(proc.proc.pid)
