@@ -17,7 +17,7 @@ from postrelay.core.events import CanonicalEvent, Mailpiece, Recipient
 from postrelay.core.stores import mailings as store
 from postrelay.workers.followups import FollowupHandler, Scheduler
 from postrelay.workers.mailings import Creator
-from tests.mailings.conftest import LOB_KEY, SENDER, Env, mailing
+from tests.mailings.conftest import ADA, LOB_KEY, SENDER, Env, mailing
 from tests.receiver.harness import assert_error
 from tests.support.providers import LOB_SPEC, LobRules, LobStandIn
 from tests.workers.conftest import dispatch, push
@@ -115,3 +115,30 @@ def test_a_followup_of_a_piece_with_many_crm_keys_stays_inside_lobs_limits(make_
         assert ("postrelay_link" in metadata) is with_link
         assert "First Name" not in body["merge_variables"] and "zip+4" not in body["merge_variables"]
         assert body["merge_variables"]["crm_19"] == "19"  # every usable name still reaches the template
+
+
+@pytest.mark.parametrize(("to", "expected"), [
+    # Lob's international address_country: "Does not accept `US`, `AS`, `PR`, `FM`, `GU`, `MH`, `MP`, `PW`, or `VI`"
+    ({"country": "PR", "region": "PR", "city": "San Juan", "postal_code": "00901"},
+     {"address_country": "US", "address_state": "PR", "address_zip": "00901"}),
+    ({"country": "VI", "region": None, "city": "Charlotte Amalie", "postal_code": "00802"},
+     {"address_country": "US", "address_state": "VI", "address_zip": "00802"}),
+    ({"country": "GU", "region": "Guam", "city": "Hagatna", "postal_code": "96910"},
+     {"address_country": "US", "address_state": "GU", "address_zip": "96910"}),
+    # the US form: address_state "2 letter state short-name code", address_zip `^\d{5}(-\d{4})?$`
+    ({"region": "New York", "postal_code": "100131234"},
+     {"address_country": "US", "address_state": "NY", "address_zip": "10013-1234"}),
+    ({"region": "california", "city": "San Francisco", "postal_code": "94107 1234"},
+     {"address_country": "US", "address_state": "CA", "address_zip": "94107-1234"}),
+])
+def test_us_territories_and_state_names_reach_lob_in_its_us_address_form(env: Env, to: dict, expected: dict) -> None:
+    body = mailing("lob", to={**ADA, **{k: v for k, v in to.items() if v is not None}})
+    if to.get("region", "") is None:
+        body["to"].pop("region")
+    assert env.post_mailing(body).status_code == 202
+    assert env.work() == 1
+    assert env.lob.violations == []  # openapi-core against Lob's document: the piece is made
+    [create] = [r for r in env.lob.requests if r.method == "POST"]
+    sent = create.json()["to"]
+    assert {k: sent.get(k) for k in expected} == expected
+
