@@ -9,7 +9,9 @@ request that breaks them, as Lob does.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +21,7 @@ from postrelay.workers.followups import FollowupHandler, Scheduler
 from postrelay.workers.mailings import Creator
 from tests.mailings.conftest import ADA, LOB_KEY, SENDER, Env, mailing
 from tests.receiver.harness import assert_error
-from tests.support.providers import LOB_SPEC, LobRules, LobStandIn
+from tests.support.providers import LOB_SPEC, MAILING_CLASSES, LobRules, LobStandIn
 from tests.workers.conftest import dispatch, push
 
 RULES = LobRules(json.loads(LOB_SPEC.read_text()))
@@ -142,3 +144,24 @@ def test_us_territories_and_state_names_reach_lob_in_its_us_address_form(env: En
     sent = create.json()["to"]
     assert {k: sent.get(k) for k in expected} == expected
 
+
+
+SEED = Path(__file__).resolve().parents[3] / "shared" / "seeds" / "postgrid-print-mail-api.txt"
+
+
+@pytest.mark.skipif(not SEED.is_file(), reason="the shared seeds folder is absent")
+def test_the_postgrid_stand_in_knows_exactly_the_mailing_classes_of_postgrids_reference() -> None:
+    text = SEED.read_text()
+    start = text.index("`mailingClass: optional \"first_class\" or \"standard_class\" or \"express\" or 23 more`")
+    listed = re.findall(r'- `"([a-z0-9_]+)"`', text[start:text.index("`mergeVariables:", start)])
+    assert len(listed) == 26 and set(listed) == MAILING_CLASSES
+
+
+@pytest.mark.parametrize("mailing_class", ["au_post_second_class", "usps_express_3_day_certified_return_receipt",
+                                           "ups_express_overnight", "usps_first_class_registered"])
+def test_every_documented_postgrid_mailing_class_reaches_postgrid(env: Env, mailing_class: str) -> None:
+    assert env.post_mailing(mailing("pg", mailing_class=mailing_class)).status_code == 202
+    assert env.work() == 1
+    assert env.postgrid.violations == [] and len(env.postgrid.pieces) == 1
+    [create] = [r for r in env.postgrid.requests if r.method == "POST"]
+    assert create.json()["mailingClass"] == mailing_class
