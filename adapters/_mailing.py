@@ -35,6 +35,9 @@ class Mailer(Protocol):
     def unusable_merge_variables(self, variables: dict[str, Any]) -> list[str]:
         """Names among `variables` the provider refuses as merge variable names ([] when all are fine)."""
 
+    def sizes(self, kind: str) -> frozenset[str]:
+        """The sizes the provider prints for `kind` (postcards in either order: `6x4` = `4x6`)."""
+
     def mailing_target(self, kind: str) -> tuple[str, dict[str, Any]]:
         """(collection URL for `kind`, the `call` keywords that authenticate: `headers` and/or `auth`)."""
 
@@ -60,6 +63,17 @@ def size_pair(size: str) -> tuple[int, int] | None:
         return None
     small, large = sorted(int(p) for p in parts)
     return small, large
+
+
+def size_problem(mailer: Mailer, kind: str, size: str | None) -> str | None:
+    """Why `size` is not one the provider prints for `kind` (None when it is, or when unset: the default)."""
+    if size is None:
+        return None
+    known = mailer.sizes(kind)
+    pair = size_pair(size)
+    if size in known or (kind == "postcard" and pair and any(size_pair(k) == pair for k in known)):
+        return None
+    return f"size {size!r}: {mailer.name} prints {kind}s in {', '.join(sorted(known))}"
 
 
 def refused(response: httpx.Response) -> Outcome:

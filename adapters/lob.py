@@ -24,6 +24,8 @@ from postrelay.core.events import CanonicalEvent
 from postrelay.core.mailing import Address, MailingRequest, provider_metadata
 
 MAIL_TYPES = {"first_class": "usps_first_class", "standard_class": "usps_standard", "standard": "usps_standard"}
+POSTCARD_SIZES = frozenset({"4x6", "6x9", "6x11"})
+LETTER_SIZES = frozenset({"us_letter", "us_legal"})
 US_DOMESTIC = frozenset({"US", "AS", "PR", "FM", "GU", "MH", "MP", "PW", "VI"})
 """Lob's international `address_country` "Does not accept `US`, `AS`, `PR`, `FM`, `GU`, `MH`, `MP`, `PW`, or
 `VI`": these are US addresses (`address_country` `US`, the territory as `address_state`)."""
@@ -90,11 +92,13 @@ class LobAdapter(Adapter):
         if request.kind == "postcard":
             body["front"], body["back"] = request.front_template, request.back_template
             pair = size_pair(request.size) if request.size else None
-            if pair:
-                body["size"] = f"{pair[0]}x{pair[1]}"
+            if request.size:  # Lob writes the short side first; anything else goes as it is (Lob names the error)
+                body["size"] = f"{pair[0]}x{pair[1]}" if pair else request.size
         else:
             body["file"] = request.template
             body["color"] = s.color
+            if request.size:
+                body["size"] = request.size
             optional = {"double_sided": s.double_sided, "address_placement": s.address_placement}
             body |= {k: v for k, v in optional.items() if v is not None}
         if request.mailing_class:
@@ -102,6 +106,10 @@ class LobAdapter(Adapter):
         if request.send_date:
             body["send_date"] = request.send_date
         return body
+
+    def sizes(self, kind: str) -> frozenset[str]:
+        """Lob's `size` enums: postcards `4x6`/`6x9`/`6x11`, letters `us_letter`/`us_legal`."""
+        return POSTCARD_SIZES if kind == "postcard" else LETTER_SIZES
 
     def unusable_merge_variables(self, variables: dict[str, Any]) -> list[str]:
         """Names Lob refuses: any whitespace or one of `NAME_FORBIDDEN` (a Postalytics column like `First Name`)."""

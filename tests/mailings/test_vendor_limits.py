@@ -165,3 +165,30 @@ def test_every_documented_postgrid_mailing_class_reaches_postgrid(env: Env, mail
     assert env.postgrid.violations == [] and len(env.postgrid.pieces) == 1
     [create] = [r for r in env.postgrid.requests if r.method == "POST"]
     assert create.json()["mailingClass"] == mailing_class
+
+
+@pytest.mark.parametrize(("provider", "kind", "size", "sent"), [
+    ("lob", "letter", "us_legal", "us_legal"),  # Lob letters: `size` enum us_letter / us_legal
+    ("lob", "postcard", "9x6", "6x9"), ("lob", "postcard", "6x11", "6x11"),
+    ("pg", "letter", "a4", "a4"), ("pg", "postcard", "4x6", "6x4"),
+])
+def test_a_size_the_provider_prints_reaches_it(env: Env, provider: str, kind: str, size: str, sent: str) -> None:
+    assert env.post_mailing(mailing(provider, kind, size=size, **({"from": SENDER} if kind == "letter" else {}))
+                            ).status_code == 202
+    assert env.work() == 1
+    stand_in = env.lob if provider == "lob" else env.postgrid
+    assert stand_in.violations == [] and len(stand_in.pieces) == 1
+    [create] = [r for r in stand_in.requests if r.method == "POST"]
+    assert create.json()["size"] == sent
+
+
+@pytest.mark.parametrize(("provider", "kind", "size"), [
+    ("lob", "postcard", "A6"), ("lob", "postcard", "5x7"), ("lob", "letter", "a4"),
+    ("pg", "postcard", "8x5"), ("pg", "letter", "us_legal"),
+])
+def test_a_size_the_provider_does_not_print_is_a_400_not_another_size(env: Env, provider: str, kind: str,
+                                                                     size: str) -> None:
+    """Lob's postcard used to go out 4x6 (the unknown size was dropped) and its letter size was never sent."""
+    err = assert_error(env.post_mailing(mailing(provider, kind, size=size)), 400, "invalid_mailing")
+    assert f"size {size!r}" in err["detail"]
+    assert env.redis.zcard("pr:ml:index") == 0
