@@ -53,7 +53,7 @@ def dlq() -> None:
 @config_option
 @click.option("--destination", metavar="D", help="only this destination")
 @since_option
-@click.option("--limit", type=int, default=None, help="at most this many entries")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="at most this many entries (the newest)")
 @json_option
 def dlq_list(config: str | None, destination: str | None, since: float | None, limit: int | None,
              as_json: bool) -> int:
@@ -61,7 +61,7 @@ def dlq_list(config: str | None, destination: str | None, since: float | None, l
     from postrelay.core.stores import dlq as store
 
     rt = runtime(config)
-    entries = store.entries(rt.redis, destination, since, limit=limit)
+    entries = store.entries(rt.redis, destination, since, limit=limit, newest_first=True)
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return OK

@@ -102,7 +102,8 @@ def _serve_processes(config: Config, host: str, port: int, workers: int) -> None
 
 
 host_option = click.option("--host", default=None, help="listen address (default: [server] host or 127.0.0.1)")
-port_option = click.option("--port", type=int, default=None, help="listen port (default: [server] port or 8000)")
+port_option = click.option("--port", type=click.IntRange(0, 65535), default=None,
+                           help="listen port (default: [server] port or 8000)")
 log_format_option = click.option("--log-format", type=click.Choice(["json", "text"]), default=None,
                                  help="log lines as JSON objects or plain text (default: [server] log_format, json)")
 
@@ -112,7 +113,7 @@ log_format_option = click.option("--log-format", type=click.Choice(["json", "tex
 @host_option
 @port_option
 @log_format_option
-@click.option("--workers", type=int, default=1, show_default=True, help="uvicorn worker processes")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="uvicorn worker processes")
 def serve(config: str | None, host: str | None, port: int | None, log_format: str | None, workers: int) -> int:
     """Receiver only, against the configured Redis."""
     cfg = validated(config)

@@ -28,7 +28,7 @@ from postrelay.core.config_sources import (
     Strict,
     duration,
 )
-from postrelay.core.durations import DELAY_FORMS, parse_delay
+from postrelay.core.durations import DELAY_FORMS, TooLong, parse_delay
 from postrelay.core.events import ALL_TYPES, filter_field_error
 from postrelay.core.linkconfig import LinksConfig
 from postrelay.core.redaction import secret_values
@@ -72,8 +72,8 @@ class ServerConfig(Strict):
     body_timeout: float = 10.0
     dedupe_window: float = 8 * 86400
     timeline_retention: float = 400 * 86400
-    redis_timeout: float = 2.0
-    retry_after: int = 30
+    redis_timeout: float = Field(default=2.0, gt=0)  # 0 would time every command out: a fake outage
+    retry_after: int = Field(default=30, ge=0)
     appendfsync: Literal["everysec", "always", "no"] = "everysec"
     # /readyz, /metrics and `postrelay status`: a worker is alive while its heartbeat is younger than this.
     worker_stale_after: float = 60.0
@@ -111,15 +111,15 @@ class ServerConfig(Strict):
 class DeliveryConfig(Strict):
     """`[delivery]`: retries, timeouts, leases, circuit breaker and idempotency-marker retention."""
 
-    max_attempts: int = 30
+    max_attempts: int = Field(default=30, ge=1)
     max_age: float = 24 * 3600
     base_delay: float = 2.0
     max_delay: float = 3600.0
-    timeout: float = 15.0  # per HTTP request; 15 s is what Standard Webhooks asks senders to wait
-    lease: float = 60.0
+    timeout: float = Field(default=15.0, gt=0)  # per HTTP request; 15 s is what Standard Webhooks asks senders to wait
+    lease: float = Field(default=60.0, gt=0)
     concurrency: int = Field(default=32, ge=1, le=512)
     per_destination_concurrency: int = Field(default=8, ge=1, le=512)
-    circuit_threshold: int = 5
+    circuit_threshold: int = Field(default=5, ge=1)
     circuit_cooldown: float = 30.0
     circuit_max_cooldown: float = 600.0
     done_retention: float = 30 * 86400
@@ -214,6 +214,8 @@ class FollowupConfig(Strict):
     def _delay_ok(cls, v: Any) -> str:
         try:
             parse_delay(v)
+        except TooLong:
+            raise
         except ValueError:
             raise ValueError(f"cannot parse delay {v!r}; expected {DELAY_FORMS}") from None
         return str(v)
@@ -238,6 +240,8 @@ class EstimatesConfig(Strict):
         for key, value in v.items():
             try:
                 parse_delay(value)
+            except TooLong as exc:
+                raise KeyProblem(key, str(exc)) from None
             except ValueError:
                 raise KeyProblem(key, f"cannot parse transit time {value!r}; expected {DELAY_FORMS}") from None
         return v
@@ -309,11 +313,14 @@ def read_document(path: str | os.PathLike[str] | None = None) -> tuple[str, dict
         raise ConfigError(f"no config file: pass --config FILE or set {CONFIG_ENV}")
     p = Path(path)
     try:
-        return str(p), tomllib.loads(p.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not a TOML error
+        return str(p), tomllib.loads(p.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{p}: invalid TOML: {err}") from None
+    except RecursionError:  # tomllib recurses per nesting level of arrays and inline tables
+        raise ConfigError(f"{p}: invalid TOML: arrays or inline tables nested too deeply") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{p}: not UTF-8 text (byte {err.start})") from None
     except OSError as err:  # a directory, no permission, ...

@@ -55,8 +55,14 @@ def check_redis_urls(queue_url: str | None, redis_url: str | None) -> None:
     RQ does not support Redis Cluster, and the dispatcher's ack transaction and the ingest script must stay on
     one shard: only the mailpiece store (`redis_url`) may be a cluster.
     """
-    from postrelay.core.redis_url import is_cluster_url, parse_cluster_url
+    from postrelay.core.redis_url import check_url, is_cluster_url, parse_cluster_url
 
+    for key, url in (("redis_url", redis_url), ("queue_url", queue_url)):
+        if url and not is_cluster_url(url):
+            try:
+                check_url(url)
+            except ValueError as exc:
+                raise ValueError(f"server.{key}: {exc}") from None
     if is_cluster_url(queue_url):
         raise ValueError("server.queue_url: must be a single Redis (redis://, rediss://, unix:// or "
                          "redis+sentinel://), not a Redis Cluster: RQ and the dispatcher's transaction need one shard")

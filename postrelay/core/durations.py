@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -19,6 +20,14 @@ _BUSINESS = re.compile(r"^\s*(\d+)\s*business\s+days?\s*$")
 # The accepted forms, for error messages.
 DURATION_FORMS = "a duration such as '30s', '5m', '36h', '8d' or '14 days' (a bare number is seconds)"
 DELAY_FORMS = "'0', a duration such as '36h' or '14 days', or 'N business days'"
+# Longer durations are mistakes (`99999999999999d` is not a retention): past them Redis refuses the expiry, so
+# every webhook would be a 500; business days are counted one by one, so a huge count would stall the worker.
+MAX_SECONDS = 100 * 365 * 86400
+MAX_BUSINESS_DAYS = 10_000
+
+
+class TooLong(ValueError):
+    """A well-formed duration or delay past `MAX_SECONDS` / `MAX_BUSINESS_DAYS`."""
 
 
 @dataclass(frozen=True)
@@ -29,9 +38,18 @@ class Delay:
     business_days: int = 0
 
 
-def parse_seconds(text: str | int | float) -> float:
-    """Parse a plain duration into seconds; raises ValueError naming the problem."""
+def parse_seconds(text: str | int | float, limit: float = MAX_SECONDS) -> float:
+    """Parse a plain duration into seconds (at most `limit`: 100 years); raises ValueError naming the problem."""
+    total = _seconds(text)
+    if total > limit:
+        raise TooLong(f"duration {text!r} is longer than 100 years")
+    return total
+
+
+def _seconds(text: str | int | float) -> float:
     if isinstance(text, int | float):
+        if not math.isfinite(text):  # TOML has inf and nan
+            raise ValueError(f"duration must be a finite number, not {text}")
         if text < 0:
             raise ValueError("duration must not be negative")
         return float(text)
@@ -55,7 +73,10 @@ def parse_delay(text: str | int | float) -> Delay:
     if isinstance(text, str):
         m = _BUSINESS.match(text.lower())
         if m:
-            return Delay(business_days=int(m.group(1)))
+            digits = m.group(1)
+            if len(digits) > 6 or int(digits) > MAX_BUSINESS_DAYS:
+                raise TooLong(f"delay {text!r} is longer than {MAX_BUSINESS_DAYS} business days")
+            return Delay(business_days=int(digits))
     return Delay(seconds=parse_seconds(text))
 
 
@@ -66,8 +87,11 @@ def parse_when(text: str, now: float | None = None) -> datetime:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         try:
-            ago = parse_seconds(text)
+            ago = parse_seconds(text, math.inf)  # too far back: said below
         except ValueError:
             raise ValueError(f"{text!r} is neither an ISO date/time nor a duration such as 36h or 3d") from None
-        return datetime.fromtimestamp((time.time() if now is None else now) - ago, UTC)
+        try:
+            return datetime.fromtimestamp((time.time() if now is None else now) - ago, UTC)
+        except (ValueError, OverflowError, OSError):  # before the year 1, or past what the platform's time_t holds
+            raise ValueError(f"{text!r} is too far in the past; use an ISO date/time or a shorter duration") from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -94,6 +94,46 @@ def parse_cluster_url(url: str) -> ClusterURL:
     return ClusterURL(nodes=nodes, username=username, password=password, ssl=ssl, tls=tls)
 
 
+SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", *CLUSTER_SCHEMES)
+
+
+def check_url(url: str) -> None:
+    """ValueError naming what is wrong with a Redis URL (never its credentials): the scheme, a port that is not
+    a number, a database that is not a number (redis-py would silently use database 0)."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in SCHEMES:
+        got = f"scheme {scheme.lower()!r}" if sep else "no scheme"
+        raise ValueError(f"not a Redis URL ({got}); it starts with redis://, rediss://, unix://, "
+                         "redis+sentinel:// or redis+cluster://")
+    scheme = scheme.lower()
+    if scheme in CLUSTER_SCHEMES:
+        parse_cluster_url(url)
+        return
+    if scheme == "redis+sentinel":
+        try:
+            _sentinel_parts(url)
+        except ValueError as exc:
+            if "master name" in str(exc):
+                raise
+            raise ValueError("redis+sentinel:// URL: each host's port and the database must be numbers "
+                             "(redis+sentinel://host:26379/mymaster/0)") from None
+        return
+    parts = urlsplit(url)
+    if scheme == "unix":
+        if not parts.path:
+            raise ValueError("unix:// URL needs the socket's path: unix:///run/redis/redis.sock")
+        db = dict(parse_qsl(parts.query)).get("db", "0")
+    else:
+        try:
+            parts.port  # noqa: B018 (urllib checks it when read)
+        except ValueError:
+            raise ValueError(f"{scheme}:// URL: the port must be a number from 1 to 65535") from None
+        db = parts.path.strip("/") or "0"
+    if not db.isdigit():
+        example = "unix:///run/redis/redis.sock?db=0" if scheme == "unix" else f"{scheme}://host:6379/0"
+        raise ValueError(f"{scheme}:// URL: the database must be a number ({example})")
+
+
 def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)
@@ -127,8 +167,9 @@ def sync_client(url: str, timeout: float | None = 5.0) -> SyncClient:
         hosts, master, db, password = _sentinel_parts(url)
         sentinel = Sentinel(hosts, socket_timeout=timeout)
         return sentinel.master_for(master, db=db, password=password, socket_timeout=timeout)
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=5.0,
-                                socket_keepalive=True, health_check_interval=30)
+    tcp = {} if url.lower().startswith("unix://") else {"socket_keepalive": True}  # not an option of unix sockets
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=5.0, health_check_interval=30,
+                                **tcp)
 
 
 def async_client(url: str, timeout: float) -> AsyncClient:

@@ -3,31 +3,28 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from postrelay.receiver.api import common, operations
+from postrelay.receiver.body import receive_body
 from postrelay.receiver.errors import HTTPError
+from postrelay.receiver.providers.base import parse_json
 
 STATUSES = ("retrying", "pending", "dead")
-MAX_BODY = 1024 * 1024
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise HTTPError(413, "body_too_large", "the body is larger than 1 MiB")
+    """The body as a JSON object (empty: `{}`): the webhooks' body reader and parser, so `[server]
+    max_body_bytes`, `body_timeout` and every malformed body (too deep, `NaN`, bad UTF-8) get their 4xx."""
+    rc = common.receiver_of(request)
+    body = await receive_body(request.receive, request.headers.get("content-length"),
+                              rc.config.server.max_body_bytes, rc.body_deadlines)
     if not body.strip():
         return {}
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise HTTPError(400, "invalid_json", "the body is not valid JSON") from None
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise HTTPError(400, "invalid_body", "the body must be a JSON object")
     return data

@@ -35,6 +35,13 @@ MISTAKES = {
     "bad duration": ("[delivery]\ntimeout = \"soon\"\n",
                      "delivery.timeout: cannot parse duration 'soon'; expected a duration such as '30s', '5m', '36h', "
                      "'8d' or '14 days' (a bare number is seconds)"),
+    "duration too long": ("[server]\ndedupe_window = \"99999999999999d\"\n",
+                          "server.dedupe_window: duration '99999999999999d' is longer than 100 years"),
+    "infinite duration": ("[delivery]\nlease = inf\n", "delivery.lease: duration must be a finite number, not inf"),
+    "follow-up delay too long": (HOOK + '[[followups]]\nname = "nudge"\nafter = "delivered"\n'
+                                        'delay = "99999999999 business days"\ndo = "crm"\n',
+                                 "followups[0].delay: delay '99999999999 business days' is longer than 10000 "
+                                 "business days"),
     "bad follow-up delay": (HOOK + '[[followups]]\nname = "nudge"\nafter = "delivered"\ndelay = "2 bizness days"\n'
                                    'do = "crm"\n',
                             "followups[0].delay: cannot parse delay '2 bizness days'; expected '0', a duration such as "
@@ -61,6 +68,15 @@ MISTAKES = {
                               'queue_url = "redis://q:6379/0"\n',
                               "server.redis_url: Redis Cluster URL 'redis+cluster://c1:x/': port 'x' of 'c1' is not a "
                               "number"),
+    "zero Redis timeout": ("[server]\nredis_timeout = 0\n", "server.redis_timeout: expected greater than 0"),
+    "zero lease": ("[delivery]\nlease = \"0s\"\n", "delivery.lease: expected greater than 0"),
+    "not a Redis URL": ('[server]\nredis_url = "localhost:6379"\n',
+                        "server.redis_url: not a Redis URL (no scheme); it starts with redis://, rediss://, "
+                        "unix://, redis+sentinel:// or redis+cluster://"),
+    "bad Redis port": (f'[server]\nqueue_url = "redis://:{SECRET_PASSWORD}@q:99999/0"\n',
+                       "server.queue_url: redis:// URL: the port must be a number from 1 to 65535"),
+    "bad Redis database": ('[server]\nredis_url = "redis://127.0.0.1:6379/redis"\n',
+                           "server.redis_url: redis:// URL: the database must be a number (redis://host:6379/0)"),
     "unknown destination setting": (HOOK + "retries = 3\n",
                                     "destinations.crm.retries: unknown key; known: url, secret, headers, timeout"),
 }
@@ -113,3 +129,18 @@ def test_file_problems_are_one_line(tmp_path: Path) -> None:
     result = postrelay("check-config")
     assert (result.code, result.lines) == (2, ["config error: no config file: pass --config FILE or set "
                                                "POSTRELAY_CONFIG"])
+
+
+def test_toml_nested_too_deeply_is_one_config_error_line(tmp_path: Path) -> None:
+    deep = write(tmp_path, "x = " + "[" * 5000 + "]" * 5000 + "\n", "deep.toml")
+    result = postrelay("check-config", str(deep))
+    assert (result.code, result.lines) == (2, [f"config error: {deep}: invalid TOML: arrays or inline tables "
+                                               "nested too deeply"])
+
+
+def test_a_byte_order_mark_is_not_a_toml_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "notepad.toml"
+    cfg.write_bytes(b"\xef\xbb\xbf" + (BASE + "[server]\nport = 8001\n").encode())
+    result = postrelay("check-config", str(cfg))
+    assert (result.code, result.err) == (0, ""), result
+    assert result.out.startswith("ok: 1 source(s) ['lob']")

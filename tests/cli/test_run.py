@@ -17,7 +17,7 @@ import redis
 from postrelay.core import keys
 from tests.cli.conftest import DEV_CONFIG, Running, alive, check_output, clean_env, descendants, postrelay
 from tests.support.processes import wait_for
-from tests.support.redis_server import free_port
+from tests.support.redis_server import RedisServer, free_port
 
 BAD_TOKEN = "pat-na1 with-a-space-9f8e7d6c5b4a"
 BAD_DEST = f'[destinations.hs]\ntype = "hubspot"\ntoken = "{BAD_TOKEN}"\n\n[[routes]]\nto = ["hs"]\n'
@@ -198,6 +198,51 @@ def test_unknown_command_and_bad_flag_are_usage_errors() -> None:
         result = postrelay(*args, env=clean_env())
         assert result.code == 2, (args, result)
 
+
+
+def test_a_since_too_far_back_is_a_usage_error_naming_it() -> None:
+    result = postrelay("dlq", "list", "--since", "9999999999999d", env=clean_env())
+    assert result.code == 2, result
+    assert result.lines[-1] == ("Error: Invalid value for '--since': '9999999999999d' is too far in the past; "
+                                "use an ISO date/time or a shorter duration")
+
+
+def test_operator_commands_reach_a_redis_on_a_unix_socket(tmp_path: Path) -> None:
+    server = RedisServer(unixsocket=True).start()
+    try:
+        cfg = tmp_path / "unix.toml"
+        cfg.write_text(f'[server]\nredis_url = "unix://{server.unixsocket}"\n', encoding="utf-8")
+        status = postrelay("status", "--config", str(cfg))
+        assert status.code == 0, status
+        assert f"(redis unix://{server.unixsocket})" in status.out
+        assert postrelay("dlq", "list", "--config", str(cfg)).out == "dead-letter store is empty\n"
+    finally:
+        server.cleanup()
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["serve", "--port", "99999"], "Error: Invalid value for '--port': 99999 is not in the range 0<=x<=65535."),
+    (["run", "--port", "-1"], "Error: Invalid value for '--port': -1 is not in the range 0<=x<=65535."),
+    (["serve", "--workers", "0"], "Error: Invalid value for '--workers': 0 is not in the range x>=1."),
+    (["dlq", "list", "--limit", "0"], "Error: Invalid value for '--limit': 0 is not in the range x>=1."),
+])
+def test_out_of_range_numbers_are_usage_errors(args: list[str], line: str) -> None:
+    """Not 'unexpected OverflowError' (exit 1), nor silently one process / one entry / every entry."""
+    result = postrelay(*args, env=clean_env())
+    assert (result.code, result.lines[-1]) == (2, line), result
+
+
+def test_dlq_list_shows_the_newest_first_and_limit_keeps_the_newest(tmp_path: Path, redis_url: str) -> None:
+    from postrelay.core.stores import dlq
+
+    client = redis.Redis.from_url(redis_url)
+    for i, when in enumerate([1_700_000_000, 1_700_000_300, 1_700_000_100]):
+        dlq.add(client, f"crm|mev_{i}|0", {}, f"reason {i}", [], when)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[server]\nredis_url = "{redis_url}"\n', encoding="utf-8")
+    result = postrelay("dlq", "list", "--config", str(cfg), "--limit", "2")
+    assert result.code == 0, result
+    assert [line.split()[2] for line in result.out.splitlines()] == ["mev_1", "mev_2"]
 
 def test_run_stops_the_rest_when_its_embedded_redis_dies(tmp_path: Path, running: list[Running]) -> None:
     proc, port = start_run(tmp_path, running)

@@ -204,3 +204,12 @@ def test_401_does_not_reveal_whether_the_piece_exists(service: Service) -> None:
 def test_read_api_without_configured_token_is_closed(make_service) -> None:
     svc = make_service({"server": {"api_token": None}})
     assert_error(svc.get_piece("lob", LETTER), 401, "api_disabled")
+
+
+@pytest.mark.parametrize("since", ["99999999d", "9999999999999d", "99999999999999999999d"])
+@pytest.mark.parametrize("path", ["/v1/dlq", "/v1/mailpieces"])
+def test_since_too_far_back_is_400_naming_it(service: Service, path: str, since: str) -> None:
+    """A duration reaching before the year 1 (or past time_t) is the client's error: never 500 or 503."""
+    resp = service.http.get(path, params={"since": since}, headers={"Authorization": f"Bearer {API_TOKEN}"})
+    body = assert_error(resp, 400, "invalid_query")
+    assert body["detail"] == (f"since: {since!r} is too far in the past; use an ISO date/time or a shorter duration")

@@ -20,7 +20,7 @@ from postrelay.adapters.hubspot import HubSpotAdapter
 from postrelay.adapters.salesforce import SalesforceAdapter
 from postrelay.adapters.webhook import WebhookAdapter
 from postrelay.core.events import CanonicalEvent, Mailpiece, Recipient
-from tests.receiver.harness import GENERIC_SECRETS, LOB_SECRETS, Service, assert_error
+from tests.receiver.harness import API_TOKEN, GENERIC_SECRETS, LOB_SECRETS, Service, assert_error
 from tests.security.strategies import nested_text
 from tests.support import payloads as P
 from tests.support import signing
@@ -93,6 +93,21 @@ def test_deeply_nested_json_is_400(service: Service, depth: int) -> None:
                                                                                    nested_text(depth).encode())
     assert_error(_generic(service, body), 400, "invalid_json")
     assert service.stream_len() == 0
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"ids": ' + b"[" * 5000 + b"]" * 5000 + b"}", b'{"ids": NaN}',
+                                  b'{"ids": ["\xff"]}'])
+def test_operate_api_bodies_get_the_webhooks_json_errors(service: Service, body: bytes) -> None:
+    """POST /v1/dlq/replay parses its body like a webhook: too deep, `NaN`, bad UTF-8 are 400, never 500."""
+    resp = service.http.post("/v1/dlq/replay", content=body, headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert_error(resp, 400, "invalid_json")
+
+
+def test_operate_api_body_over_max_body_bytes_is_413(make_service) -> None:
+    svc = make_service({"server": {"max_body_bytes": 4096}})
+    body = b'{"ids": [' + b'"crm|x",' * 1000 + b'"crm|y"]}'
+    resp = svc.http.post("/v1/dlq/replay", content=body, headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert_error(resp, 413, "body_too_large")
 
 
 @pytest.mark.parametrize("number", [b"1" * 5000, b"1e999999", b"-1e400", b"123456789" * 100])

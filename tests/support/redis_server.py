@@ -52,10 +52,11 @@ def redis_binary() -> str:
 class RedisServer:
     """Start/stop/restart one redis-server with AOF in a temporary directory."""
 
-    def __init__(self, port: int | None = None, appendonly: bool = True) -> None:
+    def __init__(self, port: int | None = None, appendonly: bool = True, unixsocket: bool = False) -> None:
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="postrelay-redis-"))
         self.appendonly = appendonly
+        self.unixsocket = self.dir / "redis.sock" if unixsocket else None  # also listening there (unix:// URLs)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,6 +69,8 @@ class RedisServer:
         args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", "everysec", "--maxmemory-policy", "noeviction"]
+        if self.unixsocket:
+            args += ["--unixsocket", str(self.unixsocket), "--unixsocketperm", "700"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10

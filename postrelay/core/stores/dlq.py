@@ -45,9 +45,10 @@ def add(client: Any, key: str, record: dict[str, str], reason: str, attempts: li
 
 
 def entries(redis: Redis, destination: str | None = None, since: float | None = None,
-            limit: int | None = None) -> list[dict[str, Any]]:
-    """Dead deliveries, oldest first, optionally for one destination and since a time."""
-    ids = members(redis.zrangebyscore(INDEX, since if since is not None else "-inf", "+inf"))
+            limit: int | None = None, newest_first: bool = False) -> list[dict[str, Any]]:
+    """Dead deliveries, oldest (or newest) first, optionally for one destination and since a time."""
+    low = since if since is not None else "-inf"
+    ids = members(redis.zrevrangebyscore(INDEX, "+inf", low) if newest_first else redis.zrangebyscore(INDEX, low, "+inf"))
     out = []
     for raw in redis.hmget(DLQ, ids) if ids else []:
         if raw is None:
