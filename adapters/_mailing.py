@@ -9,6 +9,7 @@ All three return `Outcome`s and never raise, like `Adapter.deliver`.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Protocol
 
 import httpx
@@ -77,14 +78,26 @@ def size_problem(mailer: Mailer, kind: str, size: str | None) -> str | None:
 
 
 def refused(response: httpx.Response) -> Outcome:
-    """A non-2xx create/lookup answer: 408/425/429/5xx retry (after Retry-After), any other 4xx is permanent with
-    the provider's reason (`error.type`/`error.code` and `error.message` of PostGrid's and Lob's error bodies)."""
+    """A non-2xx create/lookup answer: 408/425/429/5xx retry (after Retry-After, else a 429 waits for Lob's
+    `ratelimit-reset`), any other 4xx is permanent with the provider's reason (`error.type`/`error.code` and
+    `error.message` of PostGrid's and Lob's error bodies)."""
     outcome = classify(response)
+    if response.status_code == 429 and outcome.retry_after is None:
+        outcome.retry_after = ratelimit_reset(response)
     error = json_object(response).get("error")
     if outcome.status == "permanent" and isinstance(error, dict) and error.get("message"):
         code = error.get("type") or error.get("code")
         outcome.detail = f"HTTP {response.status_code}: " + (f"{code}: " if code else "") + str(error["message"])[:400]
     return outcome
+
+
+def ratelimit_reset(response: httpx.Response, now: float | None = None) -> float | None:
+    """Seconds until Lob's `ratelimit-reset` ("The time at which the rate limit window resets in UTC epoch
+    seconds", on every create answer), or None when absent or not a plausible time."""
+    value = response.headers.get("ratelimit-reset", "").strip()
+    if not value.isdigit() or int(value) < 1_000_000_000:
+        return None
+    return max(0.0, int(value) - (time.time() if now is None else now))
 
 
 def lookup_failed(outcome: Outcome) -> Outcome | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from postrelay.workers.followups import FollowupHandler, Scheduler
 from postrelay.workers.mailings import Creator
 from tests.mailings.conftest import ADA, LOB_KEY, SENDER, Env, mailing
 from tests.receiver.harness import assert_error
+from tests.support.http_server import Reply
 from tests.support.providers import LOB_SPEC, MAILING_CLASSES, LobRules, LobStandIn
 from tests.workers.conftest import dispatch, push
 
@@ -192,3 +194,24 @@ def test_a_size_the_provider_does_not_print_is_a_400_not_another_size(env: Env, 
     err = assert_error(env.post_mailing(mailing(provider, kind, size=size)), 400, "invalid_mailing")
     assert f"size {size!r}" in err["detail"]
     assert env.redis.zcard("pr:ml:index") == 0
+
+
+def test_a_lob_429_without_retry_after_waits_for_its_ratelimit_reset(env: Env) -> None:
+    """Lob's create answers carry `ratelimit-reset`: "The time at which the rate limit window resets in UTC
+    epoch seconds" (lob-openapi shared/headers/ratelimit.yml, referenced by post_postcard.yml)."""
+    responses = Path(__file__).resolve().parents[3] / "shared" / "vendor-specs" / "lob" / "resources" / "postcards"
+    if responses.is_dir():
+        assert "ratelimit-reset" in (responses / "responses" / "post_postcard.yml").read_text()
+    reset = int(time.time()) + 40
+    env.lob.script.append(Reply(429, {"error": {"message": "Rate limit exceeded.", "status_code": 429,
+                                                "code": "rate_limit_exceeded"}},
+                                {"ratelimit-limit": "150", "ratelimit-remaining": "0", "ratelimit-reset": str(reset)}))
+    mid = env.post_mailing(mailing("lob")).json()["mailing_id"]
+    env.work()
+    view = env.get_mailing(mid).json()
+    assert view["status"] == "queued" and view["http_status"] == 429
+    [(due_id, due)] = env.due()
+    assert due_id == mid and due >= env.clock() + 38  # not the 0.2 s base delay: Lob said when
+    env.clock.advance(41)
+    env.work()
+    assert env.get_mailing(mid).json()["status"] == "created" and len(env.lob.pieces) == 1
