@@ -9,6 +9,7 @@ All three return `Outcome`s and never raise, like `Adapter.deliver`.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Protocol
 
 import httpx
@@ -34,6 +35,9 @@ class Mailer(Protocol):
 
     def unusable_merge_variables(self, variables: dict[str, Any]) -> list[str]:
         """Names among `variables` the provider refuses as merge variable names ([] when all are fine)."""
+
+    def sizes(self, kind: str) -> frozenset[str]:
+        """The sizes the provider prints for `kind` (postcards in either order: `6x4` = `4x6`)."""
 
     def mailing_target(self, kind: str) -> tuple[str, dict[str, Any]]:
         """(collection URL for `kind`, the `call` keywords that authenticate: `headers` and/or `auth`)."""
@@ -62,15 +66,38 @@ def size_pair(size: str) -> tuple[int, int] | None:
     return small, large
 
 
+def size_problem(mailer: Mailer, kind: str, size: str | None) -> str | None:
+    """Why `size` is not one the provider prints for `kind` (None when it is, or when unset: the default)."""
+    if size is None:
+        return None
+    known = mailer.sizes(kind)
+    pair = size_pair(size)
+    if size in known or (kind == "postcard" and pair and any(size_pair(k) == pair for k in known)):
+        return None
+    return f"size {size!r}: {mailer.name} prints {kind}s in {', '.join(sorted(known))}"
+
+
 def refused(response: httpx.Response) -> Outcome:
-    """A non-2xx create/lookup answer: 408/425/429/5xx retry (after Retry-After), any other 4xx is permanent with
-    the provider's reason (`error.type`/`error.code` and `error.message` of PostGrid's and Lob's error bodies)."""
+    """A non-2xx create/lookup answer: 408/425/429/5xx retry (after Retry-After, else a 429 waits for Lob's
+    `ratelimit-reset`), any other 4xx is permanent with the provider's reason (`error.type`/`error.code` and
+    `error.message` of PostGrid's and Lob's error bodies)."""
     outcome = classify(response)
+    if response.status_code == 429 and outcome.retry_after is None:
+        outcome.retry_after = ratelimit_reset(response)
     error = json_object(response).get("error")
     if outcome.status == "permanent" and isinstance(error, dict) and error.get("message"):
         code = error.get("type") or error.get("code")
         outcome.detail = f"HTTP {response.status_code}: " + (f"{code}: " if code else "") + str(error["message"])[:400]
     return outcome
+
+
+def ratelimit_reset(response: httpx.Response, now: float | None = None) -> float | None:
+    """Seconds until Lob's `ratelimit-reset` ("The time at which the rate limit window resets in UTC epoch
+    seconds", on every create answer), or None when absent or not a plausible time."""
+    value = response.headers.get("ratelimit-reset", "").strip()
+    if not value.isdigit() or int(value) < 1_000_000_000:
+        return None
+    return max(0.0, int(value) - (time.time() if now is None else now))
 
 
 def lookup_failed(outcome: Outcome) -> Outcome | None:

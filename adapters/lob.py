@@ -1,6 +1,7 @@
 """Lob: the pieces of mailings (`POST /v1/postcards`, `POST /v1/letters`), HTTP Basic (the API key as the
 user name), `Idempotency-Key` = the mailing id; after a crash, `GET /v1/{kind}s?metadata[postrelay_mailing]=<id>`
-finds a piece already created. Requests follow Lob's OpenAPI (tests validate them against it).
+finds a piece already created. Requests follow Lob's OpenAPI (tests validate them against it): US and
+US-territory addresses in Lob's US form (`address_country` US, a two-letter `address_state`, ZIP or ZIP+4).
 
 As a `[destinations.NAME]` of `type = "lob"`: `api_key` (`test_…` / `live_…`), `base_url`, and defaults for
 mailings: templates (`tmpl_…` ids or HTML), `from_address`, `size`, `mailing_class`, `use_type`, `color`,
@@ -11,8 +12,11 @@ a mailing too (docs/mailings.md).
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable
 from typing import Any, Literal
+
+import pycountry
 
 from postrelay.adapters._mailing import create_piece, find_piece, shown_request, size_pair
 from postrelay.adapters.base import Adapter, AdapterSettings, BaseURL, DeliveryContext, Outcome, Token
@@ -20,6 +24,11 @@ from postrelay.core.events import CanonicalEvent
 from postrelay.core.mailing import Address, MailingRequest, provider_metadata
 
 MAIL_TYPES = {"first_class": "usps_first_class", "standard_class": "usps_standard", "standard": "usps_standard"}
+POSTCARD_SIZES = frozenset({"4x6", "6x9", "6x11"})
+LETTER_SIZES = frozenset({"us_letter", "us_legal"})
+US_DOMESTIC = frozenset({"US", "AS", "PR", "FM", "GU", "MH", "MP", "PW", "VI"})
+"""Lob's international `address_country` "Does not accept `US`, `AS`, `PR`, `FM`, `GU`, `MH`, `MP`, `PW`, or
+`VI`": these are US addresses (`address_country` `US`, the territory as `address_state`)."""
 NAME_FORBIDDEN = frozenset("!\"#%&'()*+,/;<=>@[\\]^`{|}~")
 """Lob's OpenAPI on `merge_variables`: "Your variable names cannot contain any whitespace or any of the following
 special characters" (these)."""
@@ -83,11 +92,13 @@ class LobAdapter(Adapter):
         if request.kind == "postcard":
             body["front"], body["back"] = request.front_template, request.back_template
             pair = size_pair(request.size) if request.size else None
-            if pair:
-                body["size"] = f"{pair[0]}x{pair[1]}"
+            if request.size:  # Lob writes the short side first; anything else goes as it is (Lob names the error)
+                body["size"] = f"{pair[0]}x{pair[1]}" if pair else request.size
         else:
             body["file"] = request.template
             body["color"] = s.color
+            if request.size:
+                body["size"] = request.size
             optional = {"double_sided": s.double_sided, "address_placement": s.address_placement}
             body |= {k: v for k, v in optional.items() if v is not None}
         if request.mailing_class:
@@ -95,6 +106,10 @@ class LobAdapter(Adapter):
         if request.send_date:
             body["send_date"] = request.send_date
         return body
+
+    def sizes(self, kind: str) -> frozenset[str]:
+        """Lob's `size` enums: postcards `4x6`/`6x9`/`6x11`, letters `us_letter`/`us_legal`."""
+        return POSTCARD_SIZES if kind == "postcard" else LETTER_SIZES
 
     def unusable_merge_variables(self, variables: dict[str, Any]) -> list[str]:
         """Names Lob refuses: any whitespace or one of `NAME_FORBIDDEN` (a Postalytics column like `First Name`)."""
@@ -121,8 +136,35 @@ class LobAdapter(Adapter):
 
 
 def address(a: Address) -> dict[str, Any]:
-    """A Lob inline address from a canonical address."""
+    """A Lob inline address from a canonical address (US territories and states as Lob's US form wants them)."""
+    country, state, postal = a.country, a.region, a.postal_code
+    if country in US_DOMESTIC:
+        country, state, postal = "US", us_state(a.region, a.country), us_zip(a.postal_code)
     fields = {"name": a.name, "company": a.company, "address_line1": a.address_line1,
-              "address_line2": a.address_line2, "address_city": a.city, "address_state": a.region,
-              "address_zip": a.postal_code, "address_country": a.country, "email": a.email, "phone": a.phone}
+              "address_line2": a.address_line2, "address_city": a.city, "address_state": state,
+              "address_zip": postal, "address_country": country, "email": a.email, "phone": a.phone}
     return {k: v for k, v in fields.items() if v}
+
+
+def us_state(region: str | None, country: str) -> str | None:
+    """Lob's US `address_state` ("2 letter state short-name code"): a two-letter region as it is, a state or
+    territory name (`New York`, `Puerto Rico`) as its code, else a territory's own code (`PR`)."""
+    text = (region or "").strip()
+    if len(text) == 2 and text.isalpha():
+        return text.upper()
+    code = _US_STATES.get(" ".join(text.upper().split())) if text else None
+    if code:
+        return code
+    return country if country != "US" else (text or None)
+
+
+def us_zip(postal: str | None) -> str | None:
+    """`12345`, `12345-6789`; nine digits written `123456789` or `12345 6789` get their dash (Lob's pattern)."""
+    if postal is None:
+        return None
+    match = _ZIP9.fullmatch(postal.strip())
+    return f"{match.group(1)}-{match.group(2)}" if match else postal
+
+
+_ZIP9 = re.compile(r"(\d{5})[ -]?(\d{4})")
+_US_STATES = {sub.name.upper(): sub.code.removeprefix("US-") for sub in pycountry.subdivisions.get(country_code="US")}

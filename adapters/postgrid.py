@@ -237,6 +237,10 @@ class PostGridAdapter(Adapter):
             body["sendDate"] = request.send_date
         return body
 
+    def sizes(self, kind: str) -> frozenset[str]:
+        """PostGrid's `PostcardSize` (`6x4`, `9x6`, `11x6`) and `LetterSize` (`us_letter`, `a4`)."""
+        return POSTCARD_SIZES if kind == "postcard" else LETTER_SIZES
+
     def unusable_merge_variables(self, variables: dict[str, Any]) -> list[str]:
         """None: PostGrid documents no rule for `mergeVariables` names (they must match the template's)."""
         return []

@@ -42,6 +42,17 @@ class SendGridAdapter(Adapter):
                 raise ValueError('to must be "recipient" or an email address')
             return value
 
+        @field_validator("template_id")
+        @classmethod
+        def _dynamic(cls, value: str) -> str:
+            # SendGrid: dynamic_template_data "should be used in combination with a Dynamic Template, which can
+            # be identified by a `template_id` starting with `d-`": a legacy template would go out unfilled.
+            value = value.strip()
+            if not value.startswith("d-") or len(value) < 3:
+                raise ValueError("must be a dynamic template id (d-…): the event reaches the email as "
+                                 "dynamic_template_data, which only dynamic templates use")
+            return value
+
     settings: Settings
 
     def deliver(self, event: CanonicalEvent, ctx: DeliveryContext) -> Outcome:

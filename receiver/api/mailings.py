@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from postrelay.adapters import adapter_class
-from postrelay.adapters._mailing import Mailer
+from postrelay.adapters._mailing import Mailer, size_problem
 from postrelay.core.mailing import (
     LINK_VARIABLES,
     MAILER_TYPES,
@@ -143,7 +143,11 @@ class Mailings:
         missing = full.missing()
         if missing:
             raise bad_request("invalid_mailing", missing)
-        unusable = self.mailer(request.provider).unusable_merge_variables(full.merge_variables)
+        mailer = self.mailer(request.provider)
+        wrong_size = size_problem(mailer, full.kind, full.size)
+        if wrong_size:
+            raise bad_request("invalid_mailing", wrong_size)
+        unusable = mailer.unusable_merge_variables(full.merge_variables)
         if unusable:
             raise bad_request("invalid_mailing", f"merge_variables.{unusable[0]}: {ptype} refuses this variable "
                               "name (no whitespace and none of !\"#%&'()*+,/;<=>@[\\]^`{|}~)")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -137,5 +139,16 @@ def test_settings_are_strict() -> None:
         SendGridAdapter.Settings(api_key="k", template_id="d-1", from_email="a@b.c", subject="x")
     with pytest.raises(ValidationError):
         SendGridAdapter.Settings(api_key="k", template_id="d-1", from_email="a@b.c", to="nobody")
-    assert SendGridAdapter.Settings(api_key="k", template_id="d", from_email="a@b.c").base_url == \
+    assert SendGridAdapter.Settings(api_key="k", template_id="d-1", from_email="a@b.c").base_url == \
         "https://api.sendgrid.com"
+
+
+@pytest.mark.parametrize("legacy", ["13b8f94f-bcae-4ec6-b752-70d6cb59f932", "d", "D-1", " "])
+def test_a_legacy_template_id_is_refused(legacy: str) -> None:
+    """SendGrid's mail/send document: dynamic_template_data "should be used in combination with a Dynamic
+    Template, which can be identified by a `template_id` starting with `d-`"; a legacy one would go unfilled."""
+    spec = json.loads((Path(__file__).parents[1] / "conformance/specs/sendgrid/tsg_mail_v3.json").read_text())
+    assert "identified by a `template_id` starting with `d-`" in json.dumps(spec)
+    with pytest.raises(ValidationError) as info:
+        SendGridAdapter.Settings(api_key="k", template_id=legacy, from_email="a@b.c")
+    assert "dynamic template id (d-" in str(info.value) and "13b8f94f" not in str(info.value)

@@ -9,7 +9,10 @@ request that breaks them, as Lob does.
 from __future__ import annotations
 
 import json
+import re
+import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -17,9 +20,10 @@ from postrelay.core.events import CanonicalEvent, Mailpiece, Recipient
 from postrelay.core.stores import mailings as store
 from postrelay.workers.followups import FollowupHandler, Scheduler
 from postrelay.workers.mailings import Creator
-from tests.mailings.conftest import LOB_KEY, SENDER, Env, mailing
+from tests.mailings.conftest import ADA, LOB_KEY, SENDER, Env, mailing
 from tests.receiver.harness import assert_error
-from tests.support.providers import LOB_SPEC, LobRules, LobStandIn
+from tests.support.http_server import Reply
+from tests.support.providers import LOB_SPEC, MAILING_CLASSES, LobRules, LobStandIn
 from tests.workers.conftest import dispatch, push
 
 RULES = LobRules(json.loads(LOB_SPEC.read_text()))
@@ -115,3 +119,99 @@ def test_a_followup_of_a_piece_with_many_crm_keys_stays_inside_lobs_limits(make_
         assert ("postrelay_link" in metadata) is with_link
         assert "First Name" not in body["merge_variables"] and "zip+4" not in body["merge_variables"]
         assert body["merge_variables"]["crm_19"] == "19"  # every usable name still reaches the template
+
+
+@pytest.mark.parametrize(("to", "expected"), [
+    # Lob's international address_country: "Does not accept `US`, `AS`, `PR`, `FM`, `GU`, `MH`, `MP`, `PW`, or `VI`"
+    ({"country": "PR", "region": "PR", "city": "San Juan", "postal_code": "00901"},
+     {"address_country": "US", "address_state": "PR", "address_zip": "00901"}),
+    ({"country": "VI", "region": None, "city": "Charlotte Amalie", "postal_code": "00802"},
+     {"address_country": "US", "address_state": "VI", "address_zip": "00802"}),
+    ({"country": "GU", "region": "Guam", "city": "Hagatna", "postal_code": "96910"},
+     {"address_country": "US", "address_state": "GU", "address_zip": "96910"}),
+    # the US form: address_state "2 letter state short-name code", address_zip `^\d{5}(-\d{4})?$`
+    ({"region": "New York", "postal_code": "100131234"},
+     {"address_country": "US", "address_state": "NY", "address_zip": "10013-1234"}),
+    ({"region": "california", "city": "San Francisco", "postal_code": "94107 1234"},
+     {"address_country": "US", "address_state": "CA", "address_zip": "94107-1234"}),
+])
+def test_us_territories_and_state_names_reach_lob_in_its_us_address_form(env: Env, to: dict, expected: dict) -> None:
+    body = mailing("lob", to={**ADA, **{k: v for k, v in to.items() if v is not None}})
+    if to.get("region", "") is None:
+        body["to"].pop("region")
+    assert env.post_mailing(body).status_code == 202
+    assert env.work() == 1
+    assert env.lob.violations == []  # openapi-core against Lob's document: the piece is made
+    [create] = [r for r in env.lob.requests if r.method == "POST"]
+    sent = create.json()["to"]
+    assert {k: sent.get(k) for k in expected} == expected
+
+
+
+SEED = Path(__file__).resolve().parents[3] / "shared" / "seeds" / "postgrid-print-mail-api.txt"
+
+
+@pytest.mark.skipif(not SEED.is_file(), reason="the shared seeds folder is absent")
+def test_the_postgrid_stand_in_knows_exactly_the_mailing_classes_of_postgrids_reference() -> None:
+    text = SEED.read_text()
+    start = text.index("`mailingClass: optional \"first_class\" or \"standard_class\" or \"express\" or 23 more`")
+    listed = re.findall(r'- `"([a-z0-9_]+)"`', text[start:text.index("`mergeVariables:", start)])
+    assert len(listed) == 26 and set(listed) == MAILING_CLASSES
+
+
+@pytest.mark.parametrize("mailing_class", ["au_post_second_class", "usps_express_3_day_certified_return_receipt",
+                                           "ups_express_overnight", "usps_first_class_registered"])
+def test_every_documented_postgrid_mailing_class_reaches_postgrid(env: Env, mailing_class: str) -> None:
+    assert env.post_mailing(mailing("pg", mailing_class=mailing_class)).status_code == 202
+    assert env.work() == 1
+    assert env.postgrid.violations == [] and len(env.postgrid.pieces) == 1
+    [create] = [r for r in env.postgrid.requests if r.method == "POST"]
+    assert create.json()["mailingClass"] == mailing_class
+
+
+@pytest.mark.parametrize(("provider", "kind", "size", "sent"), [
+    ("lob", "letter", "us_legal", "us_legal"),  # Lob letters: `size` enum us_letter / us_legal
+    ("lob", "postcard", "9x6", "6x9"), ("lob", "postcard", "6x11", "6x11"),
+    ("pg", "letter", "a4", "a4"), ("pg", "postcard", "4x6", "6x4"),
+])
+def test_a_size_the_provider_prints_reaches_it(env: Env, provider: str, kind: str, size: str, sent: str) -> None:
+    assert env.post_mailing(mailing(provider, kind, size=size, **({"from": SENDER} if kind == "letter" else {}))
+                            ).status_code == 202
+    assert env.work() == 1
+    stand_in = env.lob if provider == "lob" else env.postgrid
+    assert stand_in.violations == [] and len(stand_in.pieces) == 1
+    [create] = [r for r in stand_in.requests if r.method == "POST"]
+    assert create.json()["size"] == sent
+
+
+@pytest.mark.parametrize(("provider", "kind", "size"), [
+    ("lob", "postcard", "A6"), ("lob", "postcard", "5x7"), ("lob", "letter", "a4"),
+    ("pg", "postcard", "8x5"), ("pg", "letter", "us_legal"),
+])
+def test_a_size_the_provider_does_not_print_is_a_400_not_another_size(env: Env, provider: str, kind: str,
+                                                                     size: str) -> None:
+    """Lob's postcard used to go out 4x6 (the unknown size was dropped) and its letter size was never sent."""
+    err = assert_error(env.post_mailing(mailing(provider, kind, size=size)), 400, "invalid_mailing")
+    assert f"size {size!r}" in err["detail"]
+    assert env.redis.zcard("pr:ml:index") == 0
+
+
+def test_a_lob_429_without_retry_after_waits_for_its_ratelimit_reset(env: Env) -> None:
+    """Lob's create answers carry `ratelimit-reset`: "The time at which the rate limit window resets in UTC
+    epoch seconds" (lob-openapi shared/headers/ratelimit.yml, referenced by post_postcard.yml)."""
+    responses = Path(__file__).resolve().parents[3] / "shared" / "vendor-specs" / "lob" / "resources" / "postcards"
+    if responses.is_dir():
+        assert "ratelimit-reset" in (responses / "responses" / "post_postcard.yml").read_text()
+    reset = int(time.time()) + 40
+    env.lob.script.append(Reply(429, {"error": {"message": "Rate limit exceeded.", "status_code": 429,
+                                                "code": "rate_limit_exceeded"}},
+                                {"ratelimit-limit": "150", "ratelimit-remaining": "0", "ratelimit-reset": str(reset)}))
+    mid = env.post_mailing(mailing("lob")).json()["mailing_id"]
+    env.work()
+    view = env.get_mailing(mid).json()
+    assert view["status"] == "queued" and view["http_status"] == 429
+    [(due_id, due)] = env.due()
+    assert due_id == mid and due >= env.clock() + 38  # not the 0.2 s base delay: Lob said when
+    env.clock.advance(41)
+    env.work()
+    assert env.get_mailing(mid).json()["status"] == "created" and len(env.lob.pieces) == 1

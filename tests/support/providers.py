@@ -32,10 +32,9 @@ from tests.support.http_server import LocalHTTPServer, Recorded, Reply
 CONTACT_FIELDS = {"addressLine1", "addressLine2", "city", "companyName", "countryCode", "description", "email",
                   "firstName", "forceVerifiedStatus", "jobTitle", "lastName", "metadata", "phoneNumber",
                   "postalOrZip", "provinceOrState", "skipVerification"}
-MAILING_CLASSES = {"first_class", "standard_class", "express", "certified", "certified_return_receipt", "registered",
-                   "usps_first_class", "usps_standard_class", "usps_eddm", "usps_express_2_day",
-                   "usps_express_3_day", "usps_first_class_certified", "ca_post_lettermail", "ca_post_personalized",
-                   "ca_post_neighbourhood_mail", "royal_mail_first_class", "royal_mail_second_class"}
+POSTGRID_SHAPE = Path(__file__).resolve().parents[1] / "conformance" / "documented" / "postgrid.json"
+# every `mailingClass` of PostGrid's reference (the enum in the documented shape the conformance suite uses)
+MAILING_CLASSES = frozenset(json.loads(POSTGRID_SHAPE.read_text())["components"]["schemas"]["MailingClass"]["enum"])
 POSTCARD_KEYS = {"to", "from", "frontHTML", "backHTML", "frontTemplate", "backTemplate", "pdf", "size", "description",
                  "mailingClass", "mergeVariables", "metadata", "sendDate"}
 LETTER_KEYS = {"to", "from", "html", "template", "pdf", "addressPlacement", "attachedPDF", "color", "description",
