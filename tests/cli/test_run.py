@@ -280,6 +280,21 @@ def test_serve_says_where_it_receives(tmp_path: Path, redis_url: str, running: l
     serve.stop(signal.SIGTERM)  # uvicorn exits by the signal it stopped on (-15), after its graceful shutdown
     check_output(serve.output())
 
+
+@pytest.mark.parametrize("command", [["status"], ["dlq", "list"], ["destinations"], ["worker"]])
+def test_a_redis_that_never_answers_is_exit_3_not_a_hang(tmp_path: Path, command: list[str]) -> None:
+    with socket.socket() as hole:  # accepts connections (the kernel's backlog) and never says a word
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        url = f"redis://127.0.0.1:{hole.getsockname()[1]}/0"
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[server]\nredis_url = "{url}"\n', encoding="utf-8")
+        started = time.monotonic()
+        result = postrelay(*command, "--config", str(cfg), timeout=40)
+    assert time.monotonic() - started < 30
+    assert (result.code, result.lines) == (3, [f"postrelay: cannot reach Redis at {url} (from [server] redis_url in "
+                                               f"{cfg}): Timeout reading from socket"])
+
 def test_run_stops_the_rest_when_its_embedded_redis_dies(tmp_path: Path, running: list[Running]) -> None:
     proc, port = start_run(tmp_path, running)
     children = descendants(proc.proc.pid)
