@@ -26,6 +26,8 @@ class Mailer(Protocol):
     """The mailing side of the PostGrid and Lob adapters."""
 
     name: str
+    max_merge_variables_chars: int | None
+    """The most characters the merge variables may take as compact JSON (None: no documented limit)."""
 
     def mailing_defaults(self) -> dict[str, Any]:
         """The destination's settings that fill a request's unset fields (templates, sender, size, …)."""

@@ -38,6 +38,7 @@ class LobAdapter(Adapter):
     """Create Lob postcards and letters for mailings."""
 
     type = "lob"
+    max_merge_variables_chars = 25_000  # "If you call JSON.stringify on your object, it can be no longer than 25,000"
 
     class Settings(AdapterSettings):
         """`[destinations.NAME]` keys for type = "lob"."""

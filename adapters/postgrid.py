@@ -42,6 +42,7 @@ class PostGridAdapter(Adapter):
     """Create a postcard (front/back templates) or letter (template) addressed to the event's recipient."""
 
     type = "postgrid"
+    max_merge_variables_chars: int | None = None  # PostGrid documents no limit
 
     class Settings(AdapterSettings):
         """`[destinations.NAME]` keys for type = "postgrid"."""

@@ -147,6 +147,9 @@ class Mailings:
         wrong_size = size_problem(mailer, full.kind, full.size)
         if wrong_size:
             raise bad_request("invalid_mailing", wrong_size)
+        limit = mailer.max_merge_variables_chars
+        if limit and len(json.dumps(full.merge_variables, separators=(",", ":"), ensure_ascii=False)) > limit:
+            raise bad_request("invalid_mailing", f"merge_variables: at most {limit:,} characters as JSON for {ptype}")
         unusable = mailer.unusable_merge_variables(full.merge_variables)
         if unusable:
             raise bad_request("invalid_mailing", f"merge_variables.{unusable[0]}: {ptype} refuses this variable "

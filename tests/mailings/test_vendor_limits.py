@@ -215,3 +215,15 @@ def test_a_lob_429_without_retry_after_waits_for_its_ratelimit_reset(env: Env) -
     env.clock.advance(41)
     env.work()
     assert env.get_mailing(mid).json()["status"] == "created" and len(env.lob.pieces) == 1
+
+
+def test_lob_merge_variables_over_25000_characters_are_a_400(env: Env) -> None:
+    """Lob: "If you call `JSON.stringify` on your object, it can be no longer than 25,000 characters"."""
+    assert "it can be no longer than 25,000 characters" in RULES.variables_text
+    big = {"note": "x" * 25_000}
+    err = assert_error(env.post_mailing(mailing("lob", merge_variables=big)), 400, "invalid_mailing")
+    assert "25,000" in err["detail"]
+    fits = {"note": "x" * 24_900}
+    assert env.post_mailing(mailing("lob", merge_variables=fits), key="k2").status_code == 202
+    assert env.work() == 1 and env.lob.violations == [] and len(env.lob.pieces) == 1
+    assert env.post_mailing(mailing("pg", merge_variables=big), key="k3").status_code == 202  # no PostGrid limit

@@ -233,7 +233,7 @@ class LobRules:
                     f"{self.max_metadata_pairs} key-value pairs\"")
         variables = body.get("merge_variables")
         if isinstance(variables, dict):
-            if len(json.dumps(variables)) > self.max_variables_chars:
+            if len(json.dumps(variables, separators=(",", ":"), ensure_ascii=False)) > self.max_variables_chars:
                 return f"merge_variables is longer than {self.max_variables_chars} characters as JSON"
             for name in variables:
                 if any(c.isspace() or c in self.forbidden for c in name):
