@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from tests.receiver.harness import API_TOKEN, Service, assert_accepted, assert_canonical_shape, assert_error
@@ -213,3 +215,12 @@ def test_since_too_far_back_is_400_naming_it(service: Service, path: str, since:
     resp = service.http.get(path, params={"since": since}, headers={"Authorization": f"Bearer {API_TOKEN}"})
     body = assert_error(resp, 400, "invalid_query")
     assert body["detail"] == (f"since: {since!r} is too far in the past; use an ISO date/time or a shorter duration")
+
+
+@pytest.mark.parametrize("path", ["/v1/mailpieces", "/v1/campaigns", "/v1/dlq", "/v1/deliveries", "/v1/followups",
+                                  "/v1/mailings"])
+def test_a_forged_cursor_with_a_nan_score_is_400(service: Service, path: str) -> None:
+    """A cursor is base64 JSON: `["NaN", "x"]` decodes, but Redis refuses a NaN bound (it was a 500)."""
+    forged = base64.urlsafe_b64encode(b'["NaN", "x"]').decode().rstrip("=")
+    resp = service.http.get(path, params={"cursor": forged}, headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert assert_error(resp, 400)["detail"] == "cursor is not one this API returned"

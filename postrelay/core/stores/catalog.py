@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -66,7 +67,10 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         score, member = json.loads(raw)
-        return float(score), str(member)
+        after = float(score)
+        if math.isnan(after):  # Redis refuses a NaN bound ("min or max is not a float"): it was a 500
+            raise ValueError(score)
+        return after, str(member)
     except (ValueError, TypeError) as exc:
         raise BadQuery("cursor is not one this API returned") from exc
 
