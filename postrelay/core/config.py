@@ -100,6 +100,21 @@ class ServerConfig(Strict):
         check_redis_urls(self.queue_url, self.redis_url)
         return self
 
+    @model_validator(mode="after")
+    def _distinct_tokens(self) -> ServerConfig:
+        """One role per secret and one secret per name: the first match would win silently (a read token equal
+        to api_token took away its operate role) and the logs could not tell two same-named tokens apart."""
+        seen: dict[str, str] = {}
+        names: dict[str, str] = {}
+        for i, t in enumerate(self.tokens):
+            if t.token in seen or t.token == self.api_token:
+                raise ValueError(f"server.tokens[{i}].token: the same token as "
+                                 f"{seen.get(t.token, 'server.api_token')}; each token needs its own secret")
+            if t.name in names:
+                raise ValueError(f"server.tokens[{i}].name: {t.name!r} is also {names[t.name]}'s name")
+            seen[t.token], names[t.name] = f"server.tokens[{i}]", f"server.tokens[{i}]"
+        return self
+
     @field_validator("api_token")
     @classmethod
     def _token_length(cls, v: str | None) -> str | None:

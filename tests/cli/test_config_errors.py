@@ -68,6 +68,10 @@ MISTAKES = {
                               'queue_url = "redis://q:6379/0"\n',
                               "server.redis_url: Redis Cluster URL 'redis+cluster://c1:x/': port 'x' of 'c1' is not a "
                               "number"),
+    "a read token equal to api_token": (f'[server]\napi_token = "{SECRET_HEADER}"\n[[server.tokens]]\nname = "viewer"\n'
+                                        f'token = "{SECRET_HEADER}"\n',
+                                        "server.tokens[0].token: the same token as server.api_token; each token "
+                                        "needs its own secret"),
     "zero Redis timeout": ("[server]\nredis_timeout = 0\n", "server.redis_timeout: expected greater than 0"),
     "zero lease": ("[delivery]\nlease = \"0s\"\n", "delivery.lease: expected greater than 0"),
     "not a Redis URL": ('[server]\nredis_url = "localhost:6379"\n',
