@@ -44,7 +44,35 @@ class Sink(BaseHTTPRequestHandler):
         pass
 
 
-if __name__ == "__main__":
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 9000
+def main(argv: list[str]) -> int:
+    """Listen on the port in `argv` (default 9000) until Ctrl-C; a mistake is one line on stderr, exit 1."""
+    try:
+        port = int(argv[1]) if len(argv) > 1 else 9000
+    except ValueError:
+        print(f"webhook_sink: the port must be a number, not {argv[1]!r}", file=sys.stderr)
+        return 1
+    secret = os.environ.get("WEBHOOK_SECRET")
+    try:
+        if secret:
+            base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        print("webhook_sink: WEBHOOK_SECRET must be whsec_<base64>, the destination's secret", file=sys.stderr)
+        return 1
+    try:
+        server = HTTPServer(("127.0.0.1", port), Sink)
+    except (OSError, OverflowError) as exc:
+        print(f"webhook_sink: cannot listen on 127.0.0.1:{port}: {getattr(exc, 'strerror', None) or exc}",
+              file=sys.stderr)
+        return 1
     print(f"webhook sink listening on http://127.0.0.1:{port}/ (Ctrl-C to stop)", flush=True)
-    HTTPServer(("127.0.0.1", port), Sink).serve_forever()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("webhook sink stopped", flush=True)
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

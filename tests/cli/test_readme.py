@@ -208,3 +208,32 @@ def test_first_relay_to_a_local_webhook_as_written(tmp_path: Path, running: list
     finally:
         sink.kill()
         sink.wait(10)
+
+
+def test_the_example_sink_stops_on_ctrl_c_and_refuses_a_taken_port_in_one_line() -> None:
+    sink_path = str(ROOT / "examples" / "webhook_sink.py")
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, sink_path, str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=clean_env())
+    try:
+        assert wait_for(lambda: _answers(port), 30)
+        taken = subprocess.run([sys.executable, sink_path, str(port)], capture_output=True, text=True, timeout=30,
+                               env=clean_env())
+        assert (taken.returncode, taken.stderr) == (1, f"webhook_sink: cannot listen on 127.0.0.1:{port}: Address "
+                                                       "already in use\n")
+        sink.send_signal(signal.SIGINT)  # what Ctrl-C sends: no KeyboardInterrupt traceback
+        out, err = sink.communicate(timeout=30)
+    finally:
+        if sink.poll() is None:
+            sink.kill()
+    assert (sink.returncode, err) == (0, "")
+    assert out.splitlines()[-1] == "webhook sink stopped"
+
+
+def _answers(port: int) -> bool:
+    import httpx
+
+    try:
+        return httpx.post(f"http://127.0.0.1:{port}/", content=b"{}", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
