@@ -124,10 +124,11 @@ def connect_pieces(config: Config, queue: Redis) -> Redis | RedisCluster:
     return sync_client(server.redis_url, max(5.0, server.redis_timeout))
 
 
-def from_config(config: Config, **kwargs: Any) -> Runtime:
-    """Build a runtime for `config`: the queue Redis (`queue_url`, else `redis_url`) and the mailpiece store."""
+def from_config(config: Config, timeout: float | None = None, **kwargs: Any) -> Runtime:
+    """Build a runtime for `config`: the queue Redis (`queue_url`, else `redis_url`; read `timeout`, none by
+    default: the dispatcher blocks on XREADGROUP) and the mailpiece store."""
     url = config.server.queue_redis_url
     if not url or not config.server.redis_url:
         raise ValueError("server.redis_url is required")
-    queue = connect_redis(url)
+    queue = connect_redis(url, timeout)
     return Runtime(config=config, redis=queue, pieces=connect_pieces(config, queue), **kwargs)

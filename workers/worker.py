@@ -229,6 +229,11 @@ class Worker:
 
 def run_worker(config: Config, burst: bool = False) -> None:
     """Run until SIGINT/SIGTERM (or, with `burst`, until nothing is left to do now)."""
+    probe = runtime.connect_redis(config.server.queue_redis_url or "", max(5.0, config.server.redis_timeout))
+    try:  # the worker's own client has no read timeout: a Redis that never answers would hang it, silently
+        probe.ping()
+    finally:
+        probe.close()
     rt = runtime.from_config(config)
     worker = Worker(rt, claim_idle=float(os.environ.get("POSTRELAY_CLAIM_IDLE", "30")))
     stop = threading.Event()

@@ -90,10 +90,12 @@ def operator_config(path: str | None) -> Config:
 
 
 def runtime(path: str | None) -> Runtime:
-    """A worker runtime (Redis clients, destinations) for an operator command."""
+    """A worker runtime (Redis clients, destinations) for an operator command: with a read timeout, so a Redis
+    that accepts the connection and never answers (a TLS URL to a plain port, a black hole) is exit 3, not a hang."""
     from postrelay.workers.runtime import from_config
 
-    return from_config(operator_config(path))
+    config = operator_config(path)
+    return from_config(config, timeout=max(5.0, config.server.redis_timeout))
 
 
 def require_redis_url(config: Config, path: str | None, command: str) -> None:

@@ -120,7 +120,12 @@ def links_mint(config: str | None, csv_path: str, out: str | None, target_url: s
     except OSError as exc:
         click.echo(f"links mint: cannot read {csv_path}: {exc.strerror or type(exc).__name__}", err=True)
         return FAILED
-    except (CsvError, csv.Error, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        # no byte offset: the stream is decoded in chunks, so exc.start counts from the chunk, not the file
+        click.echo(f"links mint: {csv_path}: not UTF-8 text ({exc.reason}); save it as UTF-8 (\"CSV UTF-8\")",
+                   err=True)
+        return FAILED
+    except (CsvError, csv.Error) as exc:
         click.echo(f"links mint: {csv_path}: {exc}", err=True)
         return FAILED
     now = time.time()
@@ -129,14 +134,19 @@ def links_mint(config: str | None, csv_path: str, out: str | None, target_url: s
     except CsvError as exc:
         click.echo(f"links mint: {csv_path}: {exc}", err=True)
         return FAILED
-    redis = sync_client(cfg.server.queue_redis_url or "", cfg.server.redis_timeout)
-    try:
-        with click.progressbar(length=len(specs), label="minting links", file=sys.stderr,
-                               hidden=no_progress or not specs) as bar:
-            minted = mint_specs(redis, cfg.links, specs, now, progress=bar.update)
-    finally:
-        redis.close()
-    with click.open_file(out or "-", "w", encoding="utf-8") as stream:
+    try:  # opened before minting: links minted for an output that cannot be written would be lost
+        output = click.open_file(out or "-", "w", encoding="utf-8", lazy=False)
+    except OSError as exc:
+        click.echo(f"links mint: cannot write {out}: {exc.strerror or type(exc).__name__}", err=True)
+        return FAILED
+    with output as stream:
+        redis = sync_client(cfg.server.queue_redis_url or "", cfg.server.redis_timeout)
+        try:
+            with click.progressbar(length=len(specs), label="minting links", file=sys.stderr,
+                                   hidden=no_progress or not specs) as bar:
+                minted = mint_specs(redis, cfg.links, specs, now, progress=bar.update)
+        finally:
+            redis.close()
         write_rows(stream, columns, rows, minted)
     click.echo(f"links mint: {len(minted)} link(s) minted", err=True)
     return OK

@@ -104,6 +104,9 @@ def destinations(ctx: click.Context, config: str | None, as_json: bool) -> int |
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return OK
+    if not rows:
+        click.echo("no destinations configured (one [destinations.NAME] table each: docs/adapters.md)")
+        return OK
     click.echo(f"{'destination':<18}{'type':<12}{'state':<11}{'paused':<8}{'backlog':>8}{'dead':>6}  last error")
     for row in rows:
         click.echo(f"{row['name']:<18}{row['type']:<12}{row['state']:<11}{'yes' if row['paused'] else 'no':<8}"
@@ -116,7 +119,7 @@ def _pause_or_resume(ctx: click.Context, action: str, name: str, config: str | N
 
     rt = runtime(config or (ctx.obj or {}).get("config"))
     if name not in rt.config.destinations:
-        click.echo(f"unknown destination {name!r}", err=True)
+        click.echo(f"unknown destination {name!r}; known: {', '.join(rt.config.destinations) or 'none'}", err=True)
         return CONFIG_ERROR
     if action == "pause":
         store.pause(rt.redis, name)
@@ -152,8 +155,9 @@ def destinations_resume(ctx: click.Context, name: str, config: str | None) -> in
               help="events created at or after T: ISO date/time (UTC unless an offset is given) or a duration ago "
                    "such as 36h or 3d")
 @click.option("--until", metavar="T", help="events created before T (same formats)")
-@click.option("--page-size", type=int, default=100, metavar="N", help="events per API request (default 100)")
-@click.option("--max-pages", type=int, default=None, metavar="N", help="stop after N pages")
+@click.option("--page-size", type=click.IntRange(min=1), default=100, metavar="N",
+              help="events per API request (default 100)")
+@click.option("--max-pages", type=click.IntRange(min=1), default=None, metavar="N", help="stop after N pages")
 @click.option("--no-progress", is_flag=True, help="no progress line on stderr")
 @json_option
 def backfill(source: str, config: str | None, since: str, until: str | None, page_size: int,
@@ -179,6 +183,10 @@ async def _backfill(source: str, config_path: str | None, since_text: str, until
         until = parse_when(until_text) if until_text else None
     except ValueError as exc:
         click.echo(f"backfill: {exc}", err=True)
+        return CONFIG_ERROR
+    if until is not None and until <= since:
+        click.echo(f"backfill: --until {until_text} is not after --since {since_text}: no event can be in that range",
+                   err=True)
         return CONFIG_ERROR
     # the ingest script's keys (stream, dedupe markers) live on the queue Redis
     redis = async_queue_client(config.server.queue_redis_url or "", max(5.0, config.server.redis_timeout))

@@ -67,6 +67,14 @@ def _server(config: Config) -> Any:
                                          log_config=None, lifespan="on", **uvicorn_options(config)))
 
 
+def _say_receiving(host: str, port: int, workers: int) -> None:
+    """One log line once the port is ours: a newcomer sees that `serve` is up (uvicorn's own lines are off)."""
+    import logging
+
+    logging.getLogger("postrelay.serve").info("receiving on http://%s:%d (%d process(es)); stop with Ctrl-C or "
+                                              "SIGTERM", host, port, workers)
+
+
 def _multiproc_metrics_dir() -> str | None:
     """Prometheus multiprocess mode for `serve --workers N`: a fresh directory (returned when we made it)."""
     import glob
@@ -91,6 +99,7 @@ def _serve_processes(config: Config, host: str, port: int, workers: int) -> None
     from postrelay.receiver.server import uvicorn_options
 
     listen(host, port).close()  # uvicorn's supervisor binds it again: fail early, with our message
+    _say_receiving(host, port, workers)
     made = _multiproc_metrics_dir()
     try:
         uvicorn.run("postrelay.receiver.asgi:make_app", factory=True, host=host, port=port, workers=workers,
@@ -125,7 +134,9 @@ def serve(config: str | None, host: str | None, port: int | None, log_format: st
     if workers > 1:
         _serve_processes(cfg, host, port, workers)
     else:
-        _server(cfg).run(sockets=[listen(host, port)])
+        sock = listen(host, port)
+        _say_receiving(host, port, 1)
+        _server(cfg).run(sockets=[sock])
     return OK
 
 

@@ -113,6 +113,10 @@ class Supervisor:
             self.redis.start()
         except RuntimeError as exc:
             raise RunError(str(exc)) from None
+        except OSError as exc:  # its data directory cannot be made: nothing was started
+            where, self.redis = self.redis.dir, None
+            raise RunError(f"cannot keep the embedded Redis's data in {where} ([server] data_dir = {data_dir!r}): "
+                           f"{exc.strerror or type(exc).__name__}") from None
         self.config.server.redis_url = self.redis.url
         where = embedded.write_record(data_dir, self.redis.url, self.config_path)
         say(f"embedded Redis at {self.redis.url} (data in {self.redis.dir}; address recorded in {where})")

@@ -244,6 +244,57 @@ def test_dlq_list_shows_the_newest_first_and_limit_keeps_the_newest(tmp_path: Pa
     assert result.code == 0, result
     assert [line.split()[2] for line in result.out.splitlines()] == ["mev_1", "mev_2"]
 
+
+def test_destinations_without_any_and_an_unknown_name_say_so(tmp_path: Path, redis_url: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[server]\nredis_url = "{redis_url}"\n', encoding="utf-8")
+    listed = postrelay("destinations", "--config", str(cfg))
+    assert (listed.code, listed.out) == (0, "no destinations configured (one [destinations.NAME] table each: "
+                                            "docs/adapters.md)\n")
+    cfg.write_text(cfg.read_text() + '[destinations.crm]\ntype = "webhook"\nurl = "https://hooks.example.com/x"\n')
+    paused = postrelay("destinations", "pause", "crn", "--config", str(cfg))
+    assert (paused.code, paused.lines) == (2, ["unknown destination 'crn'; known: crm"])
+
+
+def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    data_dir = tmp_path / "a-file" / "data"  # under a regular file: even root cannot make it
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[server]\ndata_dir = "{data_dir}"\n', encoding="utf-8")
+    port = free_port()
+    result = postrelay("run", "--config", str(cfg), "--port", str(port), cwd=tmp_path)
+    assert (result.code, result.lines) == (1, [f"postrelay: cannot keep the embedded Redis's data in {data_dir}/redis "
+                                               f"([server] data_dir = '{data_dir}'): Not a directory"])
+    assert refused(port)
+
+
+def test_serve_says_where_it_receives(tmp_path: Path, redis_url: str, running: list[Running]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[server]\nredis_url = "{redis_url}"\nlog_format = "text"\n', encoding="utf-8")
+    port = free_port()
+    serve = Running(["serve", "--config", str(cfg), "--port", str(port)], tmp_path)
+    running.append(serve)
+    assert serve.wait_for_output(f"postrelay.serve: receiving on http://127.0.0.1:{port} (1 process(es)); stop with "
+                                 "Ctrl-C or SIGTERM", 60), serve.output()
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    serve.stop(signal.SIGTERM)  # uvicorn exits by the signal it stopped on (-15), after its graceful shutdown
+    check_output(serve.output())
+
+
+@pytest.mark.parametrize("command", [["status"], ["dlq", "list"], ["destinations"], ["worker"]])
+def test_a_redis_that_never_answers_is_exit_3_not_a_hang(tmp_path: Path, command: list[str]) -> None:
+    with socket.socket() as hole:  # accepts connections (the kernel's backlog) and never says a word
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        url = f"redis://127.0.0.1:{hole.getsockname()[1]}/0"
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[server]\nredis_url = "{url}"\n', encoding="utf-8")
+        started = time.monotonic()
+        result = postrelay(*command, "--config", str(cfg), timeout=40)
+    assert time.monotonic() - started < 30
+    assert (result.code, result.lines) == (3, [f"postrelay: cannot reach Redis at {url} (from [server] redis_url in "
+                                               f"{cfg}): Timeout reading from socket"])
+
 def test_run_stops_the_rest_when_its_embedded_redis_dies(tmp_path: Path, running: list[Running]) -> None:
     proc, port = start_run(tmp_path, running)
     children = descendants(proc.proc.pid)

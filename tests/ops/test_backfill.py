@@ -228,6 +228,17 @@ def test_missing_api_key_is_a_config_error(redis_url, tmp_path, capsys):
     assert code == 2 and "sources.lob.api_key" in err
 
 
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["--since", "2h", "--until", "3h"], "backfill: --until 3h is not after --since 2h: no event can be in that range"),
+    (["--since", "2h", "--page-size", "0"], "Error: Invalid value for '--page-size': 0 is not in the range x>=1."),
+    (["--since", "2h", "--max-pages", "0"], "Error: Invalid value for '--max-pages': 0 is not in the range x>=1."),
+])
+def test_an_empty_range_or_page_is_refused_before_any_request(redis_url, tmp_path, capsys, args, line):
+    cfg = write_config(tmp_path, redis_url, "http://127.0.0.1:9")  # nothing listens: a request would fail slowly
+    code, _, err = run_cli(capsys, "backfill", "postgrid", "--config", str(cfg), "--no-progress", *args)
+    assert (code, err.splitlines()[-1]) == (2, line)
+
 # --- the library function: retries, Retry-After, unreadable items ------------------------------------------------
 
 def _run(coro: Any) -> Any:

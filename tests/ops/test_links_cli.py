@@ -78,3 +78,24 @@ def test_stdout_missing_file_and_unconfigured_links(tmp_path, redis_url, capsys,
     bare.mkdir()
     code = main(["links", "mint", "--config", _config(bare, redis_url, links=False), "--csv", "-"])
     assert code == 2 and "[links] base_url" in capsys.readouterr().err
+
+
+def test_an_output_that_cannot_be_written_mints_nothing(tmp_path, redis_url, capsys):
+    rows = [{"target_url": "https://shop.example.com/a", "ref": "1"}]
+    out = tmp_path / "no-such-dir" / "out.csv"
+    code = main(["links", "mint", "--config", _config(tmp_path, redis_url), "--csv", _csv(tmp_path, rows),
+                 "--out", str(out), "--no-progress"])
+    assert code == 1
+    assert capsys.readouterr().err.splitlines() == [f"links mint: cannot write {out}: No such file or directory"]
+    r = redis.Redis.from_url(redis_url)
+    assert list(r.scan_iter(match=keys.link("*"))) == []  # no link minted whose token nobody got
+    r.close()
+
+
+def test_a_csv_that_is_not_utf8_is_one_line(tmp_path, redis_url, capsys):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("target_url,name\nhttps://shop.example.com/a,Zoë\n".encode("latin-1"))
+    code = main(["links", "mint", "--config", _config(tmp_path, redis_url), "--csv", str(path), "--no-progress"])
+    assert code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f'links mint: {path}: not UTF-8 text (invalid continuation byte); save it as UTF-8 ("CSV UTF-8")']
