@@ -98,7 +98,7 @@ class LobAdapter(Adapter):
         else:
             body["file"] = request.template
             body["color"] = s.color
-            if request.size:
+            if request.size in LETTER_SIZES:  # (a destination's postcard size is not the letter's)
                 body["size"] = request.size
             optional = {"double_sided": s.double_sided, "address_placement": s.address_placement}
             body |= {k: v for k, v in optional.items() if v is not None}

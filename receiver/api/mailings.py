@@ -145,7 +145,9 @@ class Mailings:
             raise bad_request("invalid_mailing", missing)
         mailer = self.mailer(request.provider)
         wrong_size = size_problem(mailer, full.kind, full.size)
-        if wrong_size:
+        if wrong_size and request.size is None:  # the destination's default is for its other kind: not used
+            full = full.model_copy(update={"size": None})
+        elif wrong_size:
             raise bad_request("invalid_mailing", wrong_size)
         limit = mailer.max_merge_variables_chars
         if limit and len(json.dumps(full.merge_variables, separators=(",", ":"), ensure_ascii=False)) > limit:

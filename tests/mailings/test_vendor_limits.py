@@ -227,3 +227,15 @@ def test_lob_merge_variables_over_25000_characters_are_a_400(env: Env) -> None:
     assert env.post_mailing(mailing("lob", merge_variables=fits), key="k2").status_code == 202
     assert env.work() == 1 and env.lob.violations == [] and len(env.lob.pieces) == 1
     assert env.post_mailing(mailing("pg", merge_variables=big), key="k3").status_code == 202  # no PostGrid limit
+
+
+@pytest.mark.parametrize("provider", ["pg", "lob"])
+def test_a_destinations_postcard_size_is_not_forced_on_a_letter(make_env, provider: str) -> None:
+    name = "pg" if provider == "pg" else "lob"
+    env = make_env({"destinations": {name: {"size": "6x4" if provider == "pg" else "4x6"}}})
+    assert env.post_mailing(mailing(provider, "letter", **{"from": SENDER})).status_code == 202
+    assert env.work() == 1
+    stand_in = env.postgrid if provider == "pg" else env.lob
+    assert stand_in.violations == [] and len(stand_in.pieces) == 1
+    [create] = [r for r in stand_in.requests if r.method == "POST"]
+    assert "size" not in create.json()
