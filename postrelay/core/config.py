@@ -115,6 +115,14 @@ class ServerConfig(Strict):
             seen[t.token], names[t.name] = f"server.tokens[{i}]", f"server.tokens[{i}]"
         return self
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not v.strip() or any(c.isspace() or not c.isprintable() for c in v):
+            # "" would listen on every interface; a NUL was 'unexpected TypeError' at bind
+            raise ValueError("expected an address or host name such as 127.0.0.1 or 0.0.0.0 (not empty, no spaces)")
+        return v
+
     @field_validator("api_token")
     @classmethod
     def _token_length(cls, v: str | None) -> str | None:

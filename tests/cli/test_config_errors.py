@@ -72,6 +72,8 @@ MISTAKES = {
                                         f'token = "{SECRET_HEADER}"\n',
                                         "server.tokens[0].token: the same token as server.api_token; each token "
                                         "needs its own secret"),
+    "empty host": ('[server]\nhost = "${PR_TEST_UNSET_HOST:-}"\n',
+                   "server.host: expected an address or host name such as 127.0.0.1 or 0.0.0.0 (not empty, no spaces)"),
     "zero Redis timeout": ("[server]\nredis_timeout = 0\n", "server.redis_timeout: expected greater than 0"),
     "zero lease": ("[delivery]\nlease = \"0s\"\n", "delivery.lease: expected greater than 0"),
     "not a Redis URL": ('[server]\nredis_url = "localhost:6379"\n',
