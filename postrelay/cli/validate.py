@@ -47,6 +47,8 @@ def validated(path: str | None) -> Config:
 def check_config(file: str | None, config: str | None) -> int:
     """Validate a config file (or --config / $POSTRELAY_CONFIG): every key, destination and rule; prints every
     problem, one line each."""
+    if file and config and file != config:  # which one would be checked? (FILE silently won)
+        raise click.UsageError(f"give the config once: FILE ({file}) or --config ({config})")
     cfg = validated(file or config)
     sources = [s for s in ("postgrid", "lob", "postalytics", "generic") if getattr(cfg.sources, s)]
     click.echo(f"ok: {len(sources)} source(s) {sources}, {len(cfg.destinations)} destination(s), "

@@ -150,3 +150,11 @@ def test_a_byte_order_mark_is_not_a_toml_error(tmp_path: Path) -> None:
     result = postrelay("check-config", str(cfg))
     assert (result.code, result.err) == (0, ""), result
     assert result.out.startswith("ok: 1 source(s) ['lob']")
+
+
+def test_two_different_configs_are_a_usage_error(tmp_path: Path) -> None:
+    good = write(tmp_path, BASE, "good.toml")
+    broken = write(tmp_path, "[server\n", "broken.toml")
+    result = postrelay("check-config", str(good), "--config", str(broken))
+    assert (result.code, result.lines[-1]) == (2, f"Error: give the config once: FILE ({good}) or --config ({broken})")
+    assert postrelay("check-config", str(good), "--config", str(good)).code == 0
