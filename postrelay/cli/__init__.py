@@ -85,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command and return its exit code (see the module docstring)."""
     import redis
 
-    logging.basicConfig(level=os.environ.get("POSTRELAY_LOG_LEVEL", "WARNING"))
+    from postrelay.core.logs import env_level
+
     try:
+        logging.basicConfig(level=env_level("WARNING"))
         result = cli.main(args=argv, prog_name="postrelay", standalone_mode=False)
     except click.ClickException as exc:
         exc.show()

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 import orjson
 
 from postrelay.core.config import Config
+from postrelay.core.config_errors import ConfigError
 from postrelay.core.redaction import Redactor, clean, secret_values, url_secrets
 
 LOG_MIN_SECRET = 6  # shorter values are not redacted from log lines (they would mangle unrelated text)
@@ -257,10 +258,23 @@ def _direct_handler(logger: logging.Logger, level: int) -> LineHandler | None:
 
 def resolve_format(cli_value: str | None, config_value: str | None) -> str:
     """`--log-format`, else $POSTRELAY_LOG_FORMAT, else `[server] log_format`, else json."""
-    value = cli_value or os.environ.get(LOG_FORMAT_ENV) or config_value or "json"
+    env = os.environ.get(LOG_FORMAT_ENV)
+    value = cli_value or env or config_value or "json"
     if value not in {"json", "text"}:
+        if env and not cli_value:  # --log-format and [server] log_format are checked where they are parsed
+            raise ConfigError(f"${LOG_FORMAT_ENV}: expected 'json' or 'text', not {value!r}")
         raise ValueError(f"log format must be json or text, not {value!r}")
     return value
+
+
+def env_level(default: str = "INFO") -> int:
+    """`$POSTRELAY_LOG_LEVEL` (any case: `debug` too) as a logging level, else `default`; ConfigError names the
+    variable (logging's own `Unknown level: 'debug'` was a traceback from every command)."""
+    raw = os.environ.get(LOG_LEVEL_ENV, "").strip() or default
+    level = int(raw) if raw.isdigit() else logging.getLevelName(raw.upper())
+    if not isinstance(level, int):
+        raise ConfigError(f"${LOG_LEVEL_ENV}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, not {raw!r}")
+    return level
 
 
 def setup_logging(fmt: str = "json", secrets: Iterable[str] = (), level: str | int | None = None,
@@ -275,7 +289,7 @@ def setup_logging(fmt: str = "json", secrets: Iterable[str] = (), level: str | i
     handler = LineHandler(stream or sys.stderr, inner, Redactor(secrets, min_len=LOG_MIN_SECRET))
     handler.set_name(_HANDLER_NAME)
     root.addHandler(handler)
-    root.setLevel(level or os.environ.get(LOG_LEVEL_ENV, "INFO"))
+    root.setLevel(level or env_level())
     for noisy in ("httpx", "httpcore"):  # one line per outbound request, URL included: too much at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return handler

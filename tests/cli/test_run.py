@@ -295,6 +295,18 @@ def test_a_redis_that_never_answers_is_exit_3_not_a_hang(tmp_path: Path, command
     assert (result.code, result.lines) == (3, [f"postrelay: cannot reach Redis at {url} (from [server] redis_url in "
                                                f"{cfg}): Timeout reading from socket"])
 
+
+def test_log_settings_from_the_environment_are_checked_in_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[server]\nredis_url = "redis://127.0.0.1:1/0"\n', encoding="utf-8")
+    debug = postrelay("check-config", str(cfg), env=clean_env(POSTRELAY_LOG_LEVEL="debug"))  # any case
+    assert debug.code == 0, debug
+    bogus = postrelay("check-config", str(cfg), env=clean_env(POSTRELAY_LOG_LEVEL="bogus"))
+    assert (bogus.code, bogus.lines) == (2, ["config error: $POSTRELAY_LOG_LEVEL: expected DEBUG, INFO, WARNING, "
+                                             "ERROR or CRITICAL, not 'bogus'"])
+    xml = postrelay("worker", "--config", str(cfg), env=clean_env(POSTRELAY_LOG_FORMAT="xml"))
+    assert (xml.code, xml.lines) == (2, ["config error: $POSTRELAY_LOG_FORMAT: expected 'json' or 'text', not 'xml'"])
+
 def test_run_stops_the_rest_when_its_embedded_redis_dies(tmp_path: Path, running: list[Running]) -> None:
     proc, port = start_run(tmp_path, running)
     children = descendants(proc.proc.pid)
