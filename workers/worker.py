@@ -27,7 +27,8 @@ import redis
 
 from postrelay.core import keys
 from postrelay.core.backoff import Backoff
-from postrelay.core.config import Config
+from postrelay.core.config import Config, ConfigError
+from postrelay.core.durations import parse_seconds
 from postrelay.core.outage import is_outage
 from postrelay.core.stores import deliveries
 from postrelay.workers import runtime
@@ -229,13 +230,18 @@ class Worker:
 
 def run_worker(config: Config, burst: bool = False) -> None:
     """Run until SIGINT/SIGTERM (or, with `burst`, until nothing is left to do now)."""
+    raw_idle = os.environ.get("POSTRELAY_CLAIM_IDLE", "30")
+    try:
+        claim_idle = parse_seconds(raw_idle)
+    except ValueError as exc:
+        raise ConfigError(f"$POSTRELAY_CLAIM_IDLE: {exc}") from None
     probe = runtime.connect_redis(config.server.queue_redis_url or "", max(5.0, config.server.redis_timeout))
     try:  # the worker's own client has no read timeout: a Redis that never answers would hang it, silently
         probe.ping()
     finally:
         probe.close()
     rt = runtime.from_config(config)
-    worker = Worker(rt, claim_idle=float(os.environ.get("POSTRELAY_CLAIM_IDLE", "30")))
+    worker = Worker(rt, claim_idle=claim_idle)
     stop = threading.Event()
     try:
         if burst:
