@@ -16,6 +16,7 @@ _UNITS = {
     "w": 604800, "week": 604800, "weeks": 604800,
 }
 _PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _BUSINESS = re.compile(r"^\s*(\d+)\s*business\s+days?\s*$")
 # The accepted forms, for error messages.
 DURATION_FORMS = "a duration such as '30s', '5m', '36h', '8d' or '14 days' (a bare number is seconds)"
@@ -54,10 +55,10 @@ def _seconds(text: str | int | float) -> float:
             raise ValueError("duration must not be negative")
         return float(text)
     raw = text.strip().lower()
-    if raw in {"0", ""}:
-        if raw == "":
-            raise ValueError("empty duration")
-        return 0.0
+    if raw == "":
+        raise ValueError("empty duration")
+    if _NUMBER.fullmatch(raw):  # "30": seconds, as the TOML number 30 is (a "${VAR}" is always a string)
+        return float(raw)
     total, pos = 0.0, 0
     while pos < len(raw):
         m = _PART.match(raw, pos)
@@ -87,6 +88,8 @@ def parse_when(text: str, now: float | None = None) -> datetime:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         try:
+            if _NUMBER.fullmatch(text.strip()):  # `--since 2026`: a year? seconds? Neither, say so
+                raise ValueError(text)
             ago = parse_seconds(text, math.inf)  # too far back: said below
         except ValueError:
             raise ValueError(f"{text!r} is neither an ISO date/time nor a duration such as 36h or 3d") from None

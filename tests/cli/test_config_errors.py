@@ -158,3 +158,11 @@ def test_two_different_configs_are_a_usage_error(tmp_path: Path) -> None:
     result = postrelay("check-config", str(good), "--config", str(broken))
     assert (result.code, result.lines[-1]) == (2, f"Error: give the config once: FILE ({good}) or --config ({broken})")
     assert postrelay("check-config", str(good), "--config", str(good)).code == 0
+
+
+def test_a_number_from_an_environment_variable_is_seconds(tmp_path: Path) -> None:
+    """`${VAR}` always gives a string: "30" is 30 seconds, as the TOML number 30 is (it was 'cannot parse')."""
+    cfg = write(tmp_path, BASE + '[server]\nbody_timeout = "${PR_TEST_UNSET_TIMEOUT:-30}"\n'
+                                 '[delivery]\ntimeout = "7.5"\n')
+    result = postrelay("check-config", str(cfg))
+    assert (result.code, result.err) == (0, ""), result

@@ -306,6 +306,10 @@ def test_log_settings_from_the_environment_are_checked_in_one_line(tmp_path: Pat
                                              "ERROR or CRITICAL, not 'bogus'"])
     xml = postrelay("worker", "--config", str(cfg), env=clean_env(POSTRELAY_LOG_FORMAT="xml"))
     assert (xml.code, xml.lines) == (2, ["config error: $POSTRELAY_LOG_FORMAT: expected 'json' or 'text', not 'xml'"])
+    idle = postrelay("worker", "--config", str(cfg), env=clean_env(POSTRELAY_CLAIM_IDLE="abc"))
+    assert (idle.code, idle.lines) == (2, ["config error: $POSTRELAY_CLAIM_IDLE: cannot parse duration 'abc'; expected "
+                                           "a duration such as '30s', '5m', '36h', '8d' or '14 days' (a bare number "
+                                           "is seconds)"])
 
 def test_run_stops_the_rest_when_its_embedded_redis_dies(tmp_path: Path, running: list[Running]) -> None:
     proc, port = start_run(tmp_path, running)
