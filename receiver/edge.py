@@ -116,7 +116,7 @@ class Edge:
             status = 500
             info.setdefault("error", "internal_error")
             if not response_started:
-                await unhandled_error()(scope, receive, send)
+                await unhandled_error(scope.get("path", ""))(scope, receive, send)
             raise  # the server logs the traceback and closes the connection
         finally:
             label = route_label(scope)

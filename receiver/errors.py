@@ -46,14 +46,16 @@ def headers_too_large(detail: str) -> HTTPError:
     return HTTPError(431, "headers_too_large", detail)
 
 
-def unhandled_error() -> JSONResponse:
-    """Last resort: a 500 with no internals in the body (the traceback goes to the log only).
+def unhandled_error(path: str) -> JSONResponse:
+    """Last resort: a 500 with no internals in the body (the traceback goes to the log only). A webhook is
+    told its event was not accepted (the provider sends it again); any other request only to retry.
 
     `Connection: close` because the error is re-raised after this answer and the server then drops the
     connection: a client that reused it for its retry would get a connection reset instead of an answer.
     """
-    return error_response(500, "internal_error", "unexpected error; the event was not accepted, retry later",
-                          {"Connection": "close"})
+    detail = ("unexpected error; the event was not accepted, retry later" if path.startswith("/webhooks/")
+              else "unexpected error (logged by the server); retry later")
+    return error_response(500, "internal_error", detail, {"Connection": "close"})
 
 
 _ROUTING_CODES = {404: "not_found", 405: "method_not_allowed"}

@@ -7,10 +7,19 @@ import json
 import socket
 from typing import Any
 
+import httpx
 import pytest
 import redis.exceptions
 
-from tests.receiver.harness import LOB_SECRETS, PA_TOKEN, PG_SECRETS, Service, assert_accepted, assert_error
+from tests.receiver.harness import (
+    API_TOKEN,
+    LOB_SECRETS,
+    PA_TOKEN,
+    PG_SECRETS,
+    Service,
+    assert_accepted,
+    assert_error,
+)
 from tests.support import payloads as P
 from tests.support import signing
 
@@ -87,7 +96,22 @@ def test_an_unexpected_error_is_500_and_closes_the_connection(make_service: Any)
     svc = make_service()
     _break_enqueue(svc, RuntimeError("boom: internal detail"))
     resp = svc.post("/webhooks/lob", *_lob(svc))
-    assert_error(resp, 500, "internal_error")
+    body = assert_error(resp, 500, "internal_error")
+    assert resp.headers["connection"] == "close" and "boom" not in resp.text
+    assert "the event was not accepted" in body["detail"]  # the provider sends it again
+
+
+class _Broken:
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("boom: internal detail")
+
+
+def test_an_unexpected_error_outside_the_webhooks_does_not_speak_of_an_event(make_service: Any) -> None:
+    svc = make_service()
+    svc._server.server.config.app.state.receiver.pieces = _Broken()
+    resp = httpx.get(svc.url + "/v1/mailpieces/lob/ltr_1", headers={"Authorization": f"Bearer {API_TOKEN}"})
+    body = assert_error(resp, 500, "internal_error")
+    assert body["detail"] == "unexpected error (logged by the server); retry later"
     assert resp.headers["connection"] == "close" and "boom" not in resp.text
 
 
