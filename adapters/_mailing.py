@@ -28,6 +28,8 @@ class Mailer(Protocol):
     name: str
     max_merge_variables_chars: int | None
     """The most characters the merge variables may take as compact JSON (None: no documented limit)."""
+    merge_name_rule: str
+    """What the provider allows in a merge variable's name, for error messages ("" when it has no rule)."""
 
     def mailing_defaults(self) -> dict[str, Any]:
         """The destination's settings that fill a request's unset fields (templates, sender, size, …)."""

@@ -39,6 +39,7 @@ class LobAdapter(Adapter):
 
     type = "lob"
     max_merge_variables_chars = 25_000  # "If you call JSON.stringify on your object, it can be no longer than 25,000"
+    merge_name_rule = "no whitespace and none of " + "".join(sorted(NAME_FORBIDDEN))
 
     class Settings(AdapterSettings):
         """`[destinations.NAME]` keys for type = "lob"."""

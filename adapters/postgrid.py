@@ -43,6 +43,7 @@ class PostGridAdapter(Adapter):
 
     type = "postgrid"
     max_merge_variables_chars: int | None = None  # PostGrid documents no limit
+    merge_name_rule = ""  # nor a rule for the names
 
     class Settings(AdapterSettings):
         """`[destinations.NAME]` keys for type = "postgrid"."""

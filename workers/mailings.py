@@ -50,8 +50,6 @@ from postrelay.workers.policy import next_attempt
 from postrelay.workers.runtime import Runtime
 
 log = logging.getLogger("postrelay.mailings")
-FOLLOWUP_KEYS = ("postrelay_previous_mailpiece", "postrelay_followup")
-"""The metadata a follow-up's piece carries to link it to the first piece (next to `added_keys`)."""
 
 
 class Creator:
@@ -189,7 +187,9 @@ def followup_request(rt: Runtime, destination: str, event: CanonicalEvent,
         crm = {"campaign_id": crm["campaign_id"], **crm}
     link = followup_link(rt, event, extra)
     campaign = event.mailpiece.campaign_id
-    room = PROVIDER_METADATA_KEYS - len(FOLLOWUP_KEYS) - len(added_keys(crm, campaign, bool(link)))
+    followup = {"postrelay_previous_mailpiece": event.mailpiece.id,  # links the piece to the first one
+                "postrelay_followup": str(extra.get("followup") or "")}
+    room = PROVIDER_METADATA_KEYS - len(followup) - len(added_keys(crm, campaign, bool(link)))
     variables = {k: v for k, v in event.metadata.items() if k != "postrelay"}
     unusable = set(adapter.unusable_merge_variables(variables))  # type: ignore[union-attr]
     try:
@@ -209,8 +209,7 @@ def followup_request(rt: Runtime, destination: str, event: CanonicalEvent,
             return f"the follow-up's link is not valid: link.{loc}: {err['msg']}"
         return f"the event's recipient cannot be mailed: {loc}: {err['msg']}"
     request = request.with_defaults(adapter.mailing_defaults())  # type: ignore[union-attr]
-    request.metadata.update(dict(zip(FOLLOWUP_KEYS, (event.mailpiece.id, str(extra.get("followup") or "")),
-                                     strict=True)))
+    request.metadata.update(followup)
     return request
 
 

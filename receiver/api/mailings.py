@@ -155,7 +155,7 @@ class Mailings:
         unusable = mailer.unusable_merge_variables(full.merge_variables)
         if unusable:
             raise bad_request("invalid_mailing", f"merge_variables.{unusable[0]}: {ptype} refuses this variable "
-                              "name (no whitespace and none of !\"#%&'()*+,/;<=>@[\\]^`{|}~)")
+                              f"name ({mailer.merge_name_rule})")
         if full.link is not None:
             self.check_link(request)
         return ptype, full
